@@ -1,0 +1,86 @@
+"""Errors a user can cause: each reaches the terminal as one line and an exit code."""
+
+from __future__ import annotations
+
+import click
+
+# Exit codes (sysexits.h where one fits); the README's table lists them.
+EXIT_OK = 0
+EXIT_FAILED = 1  # some recipients failed permanently
+EXIT_USAGE = 2  # bad flag, bad configuration
+EXIT_DATA = 65  # bad input: issue, template, subscriber list
+EXIT_UNAVAILABLE = 69  # the SMTP server cannot be reached
+EXIT_TEMPFAIL = 75  # try again later: recipients deferred, another run holds the lock
+EXIT_NOPERM = 77  # the SMTP server refused our credentials
+
+
+class MailerError(click.ClickException):
+    """Base of every error meant for the user: no traceback, a clear line, an exit code."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def format_message(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(MailerError):
+    """A setting is missing or has the wrong form."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(MailerError):
+    """An input file is wrong; the message names the file and, where known, the line or key."""
+
+    exit_code = EXIT_DATA
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: object | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        super().__init__(where + message, hint=hint)
+        self.path = path
+        self.line = line
+
+
+class TemplateError(InputError):
+    """A template is broken or uses a variable that does not exist."""
+
+
+class PreflightError(MailerError):
+    """The issue is not fit to send; every reason is listed."""
+
+    exit_code = EXIT_DATA
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("refusing to send:\n" + "\n".join(f"  - {r}" for r in reasons))
+        self.reasons = reasons
+
+
+class SMTPUnavailable(MailerError):
+    """The server could not be reached or dropped us before anyone was marked."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class SMTPAuthError(MailerError):
+    """The server refused the login."""
+
+    exit_code = EXIT_NOPERM
+
+
+class LockedError(MailerError):
+    """Another mailer run holds the lock on this issue."""
+
+    exit_code = EXIT_TEMPFAIL
