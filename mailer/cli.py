@@ -1,0 +1,539 @@
+"""The `mailer` command: a thin shell over the pipeline, and the only module that prints."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import config as config_mod
+from . import issue as issue_mod
+from .config import Settings
+from .errors import EXIT_TEMPFAIL, InputError, LockedError, MailerError
+from .ledger import DEFERRED, FAILED, SENT, Ledger, lock
+from .message import Composer
+from .render import Email, render
+from .send import Progress, Sender, SendOptions, Summary, check_preflight, estimate
+from .subscribers import Subscriber, SubscriberList
+from .transport import DryRunTransport, SMTPTransport
+from .when import now as current_time
+from .when import parse_when
+
+EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
+
+
+@dataclass
+class Context:
+    """What every command gets: the project's settings, read once."""
+
+    settings: Settings
+
+    def load_issue(self, name: str) -> issue_mod.Issue:
+        path = issue_mod.resolve(name, self.settings.root)
+        return issue_mod.read(path, default_lang=self.settings.lang, base_url=self.settings.base_url)
+
+    def render(self, name: str) -> Email:
+        return render(self.load_issue(name), self.settings)
+
+    def ledger(self, *, create: bool = True) -> Ledger | None:
+        path = self.settings.state_path
+        if not create and not (path / "ledger.db").exists():
+            return None
+        return Ledger(path)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _warn(text: str) -> None:
+    click.secho(f"warning: {text}", fg="yellow", err=True)
+
+
+def _print_notices(email: Email) -> None:
+    for notice in email.notices:
+        _warn(str(notice))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "-C",
+    "--project",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run as if started in this folder (the one holding issues/ and mailer.toml).",
+)
+@click.option(
+    "--templates",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder of templates that overrides the built-in ones (newsletter.mjml.j2, ...).",
+)
+@click.version_option(package_name="mailer")
+@click.pass_context
+def main(ctx: click.Context, project: Path | None, templates: Path | None) -> None:
+    """Compose a newsletter issue from Markdown and send it, once per subscriber, never twice.
+
+    \b
+    An issue is issues/NAME.md: YAML front matter (title, excerpt, ...) and Markdown.
+    Settings come from mailer.toml, then .env / MAILER_* variables, then flags.
+
+    \b
+    Typical use:
+      mailer build issue-2               render build/issue-2/email.html and email.txt
+      mailer preview issue-2             see it in a browser, live while you edit
+      mailer send issue-2 --dry-run      everything but the sending
+      mailer send issue-2                send, asking first on a terminal
+      mailer status issue-2              who got it, who did not and why
+    """
+    if project is not None:
+        os.chdir(project)
+    settings = config_mod.load(
+        Path.cwd(), overrides={"templates": str(templates) if templates else None}
+    )
+    ctx.obj = Context(settings)
+
+
+# -- build --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("issue")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder [build/ISSUE]."
+)
+@pass_ctx
+def build(ctx: Context, issue: str, out: Path | None) -> None:
+    """Render ISSUE (a name in issues/ or a path) to email.html and email.txt.
+
+    The files are what one reader would get, filled in for an example subscriber.
+    """
+    started = time.perf_counter()
+    email = ctx.render(issue)
+    out = out or ctx.settings.root / "build" / email.issue.slug
+    out.mkdir(parents=True, exist_ok=True)
+    html, text = _sample(ctx, email)
+    (out / "email.html").write_text(html, encoding="utf-8")
+    (out / "email.txt").write_text(text, encoding="utf-8")
+    elapsed = time.perf_counter() - started
+    kb = email.html_bytes / 1024
+    click.echo(f"built {out / 'email.html'} and email.txt in {elapsed * 1000:.0f} ms")
+    click.echo(f"  subject    {email.subject}")
+    click.echo(f"  preheader  {email.preheader}")
+    size_note = "  (over 102 KB: Gmail will clip it)" if kb > 102 else ""
+    click.echo(f"  html       {kb:.1f} KB{size_note}")
+    click.echo(f"  words      {email.words}")
+    click.echo(f"  links      {email.links}")
+    click.echo(f"  images     {email.images}")
+    _print_notices(email)
+
+
+def _sample(ctx: Context, email: Email) -> tuple[str, str]:
+    """The HTML and text as an example reader would see them."""
+    composer = Composer(email, _sample_settings(ctx.settings))
+    reader = Subscriber(email="reader@example.org", name="", fields={}, line=0)
+    values = composer.values(reader, composer.unsubscribe_url(reader.email) or "#unsubscribe")
+    from .render import SLOT_RE
+
+    def fill(text: str, escape: bool) -> str:
+        import html as html_mod
+
+        return SLOT_RE.sub(
+            lambda m: html_mod.escape(values[int(m.group(1))]) if escape else values[int(m.group(1))],
+            text,
+        )
+
+    return fill(email.html, True), fill(email.text, False)
+
+
+def _sample_settings(settings: Settings) -> Settings:
+    if settings.from_:
+        return settings
+    return config_mod.with_overrides(settings, from_="Newsletter <newsletter@example.org>")
+
+
+# -- send ---------------------------------------------------------------------------------
+
+
+def _options(settings: Settings, **flags: Any) -> SendOptions:
+    s = config_mod.with_overrides(settings, **flags)
+    return SendOptions(
+        rate=config_mod.parse_rate(s.rate),
+        batch_size=s.batch_size,
+        pause=s.pause,
+        connections=s.connections,
+        max_attempts=s.max_attempts,
+        retry_delay=s.retry_delay,
+    )
+
+
+def _subscriber_file(ctx: Context, given: Path | None, dry_run: bool) -> Path:
+    if given is not None:
+        return given
+    default = ctx.settings.root / ctx.settings.subscribers
+    example = ctx.settings.root / EXAMPLE_SUBSCRIBERS
+    if not default.exists() and dry_run and example.exists():
+        click.echo(f"no {ctx.settings.subscribers}: using {EXAMPLE_SUBSCRIBERS} for this dry run")
+        return example
+    if not default.exists():
+        raise InputError(
+            f"no subscriber list at {default}",
+            hint="pass --subscribers FILE or set `subscribers` in mailer.toml",
+        )
+    return default
+
+
+def _count_rows(path: Path) -> int:
+    with path.open(encoding="utf-8-sig", newline="", errors="replace") as fh:
+        return max(0, sum(1 for _ in csv.reader(fh)) - 1)
+
+
+def _pick_issue(ctx: Context, subscribers: Path) -> str:
+    """The newest issue that some active subscriber has not been sent yet."""
+    issues_dir = ctx.settings.root / "issues"
+    paths = sorted(issues_dir.glob("*.md"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not paths:
+        raise InputError(f"no issues in {issues_dir}", hint="create issues/NAME.md")
+    ledger = ctx.ledger(create=False)
+    for path in paths:
+        if ledger is None:
+            return path.stem
+        done = ledger.done(path.stem)
+        if any(s.email.lower() not in done for s in SubscriberList(subscribers)):
+            return path.stem
+    raise InputError("every issue in issues/ has been sent to everyone on the list")
+
+
+@main.command()
+@click.argument("issue", required=False)
+@click.option("--dry-run", is_flag=True, help="Do everything but connect: print the plan, write sample .eml files.")
+@click.option("--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS (no ledger entry).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option("--subscribers", type=click.Path(dir_okay=False, path_type=Path), help="Subscriber CSV [subscribers.csv].")
+@click.option("--rate", help="Pace over all connections: N/s, N/min, N/h, or 'off' [10/s].")
+@click.option("--batch-size", type=int, help="Messages per connection before reconnecting [100].")
+@click.option("--pause", type=float, help="Seconds to wait between batches [0].")
+@click.option("--connections", type=int, help="Parallel SMTP connections [1].")
+@click.option("--max-attempts", type=int, help="Tries per recipient on 4xx replies [5].")
+@click.option("--retry-delay", type=float, help="Seconds before the first retry, doubling after [30].")
+@click.option("--retry-failed", is_flag=True, help="Also resend to recipients whose server said 5xx.")
+@click.option("--due", is_flag=True, help="Send every scheduled issue whose time has come (for cron).")
+@click.option("--force", is_flag=True, help="With --due: also send schedules older than max_late.")
+@click.option("--now", "now_text", metavar="TIME", help="Pretend it is TIME (ISO 8601 with offset), for testing schedules.")
+@pass_ctx
+def send(ctx: Context, issue: str | None, dry_run: bool, to: str | None, yes: bool,
+         subscribers: Path | None, rate: str | None, batch_size: int | None, pause: float | None,
+         connections: int | None, max_attempts: int | None, retry_delay: float | None,
+         retry_failed: bool, due: bool, force: bool, now_text: str | None) -> None:
+    """Send ISSUE to every subscriber who has not had it yet.
+
+    \b
+    Without ISSUE: the newest issue in issues/ not yet sent to everyone.
+    Re-running is always safe: the ledger (.mailer/ledger.db) remembers who got
+    what, so an interrupted send resumes where it stopped, without duplicates.
+
+    \b
+    Exit codes: 0 all sent, 1 some failed for good (5xx), 75 some deferred
+    (retry later) or another run holds the lock, 2 usage/config, 65 bad input,
+    69 server unreachable, 77 login refused.
+    """
+    flags = dict(rate=rate, batch_size=batch_size, pause=pause, connections=connections,
+                 max_attempts=max_attempts, retry_delay=retry_delay)
+    options = _options(ctx.settings, **flags)
+    if retry_failed:
+        options = SendOptions(**{**options.__dict__, "retry_failed": True})
+    if due:
+        from .schedule import send_due
+
+        moment = parse_when(now_text) if now_text else current_time()
+        code = send_due(ctx, options, moment, force=force, dry_run=dry_run, yes=yes,
+                        subscribers=subscribers, run=_run_send)
+        sys.exit(code)
+    if to:
+        sys.exit(_send_test_copy(ctx, issue, to, options))
+    path = _subscriber_file(ctx, subscribers, dry_run)
+    if issue is None:
+        issue = _pick_issue(ctx, path)
+        click.echo(f"sending the newest issue not yet sent to everyone: {issue}")
+    summary = _run_send(ctx, issue, path, options, dry_run=dry_run, yes=yes)
+    sys.exit(summary.exit_code)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise MailerError(
+            "refusing a real send without a terminal to confirm on",
+            hint="add --yes (cron), or --dry-run to see what would happen",
+        )
+    if not click.confirm(question, default=False):
+        raise click.Abort()
+
+
+def _run_send(ctx: Context, issue: str, path: Path, options: SendOptions, *, dry_run: bool,
+              yes: bool, quiet: bool = False) -> Summary:
+    settings = ctx.settings
+    email = ctx.render(issue)
+    slug = email.issue.slug
+    composer = Composer(email, settings)
+    check_preflight(email, composer, dry_run=dry_run)
+    _print_notices_once(email, quiet)
+    subscriber_list = SubscriberList(path)
+    composer.check_fields(_columns(path))
+    total = _count_rows(path)
+    if dry_run:
+        return _dry_run(ctx, email, composer, subscriber_list, total, options)
+    _confirm(f"Send {slug!r} to up to {total} subscribers in {path.name}?", yes)
+    ledger = ctx.ledger()
+    assert ledger is not None
+    try:
+        with lock(settings.state_path, f"send-{slug}"):
+            sender = Sender(
+                email, composer, lambda: SMTPTransport(settings, composer.envelope_from),
+                ledger, options,
+            )
+            click.echo(
+                f"sending {slug} via {settings.smtp_host}:{settings.smtp_port} "
+                f"({options.connections} connection(s), rate {settings.rate if options.rate != float('inf') else 'unlimited'})"
+            )
+            summary = _with_progress(sender, subscriber_list, total, quiet)
+    except LockedError as exc:
+        raise LockedError(
+            f"another mailer run is sending {slug} ({exc.message}); not starting a second one",
+            hint="wait for it to finish; re-running afterwards is safe",
+        ) from None
+    finally:
+        ledger.close()
+    _report(summary, subscriber_list, quiet)
+    return summary
+
+
+def _print_notices_once(email: Email, quiet: bool) -> None:
+    if not quiet:
+        _print_notices(email)
+
+
+def _columns(path: Path) -> set[str]:
+    with path.open(encoding="utf-8-sig", newline="", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    return {h.strip().lower() for h in header} - {"email", "name", "status"}
+
+
+def _with_progress(sender: Sender, subscribers: SubscriberList, total: int, quiet: bool) -> Summary:
+    if quiet or not sys.stderr.isatty():
+        last = [time.monotonic()]
+
+        def log(p: Progress) -> None:  # plain lines for logs: one every 10 seconds
+            if time.monotonic() - last[0] >= 10:
+                last[0] = time.monotonic()
+                click.echo(f"  {p.done}/{p.total}: {p.sent} sent, {p.deferred} deferred, {p.failed} failed", err=True)
+
+        return sender.run(subscribers, total, log)
+    with click.progressbar(length=max(total, 1), label="sending", show_eta=True, show_pos=True,
+                           file=sys.stderr) as bar:
+        seen = [0]
+
+        def update(p: Progress) -> None:
+            if p.done > seen[0]:
+                bar.update(p.done - seen[0])
+                seen[0] = p.done
+
+        return sender.run(subscribers, total, update)
+
+
+def _report(summary: Summary, subscribers: SubscriberList, quiet: bool) -> None:
+    s = summary
+    s.invalid = subscribers.problem_count
+    s.skipped = subscribers.skipped_count
+    if quiet and not (s.attempted or s.error or s.interrupted):
+        return
+    rate = s.sent / s.elapsed if s.elapsed else 0.0
+    verb = "would send" if s.dry_run else "sent"
+    click.echo(
+        f"{s.issue}: {verb} {s.sent}, deferred {s.deferred}, failed {s.failed}"
+        f" in {s.elapsed:.1f}s ({rate:.0f}/s)"
+    )
+    extras = [
+        (s.already_done, "already sent earlier"),
+        (s.suppressed, "suppressed (unsubscribed/bounced)"),
+        (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
+        (s.invalid, "invalid rows"),
+        (s.not_due, "deferred earlier, retry not due yet"),
+        (s.gave_up, f"deferred, out of attempts"),
+        (s.slowdowns, "slow-downs for a throttling server"),
+    ]
+    for count, what in extras:
+        if count:
+            click.echo(f"  {count} {what}")
+    for problem in subscribers.problems[:20]:
+        click.echo(f"  line {problem.line}: {problem.reason} {problem.email!r}".rstrip(), err=True)
+    for address, reply in s.failures[:20]:
+        click.echo(f"  {address}: {reply}", err=True)
+    if s.error:
+        click.secho(f"error: {s.error}", fg="red", err=True)
+    if s.interrupted:
+        click.echo(f"interrupted: run `mailer send {s.issue}` again to resume (nobody gets two copies)")
+    elif s.deferred and not s.dry_run:
+        click.echo(f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them")
+
+
+def _dry_run(ctx: Context, email: Email, composer: Composer, subscribers: SubscriberList,
+              total: int, options: SendOptions) -> Summary:
+    out = ctx.settings.root / "build" / email.issue.slug / "dry-run"
+    for old in out.glob("*.eml"):
+        old.unlink()
+    transport = DryRunTransport(out, keep=3)
+    ledger = ctx.ledger(create=False)
+    sender = Sender(email, composer, lambda: transport, ledger, options, dry_run=True)
+    summary = sender.run(subscribers, total)
+    if ledger is not None:
+        ledger.close()
+    summary.invalid = subscribers.problem_count
+    summary.skipped = subscribers.skipped_count
+    s = summary
+    batches = -(-s.sent // options.batch_size) if s.sent else 0
+    rate_text = "unlimited" if options.rate == float("inf") else f"{options.rate:g}/s"
+    click.echo(f"dry run of {email.issue.slug}: nothing was sent, the ledger is untouched")
+    click.echo(f"  subject      {email.subject}")
+    click.echo(f"  from         {ctx.settings.from_}")
+    click.echo(f"  rows read    {s.rows + s.invalid + s.skipped}")
+    click.echo(f"  recipients   {s.sent}")
+    for count, what in [(s.already_done, "already sent"), (s.suppressed, "suppressed"),
+                        (s.skipped, "skipped in the list"), (s.invalid, "invalid")]:
+        if count:
+            click.echo(f"  {what:<12} {count}")
+    for problem in subscribers.skipped[:20] + subscribers.problems[:20]:
+        click.echo(f"    line {problem.line}: {problem.email or '-'}: {problem.reason}")
+    click.echo(f"  batches      {batches} of up to {options.batch_size}, {options.connections} connection(s)")
+    click.echo(f"  duration     ~{_human(estimate(s.sent, options))} at {rate_text}")
+    click.echo(f"  html         {email.html_bytes / 1024:.1f} KB")
+    for path in transport.written:
+        click.echo(f"  sample       {path.relative_to(ctx.settings.root) if path.is_relative_to(ctx.settings.root) else path}")
+    return summary
+
+
+def _human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _send_test_copy(ctx: Context, issue: str | None, to: str, options: SendOptions) -> int:
+    from .subscribers import check_email
+
+    if issue is None:
+        raise click.UsageError("--to needs an ISSUE")
+    try:
+        address = check_email(to)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    email = ctx.render(issue)
+    composer = Composer(email, ctx.settings)
+    check_preflight(email, composer, dry_run=True)
+    transport = SMTPTransport(ctx.settings, composer.envelope_from)
+    transport.open()
+    try:
+        result = transport.send(composer.compose(Subscriber(address, "", {}, 0)))
+    finally:
+        transport.close()
+    click.echo(f"test copy of {email.issue.slug} to {address}: {result.reply}")
+    return 0 if result.state == SENT else (1 if result.state == FAILED else EXIT_TEMPFAIL)
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("issue")
+@click.option("--failed", "only_failed", is_flag=True, help="List who did not get it (failed and deferred) and why.")
+@click.option("--csv", "as_csv", is_flag=True, help="With --failed: CSV (email,state,attempts,reply,updated_at).")
+@click.option("--subscribers", type=click.Path(dir_okay=False, path_type=Path), help="Count pending against this list.")
+@pass_ctx
+def status(ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None) -> None:
+    """Show how ISSUE's send went: sent, deferred, failed, pending."""
+    slug = Path(issue).stem
+    ledger = ctx.ledger(create=False)
+    if ledger is None:
+        raise InputError(f"nothing has been sent yet (no ledger in {ctx.settings.state_path})")
+    with ledger:
+        if only_failed:
+            rows = [d for d in ledger.deliveries(slug) if d.state in (FAILED, DEFERRED)]
+            if as_csv:
+                writer = csv.writer(sys.stdout, lineterminator="\n")
+                writer.writerow(["email", "state", "attempts", "reply", "updated_at"])
+                for d in rows:
+                    writer.writerow([d.email, d.state, d.attempts, d.last_reply, d.updated_at.isoformat()])
+                return
+            for d in rows:
+                click.echo(f"{d.email}  {d.state}  attempts={d.attempts}  {d.last_reply}")
+            return
+        counts = ledger.counts(slug)
+        path = subscribers or ctx.settings.root / ctx.settings.subscribers
+        pending = None
+        if path.exists():
+            done = {d.email for d in ledger.deliveries(slug)}
+            suppressed = ledger.suppressed_set()
+            pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in done | suppressed)
+        click.echo(f"{slug}")
+        click.echo(f"  sent      {counts[SENT]}")
+        click.echo(f"  deferred  {counts[DEFERRED]}")
+        click.echo(f"  failed    {counts[FAILED]}")
+        click.echo(f"  pending   {pending if pending is not None else '? (no subscriber list)'}")
+        recent = [d for d in ledger.deliveries(slug) if d.state != SENT][-5:]
+        if recent:
+            click.echo("  last problems:")
+            for d in recent:
+                click.echo(f"    {d.email}: {d.last_reply}")
+
+
+# -- subscribers --------------------------------------------------------------------------
+
+
+@main.group()
+def subscribers() -> None:
+    """Check or export the subscriber list."""
+
+
+@subscribers.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@pass_ctx
+def subscribers_check(ctx: Context, path: Path | None) -> None:
+    """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
+    path = path or ctx.settings.root / ctx.settings.subscribers
+    listing = SubscriberList(path)
+    good = sum(1 for _ in listing)
+    click.echo(f"{path}: {good} subscribers, {listing.problem_count} invalid, {listing.skipped_count} skipped")
+    for p in listing.skipped[:50]:
+        click.echo(f"  line {p.line}: skipped: {p.email or '-'}: {p.reason}")
+    for p in listing.problems[:200]:
+        click.echo(f"  line {p.line}: invalid: {p.email or '-'}: {p.reason}")
+    if listing.problem_count:
+        sys.exit(65)
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+@main.command("config")
+@pass_ctx
+def show_config(ctx: Context) -> None:
+    """Print the settings in force and where each came from (secrets masked)."""
+    s = ctx.settings
+    click.echo(f"# project {s.root}")
+    for key, value in s.masked().items():
+        source = s.sources.get(key, "default")
+        click.echo(f"{key:<18} = {value!r:<44} # {config_mod.env_name(key)}, from {source}")
+
+
+def run() -> None:
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

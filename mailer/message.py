@@ -1,0 +1,204 @@
+"""Email + Subscriber -> the exact bytes of one message, cheaply: the MIME is built once per issue.
+
+The rendered HTML and text are cut at their slots and each literal piece is quoted-printable
+encoded once. A message is then the constant pieces joined with the reader's few values,
+each encoded on its own between soft line breaks (`=` CRLF), so every line stays within
+QP's 76 characters and nothing is re-rendered or re-encoded per reader.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import html
+import re
+from dataclasses import dataclass
+from email import policy
+from email.utils import formataddr, formatdate, parseaddr
+
+from .config import Settings
+from .errors import ConfigError, InputError
+from .render import SLOT_RE, Email
+from .subscribers import Subscriber
+from .tokens import sign
+
+CRLF = b"\r\n"
+SOFT_BREAK = b"=\r\n"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One reader's copy, ready for the wire."""
+
+    recipient: str
+    message_id: str
+    data: bytes  # CRLF line endings, every line under 998 octets
+
+
+def clean_header_text(value: str) -> str:
+    """No CR, LF or other control character can reach a header: they would start a new one."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def _qp(data: str) -> bytes:
+    return binascii.b2a_qp(data.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+
+
+def _fold(name: str, value: str) -> bytes:
+    return policy.SMTP.fold_binary(name, clean_header_text(value))
+
+
+class _Part:
+    """One body part cut at its slots: encoded literal pieces, and which slot goes between them."""
+
+    def __init__(self, content: str, escape: bool) -> None:
+        pieces = SLOT_RE.split(content)
+        self.literals = [_qp(p) for p in pieces[0::2]]
+        self.slots = [int(i) for i in pieces[1::2]]
+        self.escape = escape
+
+    def encode(self, values: list[str]) -> bytes:
+        out = [self.literals[0]]
+        for slot, literal in zip(self.slots, self.literals[1:], strict=True):
+            value = values[slot]
+            if self.escape:
+                value = html.escape(value, quote=True)
+            out += (SOFT_BREAK, _qp(value), SOFT_BREAK, literal)
+        return b"".join(out)
+
+
+class Composer:
+    """Builds each subscriber's message from one rendered Email."""
+
+    def __init__(self, email: Email, settings: Settings, *, secret: str | None = None) -> None:
+        self.email = email
+        self.settings = settings
+        self.secret = secret if secret is not None else settings.signing_secret
+        self.sender = settings.from_
+        name, address = parseaddr(self.sender)
+        if not address or "@" not in address:
+            raise ConfigError(
+                f"from must be an address like 'Name <news@example.org>', got {self.sender!r}",
+                hint="set `from` in mailer.toml or MAILER_FROM",
+            )
+        self.envelope_from = address
+        self.domain = address.rsplit("@", 1)[1]
+        self.list_id = settings.list_id or self.domain
+        self.slots = email.slots
+        self.boundary = "=_mailer_" + hashlib.sha256(email.html.encode()).hexdigest()[:24]
+        self._html = _Part(email.html, escape=True)
+        self._text = _Part(email.text, escape=False)
+        self._head = self._constant_headers(name or self.list_id)
+        self._parts_head = (
+            f"--{self.boundary}\r\n"
+            'Content-Type: text/plain; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+        self._html_head = (
+            f"\r\n--{self.boundary}\r\n"
+            'Content-Type: text/html; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ).encode()
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._mailto = settings.unsubscribe_mailto
+
+    def _constant_headers(self, list_name: str) -> bytes:
+        s = self.settings
+        lines = [
+            b"From: " + formataddr(parseaddr(clean_header_text(s.from_)), charset="utf-8").encode() + CRLF,
+            _fold("Subject", self.email.subject),
+        ]
+        if s.reply_to:
+            lines.append(b"Reply-To: " + clean_header_text(s.reply_to).encode() + CRLF)
+        lines += [
+            _fold("List-Id", f"{list_name} <{self.list_id}>"),
+            b"Precedence: bulk\r\n",
+            b"MIME-Version: 1.0\r\n",
+            f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n'.encode(),
+        ]
+        if s.unsubscribe_url:  # RFC 8058: one-click needs an https URL to POST to
+            lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+        return b"".join(lines)
+
+    def unsubscribe_url(self, address: str) -> str:
+        """The signed one-click unsubscribe link for one address."""
+        base = self.settings.unsubscribe_url
+        if not base:
+            return ""
+        token = sign(self.secret, self.list_id, address)
+        return f"{base}{'&' if '?' in base else '?'}token={token}"
+
+    def message_id(self, address: str) -> str:
+        """The same for the same issue and reader, so a copy re-sent after a crash collapses."""
+        digest = hmac.new(
+            self.secret.encode(), f"{self.email.issue.slug}\0{address.lower()}".encode(), "sha256"
+        ).hexdigest()[:32]
+        return f"<{self.email.issue.slug}.{digest}@{self.domain}>"
+
+    def values(self, subscriber: Subscriber, unsubscribe_url: str) -> list[str]:
+        """Each slot's value for one reader (fallback where the reader's field is empty)."""
+        out = []
+        for slot in self.slots:
+            if slot.field == "unsubscribe_url":
+                value = unsubscribe_url
+            elif slot.field == "email":
+                value = subscriber.email
+            elif slot.field == "name":
+                value = subscriber.name
+            elif slot.field == "first_name":
+                value = subscriber.name.split()[0] if subscriber.name.strip() else ""
+            else:
+                value = subscriber.fields.get(slot.field, "")
+            out.append(value or slot.fallback)
+        return out
+
+    def check_fields(self, columns: set[str]) -> None:
+        """A template field the subscriber list does not have is an error, not a blank."""
+        known = {"unsubscribe_url", "email", "name", "first_name"} | columns
+        missing = sorted(self.email.fields() - known)
+        if missing:
+            raise InputError(
+                f"the template uses subscriber field(s) {', '.join(missing)}"
+                " but the subscriber list has no such column",
+                hint=f"columns: {', '.join(sorted(columns | {'email', 'name'}))}",
+            )
+
+    def compose(self, subscriber: Subscriber, date: str | None = None) -> Message:
+        """The complete message for one subscriber."""
+        address = subscriber.email
+        unsubscribe = self.unsubscribe_url(address)
+        values = self.values(subscriber, unsubscribe)
+        message_id = self.message_id(address)
+        targets = []
+        if unsubscribe:
+            targets.append(f"<{unsubscribe}>")
+        if self._mailto:
+            targets.append(f"<mailto:{self._mailto}?subject=unsubscribe>")
+        head = [
+            b"To: ",
+            formataddr((clean_header_text(subscriber.name), address), charset="utf-8").encode(),
+            CRLF,
+            b"Date: ",
+            (date or formatdate(usegmt=True)).encode(),
+            CRLF,
+            b"Message-ID: ",
+            message_id.encode(),
+            CRLF,
+        ]
+        if targets:
+            head += [b"List-Unsubscribe: ", ",\r\n ".join(targets).encode(), CRLF]
+        data = b"".join(
+            [
+                self._head,
+                *head,
+                CRLF,
+                self._parts_head,
+                self._text.encode(values),
+                self._html_head,
+                self._html.encode(values),
+                self._tail,
+            ]
+        )
+        return Message(address, message_id, data)

@@ -1,0 +1,244 @@
+"""Issue -> Email: Jinja2 -> MJML -> HTML -> inlined CSS, plus the plaintext twin. Once per issue."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from .config import Settings
+from .errors import TemplateError
+from .issue import Issue, Notice
+from .markdown import parser
+from .text import references, render_text
+
+HTML_TEMPLATE = "newsletter.mjml.j2"
+TEXT_TEMPLATE = "newsletter.txt.j2"
+# Installed, the top-level templates/ folder ships as mailer/templates; in a checkout it is beside.
+_HERE = Path(__file__).resolve().parent
+BUILTIN_TEMPLATES = next(
+    (d for d in (_HERE / "templates", _HERE.parent / "templates") if (d / HTML_TEMPLATE).is_file()),
+    _HERE / "templates",
+)
+GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides the rest of a message behind "View entire message"
+
+# A per-person value is a slot in the rendered text: %%mailer:N%%. Only characters that survive
+# MJML, lxml's attribute escaping and quoted-printable untouched.
+SLOT_RE = re.compile(r"%%mailer:(\d+)%%")
+_STYLESHEET_LINK = re.compile(r"<link\b[^>]*rel=[\"']?stylesheet[^>]*>", re.I)
+_IMPORT = re.compile(r"@import\s+url\([^)]*\)\s*;?", re.I)
+_UNFILLED = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_CODE = re.compile(r"<(pre|code)\b.*?</\1>", re.S | re.I)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One per-person value: a subscriber field (or 'unsubscribe_url') and what to show if empty."""
+
+    field: str
+    fallback: str = ""
+
+
+@dataclass(frozen=True)
+class Email:
+    """An issue rendered once: HTML and text with slots where each reader's values go."""
+
+    issue: Issue
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    slots: tuple[Slot, ...]
+    notices: tuple[Notice, ...]
+    words: int
+    links: int
+    images: int
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode("utf-8"))
+
+    def fields(self) -> set[str]:
+        """The subscriber fields the templates ask for."""
+        return {s.field for s in self.slots}
+
+    def unfilled(self) -> list[str]:
+        """Template syntax left in the rendered text (outside code samples): a sign of a mistake."""
+        return sorted(set(_UNFILLED.findall(_CODE.sub("", self.html)) + _UNFILLED.findall(self.text)))
+
+
+class _SlotText(str):
+    """The text of a slot, remembering which field it stands for (for the `fallback` filter)."""
+
+    field: str
+
+
+class _Slots:
+    """Hands out slot markers while the templates render."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.slots: list[Slot] = []
+        self.name_fallback = settings.name_fallback
+
+    def __call__(self, field: str, fallback: str | None = None) -> _SlotText:
+        if fallback is None:
+            fallback = self.name_fallback if field in ("name", "first_name") else ""
+        slot = Slot(field, fallback)
+        if slot not in self.slots:
+            self.slots.append(slot)
+        marker = _SlotText(f"%%mailer:{self.slots.index(slot)}%%")
+        marker.field = field
+        return marker
+
+
+class _Subscriber:
+    """`subscriber.<column>` in a template: a slot filled per reader at send time."""
+
+    def __init__(self, slots: _Slots) -> None:
+        self._slots = slots
+
+    def __getattr__(self, field: str) -> _SlotText:
+        if field.startswith("_"):
+            raise AttributeError(field)
+        return self._slots(field)
+
+    __getitem__ = __getattr__
+
+
+def template_dirs(settings: Settings) -> list[Path]:
+    """Where templates are looked up, first match wins: configured, project's, built-in."""
+    dirs = []
+    if settings.templates:
+        configured = settings.root / settings.templates
+        if not configured.is_dir():
+            raise TemplateError(f"template folder {configured} does not exist")
+        dirs.append(configured)
+    project = settings.root / "templates"
+    if project.is_dir():
+        dirs.append(project)
+    dirs.append(BUILTIN_TEMPLATES)
+    return dirs
+
+
+def environment(settings: Settings) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(settings)]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2", "html")),
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    return env
+
+
+def render(issue: Issue, settings: Settings) -> Email:
+    """Render an issue into an Email (both parts), checking what can be checked."""
+    env = environment(settings)
+    slots = _Slots(settings)
+    env.filters["fallback"] = lambda value, default: (
+        slots(value.field, default) if isinstance(value, _SlotText) else value or default
+    )
+    body_html = _html_body(issue)
+    body_text, urls = render_text(issue.tokens)
+    name, _ = parseaddr(settings.from_)
+    context: dict[str, Any] = {
+        "issue": issue,
+        "meta": issue.meta,
+        "subscriber": _Subscriber(slots),
+        "unsubscribe_url": slots("unsubscribe_url"),
+        "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}" if settings.archive_url else "",
+        "newsletter": {
+            "name": name or settings.list_id or "this newsletter",
+            "postal_address": settings.postal_address,
+            "list_id": settings.list_id,
+        },
+    }
+    mjml_source = _render_template(env, HTML_TEMPLATE, {**context, "content": Markup(body_html)})
+    text = _render_template(
+        env, TEXT_TEMPLATE, {**context, "content": body_text, "references": references(urls)}
+    )
+    html = inline_css(compile_mjml(mjml_source))
+    notices = list(issue.notices)
+    if _STYLESHEET_LINK.search(html) or _IMPORT.search(html):
+        html = _IMPORT.sub("", _STYLESHEET_LINK.sub("", html))
+        notices.append(Notice("stylesheet", "removed a remote stylesheet link from the template"))
+    email = Email(
+        issue=issue,
+        subject=issue.subject,
+        preheader=issue.preheader,
+        html=html,
+        text=text,
+        slots=tuple(slots.slots),
+        notices=(),
+        words=len(re.findall(r"\w+", body_text)),
+        links=len(issue.links),
+        images=len(issue.images),
+    )
+    if email.html_bytes > GMAIL_CLIP_BYTES:
+        notices.append(
+            Notice(
+                "size",
+                f"HTML is {email.html_bytes / 1024:.0f} KB: Gmail clips messages over 102 KB",
+            )
+        )
+    if "unsubscribe_url" not in {s.field for s in slots.slots}:
+        notices.append(Notice("unsubscribe", "the template has no {{ unsubscribe_url }} link"))
+    return replace(email, notices=tuple(notices))
+
+
+def _html_body(issue: Issue) -> str:
+    md = parser()
+    return md.renderer.render(list(issue.tokens), md.options, {})
+
+
+def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"template {name} uses an undefined variable: {exc.message}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message}", path=exc.filename, line=exc.lineno) from None
+    except jinja2.TemplateNotFound as exc:
+        raise TemplateError(f"template {exc.name} not found in {env.loader.searchpath}") from None  # type: ignore[union-attr]
+
+
+def compile_mjml(source: str) -> str:
+    """MJML -> HTML with mjml-python, its failures turned into clear errors."""
+    from mjml import mjml_to_html
+
+    try:
+        result = mjml_to_html(source)
+    except KeyError as exc:
+        raise TemplateError(f"MJML: unknown tag or attribute {exc}") from None
+    except (AssertionError, ValueError, AttributeError, TypeError) as exc:
+        raise TemplateError(f"MJML could not compile the template: {exc or type(exc).__name__}") from None
+    if result.errors:
+        raise TemplateError("MJML: " + "; ".join(map(str, result.errors)))
+    return result.html
+
+
+def inline_css(html: str) -> str:
+    """Move CSS into style attributes with premailer, keeping media queries and !important."""
+    import premailer
+
+    # cssutils logs hundreds of warnings about vendor properties it does not know.
+    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+    html = premailer.Premailer(
+        html,
+        allow_network=False,  # never fetch anything while building
+        strip_important=False,  # MJML's mobile rules depend on !important
+        # premailer would copy CSS width/height/bgcolor into attributes, overwriting the ones
+        # MJML set for Outlook (img width="100%" instead of pixel widths).
+        disable_basic_attributes=["width", "height", "bgcolor", "align", "valign"],
+        cssutils_logging_level=logging.CRITICAL,
+        disable_validation=True,
+        remove_classes=False,
+    ).transform()
+    # lxml drops the doctype MJML wrote; without it some clients render in quirks mode.
+    return html if html.lstrip()[:9].lower() == "<!doctype" else "<!doctype html>\n" + html

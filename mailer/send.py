@@ -1,0 +1,381 @@
+"""The send loop: subscribers -> ledger check -> rate limit -> transport -> ledger. Never prints."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError, PreflightError
+from .ledger import DEFERRED, FAILED, SENT, Ledger
+from .message import Composer
+from .ratelimit import RateLimiter
+from .render import Email
+from .subscribers import Subscriber
+from .transport import Result, Transport, TransportFactory
+
+KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How fast and how hard to try."""
+
+    rate: float = 10.0  # messages per second over all connections (inf: no limit)
+    batch_size: int = 100  # messages per connection before QUIT and a fresh one
+    pause: float = 0.0  # seconds between batches on a connection
+    connections: int = 1
+    max_attempts: int = 5  # tries per recipient before it stays deferred
+    retry_delay: float = 30.0  # first backoff after a 4xx; doubles each try
+    retry_failed: bool = False  # send again to recipients marked failed
+    throttle_streak: int = 3  # this many throttling replies in a row halve the rate
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th deferral."""
+        return self.retry_delay * 2 ** max(0, attempts - 1)
+
+
+@dataclass
+class Summary:
+    """What a send did, for the user and for cron's exit code."""
+
+    issue: str
+    dry_run: bool = False
+    rows: int = 0  # subscriber rows read
+    sent: int = 0
+    deferred: int = 0  # still deferred at the end (will be retried by a later run)
+    failed: int = 0
+    already_done: int = 0  # sent (or failed) in an earlier run
+    suppressed: int = 0
+    not_due: int = 0  # deferred earlier, backoff not over yet
+    gave_up: int = 0  # deferred earlier, out of attempts
+    invalid: int = 0
+    skipped: int = 0  # unsubscribed / duplicate rows in the list
+    retries: int = 0
+    slowdowns: int = 0
+    interrupted: bool = False
+    error: str = ""
+    elapsed: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (address, server reply)
+
+    @property
+    def attempted(self) -> int:
+        return self.sent + self.deferred + self.failed
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed:
+            return EXIT_FAILED
+        if self.deferred or self.interrupted or self.error or self.gave_up or self.not_due:
+            return EXIT_TEMPFAIL
+        return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counters after each message; `total` is the number of rows to go through."""
+
+    done: int  # rows settled: sent, failed, given up for this run, or skipped
+    total: int
+    sent: int
+    deferred: int
+    failed: int
+
+
+def estimate(recipients: int, options: SendOptions) -> float:
+    """Seconds a real send to `recipients` would take at the chosen rate, batches and pauses."""
+    if not recipients:
+        return 0.0
+    pace = 0.0 if options.rate == float("inf") else recipients / options.rate
+    batches_per_connection = -(-recipients // (options.batch_size * options.connections))
+    return pace + max(0, batches_per_connection - 1) * options.pause
+
+
+def preflight(email: Email, composer: Composer, *, dry_run: bool) -> list[str]:
+    """Reasons not to send at all; warnings are the caller's to show."""
+    reasons = []
+    if not composer.settings.from_:
+        reasons.append("no From address: set `from` in mailer.toml or MAILER_FROM")
+    unfilled = email.unfilled()
+    if unfilled:
+        reasons.append(f"the rendered issue still holds unfilled template syntax: {', '.join(unfilled[:5])}")
+    if "unsubscribe_url" not in email.fields():
+        reasons.append("the template has no {{ unsubscribe_url }} link")
+    if not composer.settings.unsubscribe_url:
+        reasons.append("no unsubscribe URL: set `unsubscribe_url` in mailer.toml or MAILER_UNSUBSCRIBE_URL")
+    if not dry_run and not composer.settings.secret:
+        reasons.append("no MAILER_SECRET: unsubscribe links must be signed with your own secret (.env)")
+    return reasons
+
+
+def check_preflight(email: Email, composer: Composer, *, dry_run: bool) -> None:
+    reasons = preflight(email, composer, dry_run=dry_run)
+    if reasons:
+        raise PreflightError(reasons)
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    seq: int
+    subscriber: Subscriber = field(compare=False)
+    attempts: int = field(compare=False)
+
+
+class _Queue:
+    """Fresh recipients and due retries for the worker threads; knows when all is done."""
+
+    def __init__(self, capacity: int) -> None:
+        self.cond = threading.Condition()
+        self.fresh: deque[tuple[Subscriber, int]] = deque()
+        self.retries: list[_Retry] = []
+        self.capacity = capacity
+        self.producing = True
+        self.in_flight = 0
+        self.stopped = False
+        self._seq = itertools.count()
+
+    def put(self, subscriber: Subscriber, attempts: int) -> None:
+        with self.cond:
+            while len(self.fresh) >= self.capacity and not self.stopped:
+                self.cond.wait(0.5)
+            self.fresh.append((subscriber, attempts))
+            self.cond.notify()
+
+    def finish_producing(self) -> None:
+        with self.cond:
+            self.producing = False
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def take(self) -> tuple[Subscriber, int] | None:
+        with self.cond:
+            while not self.stopped:
+                now = time.monotonic()
+                if self.retries and self.retries[0].due <= now:
+                    item = heapq.heappop(self.retries)
+                    self.in_flight += 1
+                    return item.subscriber, item.attempts
+                if self.fresh:
+                    self.in_flight += 1
+                    self.cond.notify_all()
+                    return self.fresh.popleft()
+                if not self.producing and not self.in_flight and not self.retries:
+                    return None
+                wait = self.retries[0].due - now if self.retries else 0.5
+                self.cond.wait(min(max(wait, 0.001), 0.5))
+            return None
+
+    def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            if retry is not None:
+                subscriber, attempts, delay = retry
+                heapq.heappush(
+                    self.retries, _Retry(time.monotonic() + delay, next(self._seq), subscriber, attempts)
+                )
+            self.cond.notify_all()
+
+    def leftover(self) -> Iterator[Subscriber]:
+        """Retries still waiting when the run ends."""
+        return (r.subscriber for r in self.retries)
+
+
+class Sender:
+    """Sends one Email to a list through a transport, keeping the ledger true at every step."""
+
+    def __init__(
+        self,
+        email: Email,
+        composer: Composer,
+        transports: TransportFactory,
+        ledger: Ledger | None,
+        options: SendOptions,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.email = email
+        self.issue = email.issue.slug
+        self.composer = composer
+        self.transports = transports
+        self.ledger = None if dry_run else ledger
+        self.history = ledger  # read-only use in a dry run: who was already sent
+        self.options = options
+        self.dry_run = dry_run
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+        # A dry run does the rate arithmetic (see estimate) but never waits.
+        self.limiter = RateLimiter(float("inf") if dry_run else options.rate, clock=clock, sleep=sleep)
+        self.summary = Summary(self.issue, dry_run=dry_run)
+        self._lock = threading.Lock()
+        self._throttled = 0
+        self._errors: list[MailerError] = []
+
+    # -- choosing who gets a copy --------------------------------------------------------
+
+    def _recipients(self, subscribers: Iterable[Subscriber]) -> Iterator[tuple[Subscriber, int]]:
+        """Subscribers still owed this issue, with the attempts already spent on each."""
+        s, opts = self.summary, self.options
+        done: set[str] = set()
+        deferred: dict[str, tuple[int, datetime]] = {}
+        suppressed: set[str] = set()
+        if self.history is not None:
+            suppressed = self.history.suppressed_set()
+            for d in self.history.deliveries(self.issue):
+                if d.state == SENT or (d.state == FAILED and not opts.retry_failed):
+                    done.add(d.email)
+                elif d.state == DEFERRED:
+                    deferred[d.email] = (d.attempts, d.updated_at)
+        now = self.wall_clock()
+        for subscriber in subscribers:
+            s.rows += 1
+            key = subscriber.email.lower()
+            if key in suppressed:
+                s.suppressed += 1
+            elif key in done:
+                s.already_done += 1
+            elif key in deferred:
+                attempts, last = deferred[key]
+                if attempts >= opts.max_attempts:
+                    s.gave_up += 1
+                elif (now - last).total_seconds() < opts.backoff(attempts):
+                    s.not_due += 1
+                else:
+                    yield subscriber, attempts
+            else:
+                yield subscriber, 0
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(
+        self,
+        subscribers: Iterable[Subscriber],
+        total: int = 0,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Summary:
+        """Send to everyone owed a copy; returns the summary (also on Ctrl-C)."""
+        started = time.monotonic()
+        self._total = total
+        self._on_progress = on_progress
+        first = self.transports()
+        first.open()  # a wrong password or a dead server stops us here, before anyone is marked
+        queue = _Queue(capacity=max(64, 8 * self.options.connections))
+        workers = [
+            threading.Thread(
+                target=self._work, args=(queue, first if i == 0 else None), daemon=True, name=f"send-{i}"
+            )
+            for i in range(self.options.connections)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            for subscriber, attempts in self._recipients(subscribers):
+                if queue.stopped:
+                    break
+                queue.put(subscriber, attempts)
+            queue.finish_producing()
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.2)
+        except KeyboardInterrupt:
+            # Stop after the messages in flight; the ledger already holds everything sent.
+            self.summary.interrupted = True
+            queue.stop()
+            for worker in workers:
+                worker.join()
+        leftover = list(queue.leftover())
+        self.summary.deferred += len(leftover)
+        if self._errors and not self.summary.interrupted:
+            self.summary.error = self._errors[0].format_message()
+        self.summary.elapsed = time.monotonic() - started
+        return self.summary
+
+    def _work(self, queue: _Queue, transport: Transport | None) -> None:
+        in_batch = 0
+        open_failures = 0
+        try:
+            while (item := queue.take()) is not None:
+                subscriber, attempts = item
+                try:
+                    if transport is None:
+                        transport = self.transports()
+                        transport.open()
+                        open_failures = 0
+                except MailerError as exc:
+                    transport = None
+                    open_failures += 1
+                    if open_failures >= 3:
+                        self._errors.append(exc)
+                        queue.done((subscriber, attempts, 0))
+                        queue.stop()
+                        return
+                    queue.done((subscriber, attempts, self.options.backoff(open_failures)))
+                    continue
+                message = self.composer.compose(subscriber)
+                self.limiter.acquire()
+                result = transport.send(message)
+                retry = self._settle(subscriber, attempts, result)
+                queue.done(retry)
+                if result.dropped:
+                    transport, in_batch = None, 0
+                    continue
+                in_batch += 1
+                if in_batch >= self.options.batch_size:
+                    transport.close()
+                    transport, in_batch = None, 0
+                    if self.options.pause and not self.dry_run:
+                        self.sleep(self.options.pause)
+        finally:
+            if transport is not None:
+                transport.close()
+
+    def _settle(
+        self, subscriber: Subscriber, attempts: int, result: Result
+    ) -> tuple[Subscriber, int, float] | None:
+        """Record one outcome; returns the retry to schedule, if any."""
+        s, opts = self.summary, self.options
+        if self.ledger is not None:
+            self.ledger.record(self.issue, subscriber.email, result.state, result.reply)
+        retry = None
+        with self._lock:
+            if result.state == SENT:
+                s.sent += 1
+                self._throttled = 0
+            elif result.state == FAILED:
+                s.failed += 1
+                if len(s.failures) < KEEP_FAILURES:
+                    s.failures.append((subscriber.email, result.reply))
+            else:
+                spent = attempts + 1
+                if result.throttled:
+                    self._throttled += 1
+                    if self._throttled >= opts.throttle_streak:
+                        # The server is pacing us: go slower, and do not count this try.
+                        self.limiter.slow_down()
+                        s.slowdowns += 1
+                        self._throttled = 0
+                        spent = attempts
+                if spent < opts.max_attempts:
+                    s.retries += 1
+                    retry = (subscriber, spent, opts.backoff(max(spent, 1)))
+                else:
+                    s.deferred += 1
+                    if len(s.failures) < KEEP_FAILURES:
+                        s.failures.append((subscriber.email, result.reply))
+            if self._on_progress is not None:
+                skipped = s.already_done + s.suppressed + s.not_due + s.gave_up
+                done = s.sent + s.failed + s.deferred + skipped
+                self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
+        return retry

@@ -1,0 +1,167 @@
+"""Where messages go: an SMTP server, or nowhere (dry run). Both speak open / send / close."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .config import Settings
+from .errors import SMTPAuthError, SMTPUnavailable
+from .ledger import DEFERRED, FAILED, SENT
+from .message import Message
+
+THROTTLE_CODES = frozenset({421, 450, 451, 454})
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one message: its state, the server's code and words."""
+
+    state: str
+    code: int
+    reply: str
+    dropped: bool = False  # the connection is gone; open a new one before the next message
+
+    @property
+    def throttled(self) -> bool:
+        return self.state == DEFERRED and self.code in THROTTLE_CODES
+
+
+class Transport(Protocol):
+    """One connection's worth of sending."""
+
+    def open(self) -> None: ...
+    def send(self, message: Message) -> Result: ...
+    def close(self) -> None: ...
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    words = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return f"{code} {' '.join(words.split())}".strip()
+
+
+def _state_for(code: int) -> str:
+    return DEFERRED if 400 <= code < 500 else FAILED
+
+
+class SMTPTransport:
+    """A reused SMTP connection: one login per connection, RSET after a refusal."""
+
+    def __init__(self, settings: Settings, envelope_from: str) -> None:
+        self.settings = settings
+        self.envelope_from = envelope_from
+        self.smtp: smtplib.SMTP | None = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.settings.smtp_verify:  # only ever by the user's explicit choice
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def open(self) -> None:
+        s = self.settings
+        where = f"{s.smtp_host}:{s.smtp_port}"
+        try:
+            if s.smtp_security == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=self._tls_context()
+                )
+            else:
+                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+                if s.smtp_security == "starttls":
+                    smtp.starttls(context=self._tls_context())
+            if s.smtp_user:
+                smtp.login(s.smtp_user, s.smtp_password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SMTPAuthError(
+                f"{where} refused the login for {s.smtp_user!r}: {_reply(exc.smtp_code, exc.smtp_error)}",
+                hint="check MAILER_SMTP_USER and MAILER_SMTP_PASSWORD in .env",
+            ) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SMTPUnavailable(
+                f"{where}: {exc}",
+                hint="set MAILER_SMTP_SECURITY to ssl, starttls or none to match the server",
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise SMTPUnavailable(
+                f"{where}: the server's TLS certificate is not trusted ({exc.verify_message})",
+                hint="fix the certificate; MAILER_SMTP_VERIFY=false turns checking off (unsafe)",
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SMTPUnavailable(f"cannot reach the SMTP server at {where}: {exc}") from None
+        self.smtp = smtp
+
+    def send(self, message: Message) -> Result:
+        smtp = self.smtp
+        if smtp is None:
+            raise RuntimeError("send before open")
+        options = ["SMTPUTF8"] if not message.recipient.isascii() else []
+        try:
+            smtp.sendmail(self.envelope_from, [message.recipient], message.data, options)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = exc.recipients[message.recipient]
+            return Result(_state_for(code), code, _reply(code, text))
+        except smtplib.SMTPSenderRefused as exc:
+            return self._refused(exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPDataError as exc:
+            return self._refused(exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            return Result(DEFERRED, exc.smtp_code, _reply(exc.smtp_code, exc.smtp_error), True)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.smtp = None
+            return Result(DEFERRED, 0, f"connection lost: {exc or type(exc).__name__}", True)
+        return Result(SENT, 250, "250 accepted")
+
+    def _refused(self, code: int, text: bytes) -> Result:
+        dropped = code == 421  # "service closing": the server hangs up after saying it
+        if dropped:
+            self.close()
+        else:
+            try:
+                self.smtp.rset()  # type: ignore[union-attr]
+            except (smtplib.SMTPException, OSError):
+                self.smtp, dropped = None, True
+        return Result(_state_for(code), code, _reply(code, text), dropped)
+
+    def close(self) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError, socket.timeout):
+                smtp.close()
+
+
+class DryRunTransport:
+    """Accepts everything and talks to no one; keeps the first few messages as .eml files."""
+
+    def __init__(self, out_dir: Path | None = None, keep: int = 3) -> None:
+        self.out_dir = out_dir
+        self.keep = keep
+        self.written: list[Path] = []
+        self.count = 0
+
+    def open(self) -> None:
+        pass
+
+    def send(self, message: Message) -> Result:
+        self.count += 1
+        if self.out_dir is not None and len(self.written) < self.keep:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = self.out_dir / f"{len(self.written) + 1:02d}-{message.recipient}.eml"
+            path.write_bytes(message.data)
+            self.written.append(path)
+        return Result(SENT, 250, "250 dry run")
+
+    def close(self) -> None:
+        pass
+
+
+TransportFactory = Callable[[], Transport]
