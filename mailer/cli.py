@@ -517,6 +517,132 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
         sys.exit(65)
 
 
+# -- preview ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("issue")
+@click.option("--port", type=int, default=8025, show_default=True, help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you ask).")
+@click.option("--no-open", is_flag=True, help="Do not open a browser.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the preview as static files to this folder instead of serving it.")
+@click.option("--as", "as_email", metavar="EMAIL", help="Show the headers this subscriber would get [the first in the list].")
+@pass_ctx
+def preview(ctx: Context, issue: str, port: int, host: str, no_open: bool, out: Path | None,
+            as_email: str | None) -> None:
+    """Preview ISSUE in a browser: phone and desktop widths, plaintext, headers, warnings.
+
+    The page updates by itself when the issue, a template or mailer.toml changes.
+    """
+    from . import preview as preview_mod
+
+    if out is not None:
+        written = preview_mod.write_static(ctx.settings, issue, out, as_email=as_email)
+        for path in written:
+            click.echo(f"wrote {path}")
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _warn(f"serving on {host}: anyone who can reach this machine can see the preview")
+
+    def ready(url: str) -> None:
+        click.echo(f"previewing {issue} at {url} (Ctrl-C to stop)")
+        if not no_open:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        preview_mod.serve(ctx.settings, issue, host=host, port=port, as_email=as_email, ready=ready)
+    except KeyboardInterrupt:
+        click.echo("preview stopped")
+    except OSError as exc:
+        raise MailerError(f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port") from None
+
+
+# -- unsubscribes and the web app ---------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you ask).")
+@pass_ctx
+def serve(ctx: Context, port: int, host: str) -> None:
+    """Serve the one-click unsubscribe endpoint and the web archive (small lists).
+
+    For real traffic run the same WSGI app behind a server: gunicorn 'mailer.web:app'.
+    """
+    from . import web
+
+    def ready(url: str) -> None:
+        click.echo(f"serving unsubscribe endpoint and archive at {url} (Ctrl-C to stop)")
+
+    try:
+        web.serve(ctx.settings, host=host, port=port, ready=ready)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    except OSError as exc:
+        raise MailerError(f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port") from None
+
+
+@main.command()
+@click.argument("address")
+@click.option("--reason", type=click.Choice(["manual", "unsubscribed", "bounced"]), default="manual", show_default=True)
+@pass_ctx
+def unsubscribe(ctx: Context, address: str, reason: str) -> None:
+    """Suppress ADDRESS by hand (a reply asking to be removed); every later send skips it."""
+    from .subscribers import check_email
+
+    try:
+        normalised = check_email(address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ADDRESS") from None
+    ledger = ctx.ledger()
+    assert ledger is not None
+    with ledger:
+        new = ledger.suppress(normalised, reason, "cli")
+    click.echo(f"{normalised}: {'suppressed' if new else 'was already suppressed'} ({reason})")
+
+
+@main.command()
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output (email,reason,source,created_at).")
+@pass_ctx
+def suppressed(ctx: Context, as_csv: bool) -> None:
+    """List suppressed addresses: who, why, since when."""
+    ledger = ctx.ledger(create=False)
+    rows = ledger.suppressions() if ledger is not None else []
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["email", "reason", "source", "created_at"])
+        for r in rows:
+            writer.writerow([r.email, r.reason, r.source, r.created_at.isoformat()])
+        return
+    for r in rows:
+        click.echo(f"{r.email}  {r.reason}  {r.source}  {r.created_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{len(rows)} suppressed", err=True)
+
+
+@subscribers.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@pass_ctx
+def subscribers_export(ctx: Context, path: Path | None) -> None:
+    """Print the list (CSV) with suppressed, invalid and duplicate rows left out."""
+    path = path or ctx.settings.root / ctx.settings.subscribers
+    ledger = ctx.ledger(create=False)
+    suppressed_set = ledger.suppressed_set() if ledger is not None else set()
+    listing = SubscriberList(path)
+    columns = sorted(_columns(path))
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["email", "name", *columns])
+    kept = 0
+    for sub in listing:
+        if sub.email.lower() in suppressed_set:
+            continue
+        writer.writerow([sub.email, sub.name, *(sub.fields.get(c, "") for c in columns)])
+        kept += 1
+    click.echo(f"{kept} exported, {listing.problem_count + listing.skipped_count} rows left out,"
+               f" {len(suppressed_set)} suppressed addresses", err=True)
+
+
 # -- config -------------------------------------------------------------------------------
 
 
