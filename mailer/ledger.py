@@ -1,0 +1,543 @@
+"""The send ledger: who was sent which issue, the suppression list and the schedule, in SQLite."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from mailer.errors import LockedError, MailerError
+
+SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
+DELIVERY_STATES = frozenset({SENT, DEFERRED, FAILED})
+SUPPRESSION_REASONS = frozenset({"unsubscribed", "bounced", "manual"})
+SCHEDULE_STATES = frozenset({"scheduled", "sending", "sent", "cancelled"})
+
+DB_NAME = "ledger.db"
+_BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
+
+# Each entry moves the schema one version up; PRAGMA user_version records how many have run.
+# Never edit a released entry: append a new one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE deliveries (
+            issue      TEXT NOT NULL,
+            email      TEXT NOT NULL,
+            state      TEXT NOT NULL CHECK (state IN ('sent', 'deferred', 'failed')),
+            attempts   INTEGER NOT NULL,
+            last_reply TEXT NOT NULL,
+            first_at   TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (issue, email)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE suppressions (
+            email      TEXT PRIMARY KEY,
+            reason     TEXT NOT NULL CHECK (reason IN ('unsubscribed', 'bounced', 'manual')),
+            source     TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE schedules (
+            issue      TEXT PRIMARY KEY,
+            send_at    TEXT NOT NULL,
+            state      TEXT NOT NULL
+                       CHECK (state IN ('scheduled', 'sending', 'sent', 'cancelled')),
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_RECORD_SQL = """
+    INSERT INTO deliveries (issue, email, state, attempts, last_reply, first_at, updated_at)
+    VALUES (?, ?, ?, 1, ?, ?, ?)
+    ON CONFLICT (issue, email) DO UPDATE SET
+        state = excluded.state,
+        attempts = attempts + 1,
+        last_reply = excluded.last_reply,
+        updated_at = excluded.updated_at
+"""
+_DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One recipient's outcome for one issue."""
+
+    issue: str
+    email: str
+    state: str
+    attempts: int
+    last_reply: str
+    first_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address that must never be mailed again."""
+
+    email: str
+    reason: str
+    source: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When an issue is due to go out and how far it got."""
+
+    issue: str
+    send_at: datetime
+    state: str
+    created_at: datetime
+
+
+def _now() -> str:
+    """Return the current time as stored: UTC ISO-8601 with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _to_text(when: datetime) -> str:
+    """Convert an aware datetime to stored UTC text (one fixed format: text order = time order)."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"datetime must be timezone-aware, got naive {when!r}")
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_text(text: str) -> datetime:
+    """Parse a stored timestamp back into an aware UTC datetime."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _norm_email(email: str) -> str:
+    """Normalise an address so that case and stray spaces never make two recipients of one."""
+    norm = email.strip().lower()
+    if not norm:
+        raise ValueError("email must not be empty")
+    return norm
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    """Build a Delivery from a row in _DELIVERY_COLUMNS order."""
+    issue, email, state, attempts, reply, first_at, updated_at = row
+    first, updated = _from_text(first_at), _from_text(updated_at)
+    return Delivery(issue, email, state, attempts, reply, first, updated)
+
+
+def _schedule(row: tuple[Any, ...]) -> Schedule:
+    """Build a Schedule from an (issue, send_at, state, created_at) row."""
+    issue, send_at, state, created_at = row
+    return Schedule(issue, _from_text(send_at), state, _from_text(created_at))
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn SQLite's runtime failures (corruption, I/O, lock timeout) into a MailerError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
+            raise  # our own bug (bad SQL, bad value), not a problem with the file
+        except sqlite3.DatabaseError as exc:
+            ledger = args[0]
+            assert isinstance(ledger, Ledger)
+            raise ledger._error(exc) from exc
+
+    return wrapper
+
+
+class Ledger:
+    """The SQLite file state_dir/ledger.db; safe to share between threads and processes."""
+
+    def __init__(self, state_dir: Path) -> None:
+        """Create the directory and database if needed and bring the schema up to date."""
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
+        # Serialises use of the one connection: sqlite3 objects are not safe to share unguarded.
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MailerError(
+                f"{self.path}: cannot create the state directory: {exc.strerror or exc}"
+            ) from exc
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so a lone statement is its own
+            # short transaction instead of one the module keeps open behind our back.
+            self._conn = sqlite3.connect(
+                self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise self._error(exc) from exc
+
+    def _setup(self) -> None:
+        """Set the connection's pragmas and run any pending migrations."""
+        conn = self._conn
+        assert conn is not None
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        mode = self._enable_wal(conn)
+        if mode != "wal":
+            raise MailerError(f"{self.path}: cannot switch the ledger to WAL mode (got {mode})")
+        # NORMAL in WAL mode survives a process crash or kill -9; only a power cut can lose
+        # the last commits, and it spares the hot path an fsync per record.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        self._check_version(version)
+        # IMMEDIATE takes the write lock up front, so two processes opening a fresh file
+        # cannot both decide to create the tables.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            self._check_version(version)
+            for statements in _MIGRATIONS[version:]:
+                for sql in statements:
+                    conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _enable_wal(conn: sqlite3.Connection) -> str:
+        """Switch the file to WAL (a persistent setting) and return the journal mode in force."""
+        # The switch needs an exclusive lock and SQLite answers BUSY at once, skipping the
+        # busy handler, when another process is opening the same fresh file: retry ourselves.
+        deadline = time.monotonic() + _BUSY_MS / 1000
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                if mode != "wal":
+                    mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+                return mode
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _check_version(self, version: int) -> None:
+        """Refuse a ledger written by a newer mailer rather than guess at its schema."""
+        if version > SCHEMA_VERSION:
+            raise MailerError(
+                f"{self.path}: ledger schema version {version} is newer than this mailer "
+                f"understands ({SCHEMA_VERSION})",
+                hint="upgrade mailer",
+            )
+
+    def _error(self, exc: sqlite3.DatabaseError) -> MailerError:
+        """Describe a SQLite failure as one line naming the file."""
+        detail = str(exc)
+        hint = None
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
+            hint = "another process kept the ledger busy for over 5 s; try again"
+        elif not isinstance(exc, sqlite3.OperationalError):
+            hint = "the file is damaged; move it aside to start a fresh ledger"
+        return MailerError(f"{self.path}: cannot use the ledger: {detail}", hint=hint)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The open connection; a closed ledger is a programming error."""
+        if self._conn is None:
+            raise RuntimeError("ledger is closed")
+        return self._conn
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Ledger:
+        """Open (creating if needed) the ledger in state_dir."""
+        return cls(state_dir)
+
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- deliveries -----------------------------------------------------------------------
+
+    def record(self, issue: str, email: str, state: str, reply: str = "") -> None:
+        """Upsert one recipient's outcome: count the attempt, keep first_at, replace the rest."""
+        if state not in DELIVERY_STATES:
+            raise ValueError(f"unknown delivery state {state!r}")
+        now = _now()
+        params = (issue, _norm_email(email), state, reply, now, now)
+        # Inlined rather than @_guarded: this runs once per message sent.
+        try:
+            with self._lock:
+                self._db.execute(_RECORD_SQL, params)
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+
+    @_guarded
+    def get(self, issue: str, email: str) -> Delivery | None:
+        """Return one recipient's delivery for an issue, or None if never attempted."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue = ? AND email = ?",
+                (issue, _norm_email(email)),
+            ).fetchone()
+        return _delivery(row) if row else None
+
+    @_guarded
+    def done(self, issue: str) -> set[str]:
+        """Return the lower-cased addresses a resumed run must skip: sent or failed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT email FROM deliveries WHERE issue = ? AND state IN (?, ?)",
+                (issue, SENT, FAILED),
+            ).fetchall()
+        return {email for (email,) in rows}
+
+    @_guarded
+    def counts(self, issue: str) -> dict[str, int]:
+        """Return how many recipients of an issue are in each state; every state is present."""
+        result = {SENT: 0, DEFERRED: 0, FAILED: 0}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
+            ).fetchall()
+        result.update(rows)
+        return result
+
+    def deliveries(self, issue: str, state: str | None = None) -> Iterator[Delivery]:
+        """Yield an issue's deliveries (optionally one state's) in the order first attempted."""
+        if state is not None and state not in DELIVERY_STATES:
+            raise ValueError(f"unknown delivery state {state!r}")
+        # Fetched eagerly: a lazy cursor would hold the lock (or a read snapshot) while the
+        # caller loops, and callers do call record() inside that loop.
+        rows = self._fetch_deliveries(issue, state)
+        return (_delivery(row) for row in rows)
+
+    @_guarded
+    def _fetch_deliveries(self, issue: str, state: str | None) -> list[tuple[Any, ...]]:
+        """Fetch delivery rows for deliveries()."""
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue = ?"
+        params: tuple[str, ...] = (issue,)
+        if state is not None:
+            sql += " AND state = ?"
+            params += (state,)
+        with self._lock:
+            return self._db.execute(sql + " ORDER BY first_at, email", params).fetchall()
+
+    @_guarded
+    def issues(self) -> list[str]:
+        """Return every issue with a delivery, ordered by its first delivery, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT issue FROM deliveries GROUP BY issue ORDER BY min(first_at), issue"
+            ).fetchall()
+        return [issue for (issue,) in rows]
+
+    @_guarded
+    def reset_failed(self, issue: str) -> int:
+        """Turn an issue's failed deliveries back into deferred ones; return how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE deliveries SET state = ?, updated_at = ? WHERE issue = ? AND state = ?",
+                (DEFERRED, _now(), issue, FAILED),
+            )
+        return cur.rowcount
+
+    # -- suppressions ---------------------------------------------------------------------
+
+    @_guarded
+    def suppress(self, email: str, reason: str, source: str) -> bool:
+        """Add an address to the suppression list; True if it was not already there."""
+        if reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"unknown suppression reason {reason!r}")
+        # DO NOTHING keeps the first reason and date: a later bounce does not rewrite an
+        # unsubscribe, and a double-clicked unsubscribe link is a no-op.
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (email) DO NOTHING",
+                (_norm_email(email), reason, source, _now()),
+            )
+        return cur.rowcount == 1
+
+    @_guarded
+    def is_suppressed(self, email: str) -> bool:
+        """Tell whether an address is on the suppression list."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM suppressions WHERE email = ?", (_norm_email(email),)
+            ).fetchone()
+        return row is not None
+
+    @_guarded
+    def suppressed_set(self) -> set[str]:
+        """Return every suppressed address, lower-cased."""
+        with self._lock:
+            rows = self._db.execute("SELECT email FROM suppressions").fetchall()
+        return {email for (email,) in rows}
+
+    @_guarded
+    def suppressions(self) -> list[Suppression]:
+        """Return the suppression list, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT email, reason, source, created_at FROM suppressions"
+                " ORDER BY created_at, email"
+            ).fetchall()
+        return [Suppression(e, r, s, _from_text(c)) for e, r, s, c in rows]
+
+    @_guarded
+    def unsuppress(self, email: str) -> bool:
+        """Remove an address from the suppression list; True if it was there."""
+        with self._lock:
+            cur = self._db.execute(
+                "DELETE FROM suppressions WHERE email = ?", (_norm_email(email),)
+            )
+        return cur.rowcount == 1
+
+    # -- schedules ------------------------------------------------------------------------
+
+    @_guarded
+    def set_schedule(self, issue: str, send_at: datetime) -> None:
+        """Schedule an issue, replacing any earlier schedule for it and its state."""
+        when = _to_text(send_at)
+        now = _now()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO schedules (issue, send_at, state, created_at)"
+                " VALUES (?, ?, 'scheduled', ?)",
+                (issue, when, now),
+            )
+
+    @_guarded
+    def cancel_schedule(self, issue: str) -> bool:
+        """Cancel a pending schedule; False if there is none still waiting to send."""
+        # Only 'scheduled' can be cancelled: a 'sending' run is already under way and
+        # cancelling it here would only make the ledger lie about it.
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE schedules SET state = 'cancelled' WHERE issue = ? AND state = 'scheduled'",
+                (issue,),
+            )
+        return cur.rowcount == 1
+
+    @_guarded
+    def set_schedule_state(self, issue: str, state: str) -> None:
+        """Move a schedule to another state; KeyError if the issue has none."""
+        if state not in SCHEDULE_STATES:
+            raise ValueError(f"unknown schedule state {state!r}")
+        with self._lock:
+            cur = self._db.execute("UPDATE schedules SET state = ? WHERE issue = ?", (state, issue))
+        if cur.rowcount != 1:
+            raise KeyError(f"no schedule for issue {issue!r}")
+
+    @_guarded
+    def schedules(self) -> list[Schedule]:
+        """Return every schedule, soonest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT issue, send_at, state, created_at FROM schedules ORDER BY send_at, issue"
+            ).fetchall()
+        return [_schedule(row) for row in rows]
+
+    @_guarded
+    def schedule(self, issue: str) -> Schedule | None:
+        """Return one issue's schedule, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT issue, send_at, state, created_at FROM schedules WHERE issue = ?",
+                (issue,),
+            ).fetchone()
+        return _schedule(row) if row else None
+
+
+# -- process lock ---------------------------------------------------------------------------
+
+_LOCK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_POLL = 0.05  # seconds between tries while waiting; flock has no timed wait
+
+
+def _read_pid(fd: int) -> int | None:
+    """Read the holder's pid from a lock file; None if it has not written it yet."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+@contextmanager
+def lock(state_dir: Path, name: str, *, wait: float = 0.0) -> Iterator[None]:
+    """Flock state_dir/locks/<name>.lock; LockedError naming the holder's pid if busy past wait."""
+    if not _LOCK_NAME.fullmatch(name):
+        raise ValueError(f"lock name {name!r} must be letters, digits, '.', '_' or '-'")
+    path = Path(state_dir) / "locks" / f"{name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The file is never deleted: unlinking a flock file lets a waiter lock an orphaned
+        # inode while a newcomer locks a fresh one, and then both "hold" the lock.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise MailerError(f"{path}: cannot create the lock file: {exc.strerror or exc}") from exc
+    try:
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise MailerError(f"{path}: cannot lock: {exc.strerror or exc}") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pid = _read_pid(fd)
+                holder = f"process {pid}" if pid else "another process"
+                raise LockedError(
+                    f"{name}: locked by {holder} ({path})",
+                    hint="another mailer run is busy with this; the lock frees itself when "
+                    "that process ends",
+                )
+            time.sleep(min(_POLL, remaining))
+        # flock belongs to the open file, so the OS drops it when this process dies, even by
+        # kill -9; the pid is only there to name the holder in the message above.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield
+        finally:
+            # Clear the pid while still holding the lock, so it never names a finished run.
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

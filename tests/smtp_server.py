@@ -1,0 +1,334 @@
+"""A real, scriptable SMTP server for the tests (aiosmtpd on 127.0.0.1, free port).
+
+In-process use::
+
+    with SMTPServer() as server:
+        server.reject.add("nobody@example.com")
+        ...  # send to ("127.0.0.1", server.port)
+        assert server.by_recipient()["ann@example.com"] == 1
+
+As a subprocess (for tests that need a server outside the pytest process)::
+
+    python tests/smtp_server.py --port 0 --out DIR
+
+prints ``READY <port>`` once listening, writes each message to DIR/<n>.eml and
+appends one line per recipient to DIR/recipients.log, until SIGTERM (or SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import email
+import email.message
+import email.policy
+import itertools
+import logging
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+HOST = "127.0.0.1"
+
+# aiosmtpd 1.4 logs a deprecation warning about its own use of Session.login_data on every AUTH.
+logging.getLogger("mail.log").addFilter(lambda r: "login_data is deprecated" not in r.getMessage())
+
+
+@dataclass
+class Received:
+    """One accepted message: the envelope and the exact bytes of DATA (CRLF line ends)."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    peer: tuple
+    session_id: int  # 1 for the first SMTP connection, 2 for the next, ...
+
+    def message(self) -> email.message.EmailMessage:
+        """Parsed with policy.default. CRLF -> LF first: the parser keeps CRs in bodies."""
+        data = self.data.replace(b"\r\n", b"\n")
+        return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+_OPENSSL_CONFIG = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+subjectAltName = DNS:localhost, IP:127.0.0.1
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+_NEW_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout"
+
+
+def make_tls_files(dirpath: Path) -> TLSFiles:
+    """A throwaway CA and a server certificate for localhost and 127.0.0.1, via the openssl CLI."""
+    d = Path(dirpath)
+    files = TLSFiles(cert=d / "server.pem", key=d / "server.key", ca=d / "ca.pem")
+    ca_key, csr, cnf = d / "ca.key", d / "server.csr", d / "openssl.cnf"
+    cnf.write_text(_OPENSSL_CONFIG)
+    _openssl(
+        "req -x509 -subj /CN=mailer-test-CA -days 7 -extensions ca",
+        _NEW_KEY,
+        ca_key,
+        "-out",
+        files.ca,
+        "-config",
+        cnf,
+    )
+    _openssl("req -new -subj /CN=localhost", _NEW_KEY, files.key, "-out", csr, "-config", cnf)
+    _openssl(
+        "x509 -req -set_serial 1 -days 7 -extensions server -extfile",
+        cnf,
+        "-in",
+        csr,
+        "-CA",
+        files.ca,
+        "-CAkey",
+        ca_key,
+        "-out",
+        files.cert,
+    )
+    return files
+
+
+def _openssl(*args: str | Path) -> None:
+    """Run openssl; str arguments are split on spaces, paths are passed whole."""
+    argv = [part for a in args for part in (a.split() if isinstance(a, str) else [str(a)])]
+    subprocess.run(["openssl", *argv], check=True, capture_output=True)
+
+
+class _SMTP(SMTP):
+    """aiosmtpd's protocol (one per TCP connection), numbered so messages know their session."""
+
+    def __init__(self, handler: SMTPServer, session_id: int, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self.session_id = session_id
+
+
+class _Controller(Controller):
+    def __init__(self, server: SMTPServer, **kwargs) -> None:
+        super().__init__(server, hostname=HOST, port=server.port, **kwargs)
+        self._ids = itertools.count()  # 0: the probe connection Controller.start() makes
+
+    def factory(self) -> _SMTP:
+        session_id = next(self._ids)
+        if session_id:
+            self.handler.connections += 1
+        return _SMTP(self.handler, session_id, **self.SMTP_kwargs)
+
+    def _trigger_server(self) -> None:
+        # aiosmtpd 1.4 probes (host, port) after binding, so with port 0 it would
+        # connect to port 0: read the port actually bound first.
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+class SMTPServer:
+    """aiosmtpd Controller on 127.0.0.1 with a scriptable handler.
+
+    Scripting, safe to change while running (match is case-insensitive):
+      defer       RCPT -> 451 4.7.1, always
+      defer_once  RCPT -> 451 4.7.1 once; the address is then removed from the set
+      reject      RCPT -> 550 5.1.1
+      drop_after  once this many messages were accepted in total, the next DATA is read
+                  but neither recorded nor answered: the connection is closed (once;
+                  setting drop_after again re-arms it)
+    With ``auth``, MAIL before a successful AUTH gets 530.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth: tuple[str, str] | None = None,
+        tls: TLSFiles | None = None,
+        require_starttls: bool = False,
+        implicit_tls: bool = False,
+    ) -> None:
+        if (require_starttls or implicit_tls) and tls is None:
+            raise ValueError("require_starttls and implicit_tls need tls=TLSFiles")
+        self.host = HOST
+        self.port = 0
+        self.auth = auth
+        self.tls = tls
+        self.require_starttls = require_starttls
+        self.implicit_tls = implicit_tls
+        self.received: list[Received] = []
+        self.defer: set[str] = set()
+        self.defer_once: set[str] = set()
+        self.reject: set[str] = set()
+        self.drop_after = None
+        self.connections = 0
+        self.logins = 0
+        self._lock = threading.Lock()
+        self._controller: _Controller | None = None
+
+    @property
+    def drop_after(self) -> int | None:
+        return self._drop_after
+
+    @drop_after.setter
+    def drop_after(self, value: int | None) -> None:
+        self._drop_after = value
+        self._drop_armed = value is not None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen on 127.0.0.1; a free port the first time, the same port on a restart."""
+        kwargs: dict = {
+            "server_hostname": "localhost",  # else aiosmtpd calls socket.getfqdn() per session
+            "auth_require_tls": False,  # True would refuse AUTH on plain and implicit TLS
+            "authenticator": self._authenticate,
+        }
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+            if self.implicit_tls:
+                kwargs["ssl_context"] = context
+            else:
+                kwargs.update(tls_context=context, require_starttls=self.require_starttls)
+        self._controller = _Controller(self, **kwargs)
+        self._controller.start()
+        self.port = self._controller.port
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> SMTPServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def by_recipient(self) -> collections.Counter[str]:
+        """Copies received per recipient address (lower-cased)."""
+        with self._lock:
+            return collections.Counter(r.lower() for m in self.received for r in m.rcpt_tos)
+
+    def record(self, message: Received) -> None:
+        with self._lock:
+            self.received.append(message)
+
+    # -- aiosmtpd hooks (run in the server's thread) --------------------------------------
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and self.auth == (
+            auth_data.login.decode(),
+            auth_data.password.decode(),
+        )
+        if ok:
+            with self._lock:
+                self.logins += 1
+        # handled=False makes aiosmtpd reply 535; the default (True) sends no reply at all.
+        return AuthResult(success=ok, handled=False)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        if self.auth is not None and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        with self._lock:
+            if _take(self.defer_once, address) or _find(self.defer, address):
+                return "451 4.7.1 Try again later"
+            if _find(self.reject, address):
+                return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: _SMTP, session, envelope) -> str:
+        with self._lock:
+            drop = self._drop_armed and len(self.received) >= self._drop_after
+            if drop:
+                self._drop_armed = False
+        if drop:
+            server.transport.close()
+            await server.loop.create_future()  # never answer; connection_lost cancels us
+        self.record(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                data=envelope.original_content,
+                peer=session.peer,
+                session_id=server.session_id,
+            )
+        )
+        return "250 OK"
+
+
+def _find(addresses: set[str], address: str) -> str | None:
+    return next((a for a in set(addresses) if a.lower() == address.lower()), None)
+
+
+def _take(addresses: set[str], address: str) -> bool:
+    found = _find(addresses, address)
+    if found is not None:
+        addresses.discard(found)
+    return found is not None
+
+
+class _FileSMTPServer(SMTPServer):
+    """Subprocess mode: also write DIR/<n>.eml and DIR/recipients.log."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.out = out
+
+    def record(self, message: Received) -> None:
+        with self._lock:
+            self.received.append(message)
+            n = len(self.received)
+            tmp = self.out / f"{n}.eml.tmp"
+            tmp.write_bytes(message.data)
+            tmp.rename(self.out / f"{n}.eml")
+            with open(self.out / "recipients.log", "a") as log:
+                log.writelines(f"{r}\n" for r in message.rcpt_tos)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = _FileSMTPServer(args.out)
+    server.port = args.port
+    with server:
+        print(f"READY {server.port}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
