@@ -72,6 +72,8 @@ _RECORD_SQL = """
         attempts = attempts + 1,
         last_reply = excluded.last_reply,
         updated_at = excluded.updated_at
+    -- A copy that was accepted stays accepted: nothing may make a resume send it again.
+    WHERE deliveries.state != 'sent'
 """
 _DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at"
 

@@ -35,14 +35,14 @@ print("released", flush=True)
 WRITER = """
 import sys
 from pathlib import Path
-from mailer.ledger import Ledger, SENT
+from mailer.ledger import DEFERRED, Ledger, SENT
 state, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 with Ledger(state) as ledger:
     print("ready", flush=True)
     sys.stdin.readline()
     for i in range(n):
         ledger.record("issue-1", f"{tag}-{i}@example.org", SENT)
-        ledger.record("issue-1", f"shared-{i}@example.org", SENT)
+        ledger.record("issue-1", f"shared-{i}@example.org", DEFERRED)
 """
 
 
@@ -325,7 +325,7 @@ def test_twenty_threads_on_one_ledger_lose_nothing(ledger: Ledger) -> None:
             start.wait()
             for i in range(per_thread):
                 ledger.record("issue-1", f"t{t}-{i}@example.org", SENT)
-                ledger.record("issue-1", f"shared-{i}@example.org", SENT)
+                ledger.record("issue-1", f"shared-{i}@example.org", DEFERRED)
         except BaseException as exc:  # surfaced below: a thread's exception is otherwise lost
             errors.append(exc)
 
@@ -335,7 +335,7 @@ def test_twenty_threads_on_one_ledger_lose_nothing(ledger: Ledger) -> None:
     for th in pool:
         th.join()
     assert errors == []
-    assert ledger.counts("issue-1")[SENT] == threads * per_thread + per_thread
+    assert ledger.counts("issue-1") == {SENT: threads * per_thread, DEFERRED: per_thread, FAILED: 0}
     # Every thread's upsert of a shared address counted: no lost increments.
     attempts = {d.attempts for d in ledger.deliveries("issue-1") if d.email.startswith("shared-")}
     assert attempts == {threads}
@@ -360,7 +360,7 @@ def test_two_processes_recording_lose_nothing(tmp_path: Path) -> None:
                 p.kill()
                 p.wait()
     with Ledger(tmp_path) as led:
-        assert led.counts("issue-1") == {SENT: 3 * n, DEFERRED: 0, FAILED: 0}
+        assert led.counts("issue-1") == {SENT: 2 * n, DEFERRED: n, FAILED: 0}
         shared = [d for d in led.deliveries("issue-1") if d.email.startswith("shared-")]
         assert len(shared) == n
         assert {d.attempts for d in shared} == {2}
@@ -455,3 +455,15 @@ def test_record_cost_is_measured(ledger: Ledger, capsys: pytest.CaptureFixture[s
     assert ledger.counts("bench")[SENT] == n
     with capsys.disabled():
         print(f"\nrecord(): {elapsed / n * 1e6:.1f} us/call over {n} calls")
+
+
+def test_sent_is_never_downgraded(tmp_path: Path) -> None:
+    """A later deferral or failure must not turn an accepted copy back into one to resend."""
+    with Ledger(tmp_path) as ledger:
+        ledger.record("issue-1", "a@example.com", SENT, "250 ok")
+        ledger.record("issue-1", "a@example.com", DEFERRED, "451 later")
+        ledger.record("issue-1", "a@example.com", FAILED, "550 no")
+        delivery = ledger.get("issue-1", "a@example.com")
+        assert delivery is not None
+        assert (delivery.state, delivery.attempts, delivery.last_reply) == (SENT, 1, "250 ok")
+        assert ledger.done("issue-1") == {"a@example.com"}
