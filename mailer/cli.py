@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,16 @@ import click
 from . import config as config_mod
 from . import issue as issue_mod
 from .config import Settings
-from .errors import EXIT_TEMPFAIL, InputError, LockedError, MailerError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError, MailerError
 from .ledger import DEFERRED, FAILED, SENT, Ledger, lock
 from .message import Composer
 from .render import Email, render
 from .send import Progress, Sender, SendOptions, Summary, check_preflight, estimate
 from .subscribers import Subscriber, SubscriberList
 from .transport import DryRunTransport, SMTPTransport
+from . import schedule as schedule_mod
 from .when import now as current_time
-from .when import parse_when
+from .when import parse_when, zone
 
 EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
 
@@ -246,12 +248,8 @@ def send(ctx: Context, issue: str | None, dry_run: bool, to: str | None, yes: bo
     if retry_failed:
         options = SendOptions(**{**options.__dict__, "retry_failed": True})
     if due:
-        from .schedule import send_due
-
-        moment = parse_when(now_text) if now_text else current_time()
-        code = send_due(ctx, options, moment, force=force, dry_run=dry_run, yes=yes,
-                        subscribers=subscribers, run=_run_send)
-        sys.exit(code)
+        moment = _now_option(now_text)
+        sys.exit(_send_due(ctx, options, moment, force=force, dry_run=dry_run, subscribers=subscribers))
     if to:
         sys.exit(_send_test_copy(ctx, issue, to, options))
     path = _subscriber_file(ctx, subscribers, dry_run)
@@ -444,6 +442,127 @@ def _send_test_copy(ctx: Context, issue: str | None, to: str, options: SendOptio
         transport.close()
     click.echo(f"test copy of {email.issue.slug} to {address}: {result.reply}")
     return 0 if result.state == SENT else (1 if result.state == FAILED else EXIT_TEMPFAIL)
+
+
+def _now_option(text: str | None) -> datetime:
+    if not text:
+        return current_time()
+    try:
+        return parse_when(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from None
+
+
+def _send_due(ctx: Context, options: SendOptions, now: datetime, *, force: bool, dry_run: bool,
+              subscribers: Path | None) -> int:
+    """Cron's entry point: one line per action, silence when nothing is due."""
+    ledger = ctx.ledger()
+    assert ledger is not None
+    with ledger:
+        entries, problems = schedule_mod.entries(ctx.settings, ledger)
+    limit = schedule_mod.max_late(ctx.settings)
+    code = EXIT_OK
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+        code = EXIT_FAILED
+    for entry in entries:
+        status = entry.status(now, limit)
+        if status == schedule_mod.STALE and not force:
+            click.echo(
+                f"{entry.issue}: not sent: it was due {entry.send_at:%Y-%m-%d %H:%M} UTC,"
+                f" more than {ctx.settings.max_late} ago; send it with --due --force"
+                f" (or `mailer send {entry.issue}`), or cancel it", err=True,
+            )
+            code = max(code, EXIT_FAILED)
+            continue
+        if status not in (schedule_mod.DUE, schedule_mod.STALE, schedule_mod.SENDING):
+            continue
+        path = _subscriber_file(ctx, subscribers, dry_run)
+        with Ledger(ctx.settings.state_path) as ledger:
+            if not dry_run:
+                if ledger.schedule(entry.issue) is None:
+                    ledger.set_schedule(entry.issue, entry.send_at)
+                ledger.set_schedule_state(entry.issue, "sending")
+        try:
+            summary = _run_send(ctx, entry.issue, path, options, dry_run=dry_run, yes=True, quiet=True)
+        except LockedError:
+            click.echo(f"{entry.issue}: another mailer run is sending it; leaving it to that run")
+            continue
+        finished = not (summary.deferred or summary.not_due or summary.interrupted or summary.error)
+        if finished and not dry_run:
+            with Ledger(ctx.settings.state_path) as ledger:
+                ledger.set_schedule_state(entry.issue, "sent")
+        if summary.failed or summary.gave_up or summary.error:
+            code = max(code, summary.exit_code if summary.failed or summary.error else EXIT_TEMPFAIL)
+        if summary.interrupted:
+            return EXIT_TEMPFAIL
+    return code
+
+
+@main.command("schedule")
+@click.argument("issue", required=False)
+@click.option("--at", "at", metavar="TIME", help="When: '2026-12-01 09:00' (with --tz) or ISO 8601 with an offset.")
+@click.option("--tz", metavar="ZONE", help="IANA time zone for --at, e.g. Europe/Berlin.")
+@click.option("--list", "show", is_flag=True, help="List scheduled issues, their times and states.")
+@click.option("--cancel", is_flag=True, help="Cancel ISSUE's schedule.")
+@click.option("--now", "now_text", metavar="TIME", help="Pretend it is TIME (for --list).")
+@pass_ctx
+def schedule(ctx: Context, issue: str | None, at: str | None, tz: str | None, show: bool,
+             cancel: bool, now_text: str | None) -> None:
+    """Schedule ISSUE for a time; cron's `mailer send --due --yes` sends it then.
+
+    \b
+    A `send_at:` key in the issue's front matter schedules it too.
+    In crontab (every 5 minutes; it does nothing when nothing is due):
+      */5 * * * * cd /path/to/newsletter && mailer send --due --yes >> .mailer/cron.log 2>&1
+    """
+    now = _now_option(now_text)
+    if show or (issue is None and not at and not cancel):
+        ledger = ctx.ledger(create=False)
+        entries, problems = schedule_mod.entries(ctx.settings, ledger)
+        if ledger is not None:
+            ledger.close()
+        for problem in problems:
+            _warn(problem)
+        if not entries:
+            click.echo("nothing scheduled")
+        limit = schedule_mod.max_late(ctx.settings)
+        for e in entries:
+            zone_note = f"{e.send_at:%Y-%m-%d %H:%M} UTC"
+            click.echo(f"{e.issue:<24} {zone_note}  {e.status(now, limit):<9} ({e.source})")
+        return
+    if issue is None:
+        raise click.UsageError("name the ISSUE to schedule or cancel")
+    slug = issue_mod.resolve(issue, ctx.settings.root).stem
+    ledger = ctx.ledger()
+    assert ledger is not None
+    with ledger:
+        if cancel:
+            if ledger.cancel_schedule(slug):
+                click.echo(f"{slug}: schedule cancelled")
+            else:
+                entries, _ = schedule_mod.entries(ctx.settings, ledger)
+                if any(e.issue == slug for e in entries):
+                    ledger.set_schedule(slug, next(e.send_at for e in entries if e.issue == slug))
+                    ledger.cancel_schedule(slug)
+                    click.echo(f"{slug}: schedule cancelled (its front matter send_at is now ignored)")
+                else:
+                    raise InputError(f"{slug} is not scheduled (or is already sending)")
+            return
+        if not at:
+            raise click.UsageError("give --at TIME (and --tz ZONE), --list or --cancel")
+        try:
+            when = parse_when(at, tz)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--at") from None
+        schedule_row = ledger.schedule(slug)
+        if schedule_row is not None and schedule_row.state in ("sending", "sent"):
+            raise InputError(f"{slug} is already {schedule_row.state}; it will not be sent twice")
+        ledger.set_schedule(slug, when)
+    local = f" ({when.astimezone(zone(tz)):%Y-%m-%d %H:%M %Z})" if tz else ""
+    click.echo(f"{slug}: scheduled for {when:%Y-%m-%d %H:%M} UTC{local}")
+    if when < now:
+        _warn("that time has passed: the next `mailer send --due` sends it (unless older than max_late)")
 
 
 # -- status -------------------------------------------------------------------------------
