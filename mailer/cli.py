@@ -15,6 +15,7 @@ import click
 
 from . import config as config_mod
 from . import issue as issue_mod
+from . import schedule as schedule_mod
 from .config import Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError, MailerError
 from .ledger import DEFERRED, FAILED, SENT, Ledger, lock
@@ -23,7 +24,6 @@ from .render import Email, render
 from .send import Progress, Sender, SendOptions, Summary, check_preflight, estimate
 from .subscribers import Subscriber, SubscriberList
 from .transport import DryRunTransport, SMTPTransport
-from . import schedule as schedule_mod
 from .when import now as current_time
 from .when import parse_when, zone
 
@@ -38,7 +38,9 @@ class Context:
 
     def load_issue(self, name: str) -> issue_mod.Issue:
         path = issue_mod.resolve(name, self.settings.root)
-        return issue_mod.read(path, default_lang=self.settings.lang, base_url=self.settings.base_url)
+        return issue_mod.read(
+            path, default_lang=self.settings.lang, base_url=self.settings.base_url
+        )
 
     def render(self, name: str) -> Email:
         return render(self.load_issue(name), self.settings)
@@ -137,18 +139,7 @@ def _sample(ctx: Context, email: Email) -> tuple[str, str]:
     """The HTML and text as an example reader would see them."""
     composer = Composer(email, _sample_settings(ctx.settings))
     reader = Subscriber(email="reader@example.org", name="", fields={}, line=0)
-    values = composer.values(reader, composer.unsubscribe_url(reader.email) or "#unsubscribe")
-    from .render import SLOT_RE
-
-    def fill(text: str, escape: bool) -> str:
-        import html as html_mod
-
-        return SLOT_RE.sub(
-            lambda m: html_mod.escape(values[int(m.group(1))]) if escape else values[int(m.group(1))],
-            text,
-        )
-
-    return fill(email.html, True), fill(email.text, False)
+    return composer.personalise(reader, composer.unsubscribe_url(reader.email) or "#unsubscribe")
 
 
 def _sample_settings(settings: Settings) -> Settings:
@@ -211,25 +202,62 @@ def _pick_issue(ctx: Context, subscribers: Path) -> str:
 
 @main.command()
 @click.argument("issue", required=False)
-@click.option("--dry-run", is_flag=True, help="Do everything but connect: print the plan, write sample .eml files.")
-@click.option("--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS (no ledger entry).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
-@click.option("--subscribers", type=click.Path(dir_okay=False, path_type=Path), help="Subscriber CSV [subscribers.csv].")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Do everything but connect: print the plan, write sample .eml files.",
+)
+@click.option(
+    "--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS (no ledger entry)."
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option(
+    "--subscribers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Subscriber CSV [subscribers.csv].",
+)
 @click.option("--rate", help="Pace over all connections: N/s, N/min, N/h, or 'off' [10/s].")
 @click.option("--batch-size", type=int, help="Messages per connection before reconnecting [100].")
 @click.option("--pause", type=float, help="Seconds to wait between batches [0].")
 @click.option("--connections", type=int, help="Parallel SMTP connections [1].")
 @click.option("--max-attempts", type=int, help="Tries per recipient on 4xx replies [5].")
-@click.option("--retry-delay", type=float, help="Seconds before the first retry, doubling after [30].")
-@click.option("--retry-failed", is_flag=True, help="Also resend to recipients whose server said 5xx.")
-@click.option("--due", is_flag=True, help="Send every scheduled issue whose time has come (for cron).")
+@click.option(
+    "--retry-delay", type=float, help="Seconds before the first retry, doubling after [30]."
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Also resend to recipients whose server said 5xx."
+)
+@click.option(
+    "--due", is_flag=True, help="Send every scheduled issue whose time has come (for cron)."
+)
 @click.option("--force", is_flag=True, help="With --due: also send schedules older than max_late.")
-@click.option("--now", "now_text", metavar="TIME", help="Pretend it is TIME (ISO 8601 with offset), for testing schedules.")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="TIME",
+    help="Pretend it is TIME (ISO 8601 with offset), for testing schedules.",
+)
 @pass_ctx
-def send(ctx: Context, issue: str | None, dry_run: bool, to: str | None, yes: bool,
-         subscribers: Path | None, rate: str | None, batch_size: int | None, pause: float | None,
-         connections: int | None, max_attempts: int | None, retry_delay: float | None,
-         retry_failed: bool, due: bool, force: bool, now_text: str | None) -> None:
+def send(
+    ctx: Context,
+    issue: str | None,
+    dry_run: bool,
+    to: str | None,
+    yes: bool,
+    subscribers: Path | None,
+    rate: str | None,
+    batch_size: int | None,
+    pause: float | None,
+    connections: int | None,
+    max_attempts: int | None,
+    retry_delay: float | None,
+    retry_failed: bool,
+    due: bool,
+    force: bool,
+    now_text: str | None,
+) -> None:
     """Send ISSUE to every subscriber who has not had it yet.
 
     \b
@@ -242,14 +270,22 @@ def send(ctx: Context, issue: str | None, dry_run: bool, to: str | None, yes: bo
     (retry later) or another run holds the lock, 2 usage/config, 65 bad input,
     69 server unreachable, 77 login refused.
     """
-    flags = dict(rate=rate, batch_size=batch_size, pause=pause, connections=connections,
-                 max_attempts=max_attempts, retry_delay=retry_delay)
+    flags = dict(
+        rate=rate,
+        batch_size=batch_size,
+        pause=pause,
+        connections=connections,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+    )
     options = _options(ctx.settings, **flags)
     if retry_failed:
         options = SendOptions(**{**options.__dict__, "retry_failed": True})
     if due:
         moment = _now_option(now_text)
-        sys.exit(_send_due(ctx, options, moment, force=force, dry_run=dry_run, subscribers=subscribers))
+        sys.exit(
+            _send_due(ctx, options, moment, force=force, dry_run=dry_run, subscribers=subscribers)
+        )
     if to:
         sys.exit(_send_test_copy(ctx, issue, to, options))
     path = _subscriber_file(ctx, subscribers, dry_run)
@@ -272,8 +308,16 @@ def _confirm(question: str, yes: bool) -> None:
         raise click.Abort()
 
 
-def _run_send(ctx: Context, issue: str, path: Path, options: SendOptions, *, dry_run: bool,
-              yes: bool, quiet: bool = False) -> Summary:
+def _run_send(
+    ctx: Context,
+    issue: str,
+    path: Path,
+    options: SendOptions,
+    *,
+    dry_run: bool,
+    yes: bool,
+    quiet: bool = False,
+) -> Summary:
     settings = ctx.settings
     email = ctx.render(issue)
     slug = email.issue.slug
@@ -291,12 +335,15 @@ def _run_send(ctx: Context, issue: str, path: Path, options: SendOptions, *, dry
     try:
         with lock(settings.state_path, f"send-{slug}"):
             sender = Sender(
-                email, composer, lambda: SMTPTransport(settings, composer.envelope_from),
-                ledger, options,
+                email,
+                composer,
+                lambda: SMTPTransport(settings, composer.envelope_from),
+                ledger,
+                options,
             )
             click.echo(
                 f"sending {slug} via {settings.smtp_host}:{settings.smtp_port} "
-                f"({options.connections} connection(s), rate {settings.rate if options.rate != float('inf') else 'unlimited'})"
+                f"({options.connections} connection(s), rate {_rate_text(options)})"
             )
             summary = _with_progress(sender, subscriber_list, total, quiet)
     except LockedError as exc:
@@ -328,11 +375,16 @@ def _with_progress(sender: Sender, subscribers: SubscriberList, total: int, quie
         def log(p: Progress) -> None:  # plain lines for logs: one every 10 seconds
             if time.monotonic() - last[0] >= 10:
                 last[0] = time.monotonic()
-                click.echo(f"  {p.done}/{p.total}: {p.sent} sent, {p.deferred} deferred, {p.failed} failed", err=True)
+                click.echo(
+                    f"  {p.done}/{p.total}: {p.sent} sent, {p.deferred} deferred,"
+                    f" {p.failed} failed",
+                    err=True,
+                )
 
         return sender.run(subscribers, total, log)
-    with click.progressbar(length=max(total, 1), label="sending", show_eta=True, show_pos=True,
-                           file=sys.stderr) as bar:
+    with click.progressbar(
+        length=max(total, 1), label="sending", show_eta=True, show_pos=True, file=sys.stderr
+    ) as bar:
         seen = [0]
 
         def update(p: Progress) -> None:
@@ -361,7 +413,7 @@ def _report(summary: Summary, subscribers: SubscriberList, quiet: bool) -> None:
         (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
         (s.invalid, "invalid rows"),
         (s.not_due, "deferred earlier, retry not due yet"),
-        (s.gave_up, f"deferred, out of attempts"),
+        (s.gave_up, "deferred, out of attempts"),
         (s.slowdowns, "slow-downs for a throttling server"),
     ]
     for count, what in extras:
@@ -374,13 +426,21 @@ def _report(summary: Summary, subscribers: SubscriberList, quiet: bool) -> None:
     if s.error:
         click.secho(f"error: {s.error}", fg="red", err=True)
     if s.interrupted:
-        click.echo(f"interrupted: run `mailer send {s.issue}` again to resume (nobody gets two copies)")
+        click.echo(
+            f"interrupted: run `mailer send {s.issue}` again to resume (nobody gets two copies)"
+        )
     elif s.deferred and not s.dry_run:
         click.echo(f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them")
 
 
-def _dry_run(ctx: Context, email: Email, composer: Composer, subscribers: SubscriberList,
-              total: int, options: SendOptions) -> Summary:
+def _dry_run(
+    ctx: Context,
+    email: Email,
+    composer: Composer,
+    subscribers: SubscriberList,
+    total: int,
+    options: SendOptions,
+) -> Summary:
     out = ctx.settings.root / "build" / email.issue.slug / "dry-run"
     for old in out.glob("*.eml"):
         old.unlink()
@@ -394,24 +454,39 @@ def _dry_run(ctx: Context, email: Email, composer: Composer, subscribers: Subscr
     summary.skipped = subscribers.skipped_count
     s = summary
     batches = -(-s.sent // options.batch_size) if s.sent else 0
-    rate_text = "unlimited" if options.rate == float("inf") else f"{options.rate:g}/s"
+    rate_text = _rate_text(options)
     click.echo(f"dry run of {email.issue.slug}: nothing was sent, the ledger is untouched")
     click.echo(f"  subject      {email.subject}")
     click.echo(f"  from         {ctx.settings.from_}")
     click.echo(f"  rows read    {s.rows + s.invalid + s.skipped}")
     click.echo(f"  recipients   {s.sent}")
-    for count, what in [(s.already_done, "already sent"), (s.suppressed, "suppressed"),
-                        (s.skipped, "skipped in the list"), (s.invalid, "invalid")]:
+    for count, what in [
+        (s.already_done, "already sent"),
+        (s.suppressed, "suppressed"),
+        (s.skipped, "skipped in the list"),
+        (s.invalid, "invalid"),
+    ]:
         if count:
             click.echo(f"  {what:<12} {count}")
     for problem in subscribers.skipped[:20] + subscribers.problems[:20]:
         click.echo(f"    line {problem.line}: {problem.email or '-'}: {problem.reason}")
-    click.echo(f"  batches      {batches} of up to {options.batch_size}, {options.connections} connection(s)")
+    click.echo(
+        f"  batches      {batches} of up to {options.batch_size},"
+        f" {options.connections} connection(s)"
+    )
     click.echo(f"  duration     ~{_human(estimate(s.sent, options))} at {rate_text}")
     click.echo(f"  html         {email.html_bytes / 1024:.1f} KB")
     for path in transport.written:
-        click.echo(f"  sample       {path.relative_to(ctx.settings.root) if path.is_relative_to(ctx.settings.root) else path}")
+        click.echo(f"  sample       {_shown(path, ctx.settings.root)}")
     return summary
+
+
+def _rate_text(options: SendOptions) -> str:
+    return "unlimited" if options.rate == float("inf") else f"{options.rate:g}/s"
+
+
+def _shown(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path
 
 
 def _human(seconds: float) -> str:
@@ -453,8 +528,15 @@ def _now_option(text: str | None) -> datetime:
         raise click.BadParameter(str(exc), param_hint="--now") from None
 
 
-def _send_due(ctx: Context, options: SendOptions, now: datetime, *, force: bool, dry_run: bool,
-              subscribers: Path | None) -> int:
+def _send_due(
+    ctx: Context,
+    options: SendOptions,
+    now: datetime,
+    *,
+    force: bool,
+    dry_run: bool,
+    subscribers: Path | None,
+) -> int:
     """Cron's entry point: one line per action, silence when nothing is due."""
     ledger = ctx.ledger()
     assert ledger is not None
@@ -471,7 +553,8 @@ def _send_due(ctx: Context, options: SendOptions, now: datetime, *, force: bool,
             click.echo(
                 f"{entry.issue}: not sent: it was due {entry.send_at:%Y-%m-%d %H:%M} UTC,"
                 f" more than {ctx.settings.max_late} ago; send it with --due --force"
-                f" (or `mailer send {entry.issue}`), or cancel it", err=True,
+                f" (or `mailer send {entry.issue}`), or cancel it",
+                err=True,
             )
             code = max(code, EXIT_FAILED)
             continue
@@ -484,7 +567,9 @@ def _send_due(ctx: Context, options: SendOptions, now: datetime, *, force: bool,
                     ledger.set_schedule(entry.issue, entry.send_at)
                 ledger.set_schedule_state(entry.issue, "sending")
         try:
-            summary = _run_send(ctx, entry.issue, path, options, dry_run=dry_run, yes=True, quiet=True)
+            summary = _run_send(
+                ctx, entry.issue, path, options, dry_run=dry_run, yes=True, quiet=True
+            )
         except LockedError:
             click.echo(f"{entry.issue}: another mailer run is sending it; leaving it to that run")
             continue
@@ -493,7 +578,9 @@ def _send_due(ctx: Context, options: SendOptions, now: datetime, *, force: bool,
             with Ledger(ctx.settings.state_path) as ledger:
                 ledger.set_schedule_state(entry.issue, "sent")
         if summary.failed or summary.gave_up or summary.error:
-            code = max(code, summary.exit_code if summary.failed or summary.error else EXIT_TEMPFAIL)
+            code = max(
+                code, summary.exit_code if summary.failed or summary.error else EXIT_TEMPFAIL
+            )
         if summary.interrupted:
             return EXIT_TEMPFAIL
     return code
@@ -501,14 +588,26 @@ def _send_due(ctx: Context, options: SendOptions, now: datetime, *, force: bool,
 
 @main.command("schedule")
 @click.argument("issue", required=False)
-@click.option("--at", "at", metavar="TIME", help="When: '2026-12-01 09:00' (with --tz) or ISO 8601 with an offset.")
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="When: '2026-12-01 09:00' (with --tz) or ISO 8601 with an offset.",
+)
 @click.option("--tz", metavar="ZONE", help="IANA time zone for --at, e.g. Europe/Berlin.")
 @click.option("--list", "show", is_flag=True, help="List scheduled issues, their times and states.")
 @click.option("--cancel", is_flag=True, help="Cancel ISSUE's schedule.")
 @click.option("--now", "now_text", metavar="TIME", help="Pretend it is TIME (for --list).")
 @pass_ctx
-def schedule(ctx: Context, issue: str | None, at: str | None, tz: str | None, show: bool,
-             cancel: bool, now_text: str | None) -> None:
+def schedule(
+    ctx: Context,
+    issue: str | None,
+    at: str | None,
+    tz: str | None,
+    show: bool,
+    cancel: bool,
+    now_text: str | None,
+) -> None:
     """Schedule ISSUE for a time; cron's `mailer send --due --yes` sends it then.
 
     \b
@@ -545,7 +644,9 @@ def schedule(ctx: Context, issue: str | None, at: str | None, tz: str | None, sh
                 if any(e.issue == slug for e in entries):
                     ledger.set_schedule(slug, next(e.send_at for e in entries if e.issue == slug))
                     ledger.cancel_schedule(slug)
-                    click.echo(f"{slug}: schedule cancelled (its front matter send_at is now ignored)")
+                    click.echo(
+                        f"{slug}: schedule cancelled (its front matter send_at is now ignored)"
+                    )
                 else:
                     raise InputError(f"{slug} is not scheduled (or is already sending)")
             return
@@ -562,7 +663,10 @@ def schedule(ctx: Context, issue: str | None, at: str | None, tz: str | None, sh
     local = f" ({when.astimezone(zone(tz)):%Y-%m-%d %H:%M %Z})" if tz else ""
     click.echo(f"{slug}: scheduled for {when:%Y-%m-%d %H:%M} UTC{local}")
     if when < now:
-        _warn("that time has passed: the next `mailer send --due` sends it (unless older than max_late)")
+        _warn(
+            "that time has passed: the next `mailer send --due` sends it"
+            " (unless it is older than max_late)"
+        )
 
 
 # -- status -------------------------------------------------------------------------------
@@ -570,11 +674,27 @@ def schedule(ctx: Context, issue: str | None, at: str | None, tz: str | None, sh
 
 @main.command()
 @click.argument("issue")
-@click.option("--failed", "only_failed", is_flag=True, help="List who did not get it (failed and deferred) and why.")
-@click.option("--csv", "as_csv", is_flag=True, help="With --failed: CSV (email,state,attempts,reply,updated_at).")
-@click.option("--subscribers", type=click.Path(dir_okay=False, path_type=Path), help="Count pending against this list.")
+@click.option(
+    "--failed",
+    "only_failed",
+    is_flag=True,
+    help="List who did not get it (failed and deferred) and why.",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="With --failed: CSV (email,state,attempts,reply,updated_at).",
+)
+@click.option(
+    "--subscribers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Count pending against this list.",
+)
 @pass_ctx
-def status(ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None) -> None:
+def status(
+    ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None
+) -> None:
     """Show how ISSUE's send went: sent, deferred, failed, pending."""
     slug = Path(issue).stem
     ledger = ctx.ledger(create=False)
@@ -587,7 +707,9 @@ def status(ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscriber
                 writer = csv.writer(sys.stdout, lineterminator="\n")
                 writer.writerow(["email", "state", "attempts", "reply", "updated_at"])
                 for d in rows:
-                    writer.writerow([d.email, d.state, d.attempts, d.last_reply, d.updated_at.isoformat()])
+                    writer.writerow(
+                        [d.email, d.state, d.attempts, d.last_reply, d.updated_at.isoformat()]
+                    )
                 return
             for d in rows:
                 click.echo(f"{d.email}  {d.state}  attempts={d.attempts}  {d.last_reply}")
@@ -598,7 +720,9 @@ def status(ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscriber
         if path.exists():
             done = {d.email for d in ledger.deliveries(slug)}
             suppressed = ledger.suppressed_set()
-            pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in done | suppressed)
+            pending = sum(
+                1 for s in SubscriberList(path) if s.email.lower() not in done | suppressed
+            )
         click.echo(f"{slug}")
         click.echo(f"  sent      {counts[SENT]}")
         click.echo(f"  deferred  {counts[DEFERRED]}")
@@ -627,7 +751,10 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
     path = path or ctx.settings.root / ctx.settings.subscribers
     listing = SubscriberList(path)
     good = sum(1 for _ in listing)
-    click.echo(f"{path}: {good} subscribers, {listing.problem_count} invalid, {listing.skipped_count} skipped")
+    click.echo(
+        f"{path}: {good} subscribers, {listing.problem_count} invalid,"
+        f" {listing.skipped_count} skipped"
+    )
     for p in listing.skipped[:50]:
         click.echo(f"  line {p.line}: skipped: {p.email or '-'}: {p.reason}")
     for p in listing.problems[:200]:
@@ -642,13 +769,34 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
 @main.command()
 @click.argument("issue")
 @click.option("--port", type=int, default=8025, show_default=True, help="Port to serve on.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you ask).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (loopback unless you ask).",
+)
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the preview as static files to this folder instead of serving it.")
-@click.option("--as", "as_email", metavar="EMAIL", help="Show the headers this subscriber would get [the first in the list].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the preview as static files to this folder instead of serving it.",
+)
+@click.option(
+    "--as",
+    "as_email",
+    metavar="EMAIL",
+    help="Show the headers this subscriber would get [the first in the list].",
+)
 @pass_ctx
-def preview(ctx: Context, issue: str, port: int, host: str, no_open: bool, out: Path | None,
-            as_email: str | None) -> None:
+def preview(
+    ctx: Context,
+    issue: str,
+    port: int,
+    host: str,
+    no_open: bool,
+    out: Path | None,
+    as_email: str | None,
+) -> None:
     """Preview ISSUE in a browser: phone and desktop widths, plaintext, headers, warnings.
 
     The page updates by itself when the issue, a template or mailer.toml changes.
@@ -675,7 +823,9 @@ def preview(ctx: Context, issue: str, port: int, host: str, no_open: bool, out: 
     except KeyboardInterrupt:
         click.echo("preview stopped")
     except OSError as exc:
-        raise MailerError(f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port") from None
+        raise MailerError(
+            f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port"
+        ) from None
 
 
 # -- unsubscribes and the web app ---------------------------------------------------------
@@ -683,7 +833,12 @@ def preview(ctx: Context, issue: str, port: int, host: str, no_open: bool, out: 
 
 @main.command()
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to serve on.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless you ask).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (loopback unless you ask).",
+)
 @pass_ctx
 def serve(ctx: Context, port: int, host: str) -> None:
     """Serve the one-click unsubscribe endpoint and the web archive (small lists).
@@ -700,12 +855,19 @@ def serve(ctx: Context, port: int, host: str) -> None:
     except KeyboardInterrupt:
         click.echo("stopped")
     except OSError as exc:
-        raise MailerError(f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port") from None
+        raise MailerError(
+            f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port"
+        ) from None
 
 
 @main.command()
 @click.argument("address")
-@click.option("--reason", type=click.Choice(["manual", "unsubscribed", "bounced"]), default="manual", show_default=True)
+@click.option(
+    "--reason",
+    type=click.Choice(["manual", "unsubscribed", "bounced"]),
+    default="manual",
+    show_default=True,
+)
 @pass_ctx
 def unsubscribe(ctx: Context, address: str, reason: str) -> None:
     """Suppress ADDRESS by hand (a reply asking to be removed); every later send skips it."""
@@ -758,8 +920,11 @@ def subscribers_export(ctx: Context, path: Path | None) -> None:
             continue
         writer.writerow([sub.email, sub.name, *(sub.fields.get(c, "") for c in columns)])
         kept += 1
-    click.echo(f"{kept} exported, {listing.problem_count + listing.skipped_count} rows left out,"
-               f" {len(suppressed_set)} suppressed addresses", err=True)
+    click.echo(
+        f"{kept} exported, {listing.problem_count + listing.skipped_count} rows left out,"
+        f" {len(suppressed_set)} suppressed addresses",
+        err=True,
+    )
 
 
 # -- config -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Settings, typed and validated in one place: defaults < mailer.toml < .env < environment < flags."""
+"""Settings, validated in one place: defaults < mailer.toml < .env < environment < flags."""
 
 from __future__ import annotations
 

@@ -19,7 +19,9 @@ from .errors import InputError
 from .repair import repair_mojibake
 from .when import parse_when
 
-RTL_LANGS = frozenset({"ar", "arc", "dv", "fa", "ha", "he", "khw", "ks", "ku", "ps", "sd", "ur", "yi"})
+RTL_LANGS = frozenset(
+    {"ar", "arc", "dv", "fa", "ha", "he", "khw", "ks", "ku", "ps", "sd", "ur", "yi"}
+)
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _IMG_TAG = re.compile(r"<img\b[^>]*>", re.I)
 _ALT_ATTR = re.compile(r"\balt\s*=", re.I)
@@ -96,7 +98,9 @@ def resolve(name: str, root: Path) -> Path:
     known = sorted(p.stem for p in (root / "issues").glob("*.md"))
     raise InputError(
         f"no issue {name!r}",
-        hint=f"issues in {root / 'issues'}: {', '.join(known)}" if known else "create issues/NAME.md",
+        hint=f"issues in {root / 'issues'}: {', '.join(known)}"
+        if known
+        else "create issues/NAME.md",
     )
 
 
@@ -124,7 +128,10 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     preheader = _text_key(meta, "preheader", path) or _text_key(meta, "excerpt", path)
     lang = _text_key(meta, "lang", path) or default_lang
     if not _LANG.match(lang):
-        raise InputError(f"front matter key 'lang' must be a language tag like en or pt-BR, got {lang!r}", path=path)
+        raise InputError(
+            f"front matter key 'lang' must be a language tag like en or pt-BR, got {lang!r}",
+            path=path,
+        )
     direction = "rtl" if lang.split("-")[0].lower() in RTL_LANGS else "ltr"
     send_at = None
     if meta.get("send_at") not in (None, ""):
@@ -159,9 +166,7 @@ def _decode(raw: bytes, path: Path) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(
-            "is not UTF-8 text (save it as UTF-8)", path=path, line=line
-        ) from None
+        raise InputError("is not UTF-8 text (save it as UTF-8)", path=path, line=line) from None
     # CRLF and lone CR from other editors; no-break spaces and tabs are left for the parser.
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -188,7 +193,9 @@ def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"front matter is not valid YAML: {problem}", path=path, line=line) from None
+        raise InputError(
+            f"front matter is not valid YAML: {problem}", path=path, line=line
+        ) from None
     if not isinstance(meta, dict):
         raise InputError("front matter must be 'key: value' lines", path=path, line=2)
     for key in meta:
@@ -255,7 +262,9 @@ def _first_paragraph(tokens: list[Token], limit: int = 150) -> str:
     for i, token in enumerate(tokens):
         if token.type == "paragraph_open" and i + 1 < len(tokens):
             text = " ".join(
-                c.content for c in (tokens[i + 1].children or []) if c.type in ("text", "code_inline")
+                c.content
+                for c in (tokens[i + 1].children or [])
+                if c.type in ("text", "code_inline")
             )
             text = " ".join(text.split())
             if text:

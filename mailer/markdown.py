@@ -1,4 +1,4 @@
-"""The Markdown dialect of an issue: CommonMark plus tables, strikethrough, linkify, Jekyll habits."""
+"""An issue's Markdown dialect: CommonMark, tables, strikethrough, linkify, Jekyll habits."""
 
 from __future__ import annotations
 

@@ -107,7 +107,9 @@ class Composer:
     def _constant_headers(self, list_name: str) -> bytes:
         s = self.settings
         lines = [
-            b"From: " + formataddr(parseaddr(clean_header_text(s.from_)), charset="utf-8").encode() + CRLF,
+            b"From: "
+            + formataddr(parseaddr(clean_header_text(s.from_)), charset="utf-8").encode()
+            + CRLF,
             _fold("Subject", self.email.subject),
         ]
         if s.reply_to:
@@ -153,6 +155,22 @@ class Composer:
                 value = subscriber.fields.get(slot.field, "")
             out.append(value or slot.fallback)
         return out
+
+    def personalise(
+        self, subscriber: Subscriber, unsubscribe_url: str | None = None
+    ) -> tuple[str, str]:
+        """(html, text) as one reader sees them, for previews and archives (not the hot path)."""
+        url = self.unsubscribe_url(subscriber.email) if unsubscribe_url is None else unsubscribe_url
+        values = self.values(subscriber, url)
+
+        def fill(content: str, escape: bool) -> str:
+            def value(match: re.Match[str]) -> str:
+                text = values[int(match.group(1))]
+                return html.escape(text, quote=True) if escape else text
+
+            return SLOT_RE.sub(value, content)
+
+        return fill(self.email.html, True), fill(self.email.text, False)
 
     def check_fields(self, columns: set[str]) -> None:
         """A template field the subscriber list does not have is an error, not a blank."""

@@ -1,4 +1,4 @@
-"""Issue -> Email: Jinja2 -> MJML -> HTML -> inlined CSS, plus the plaintext twin. Once per issue."""
+"""Issue -> Email: Jinja2 -> MJML -> HTML -> inlined CSS, plus the plaintext twin, once."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ class Email:
 
     def unfilled(self) -> list[str]:
         """Template syntax left in the rendered text (outside code samples): a sign of a mistake."""
-        return sorted(set(_UNFILLED.findall(_CODE.sub("", self.html)) + _UNFILLED.findall(self.text)))
+        return sorted(
+            set(_UNFILLED.findall(_CODE.sub("", self.html)) + _UNFILLED.findall(self.text))
+        )
 
 
 class _SlotText(str):
@@ -152,7 +154,9 @@ def render(issue: Issue, settings: Settings) -> Email:
         "meta": issue.meta,
         "subscriber": _Subscriber(slots),
         "unsubscribe_url": slots("unsubscribe_url"),
-        "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}" if settings.archive_url else "",
+        "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}"
+        if settings.archive_url
+        else "",
         "newsletter": {
             "name": name or settings.list_id or "this newsletter",
             "postal_address": settings.postal_address,
@@ -203,7 +207,9 @@ def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"template {name} uses an undefined variable: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", path=exc.filename, line=exc.lineno) from None
+        raise TemplateError(
+            f"template syntax error: {exc.message}", path=exc.filename, line=exc.lineno
+        ) from None
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"template {exc.name} not found in {env.loader.searchpath}") from None  # type: ignore[union-attr]
 
@@ -217,7 +223,9 @@ def compile_mjml(source: str) -> str:
     except KeyError as exc:
         raise TemplateError(f"MJML: unknown tag or attribute {exc}") from None
     except (AssertionError, ValueError, AttributeError, TypeError) as exc:
-        raise TemplateError(f"MJML could not compile the template: {exc or type(exc).__name__}") from None
+        raise TemplateError(
+            f"MJML could not compile the template: {exc or type(exc).__name__}"
+        ) from None
     if result.errors:
         raise TemplateError("MJML: " + "; ".join(map(str, result.errors)))
     return result.html

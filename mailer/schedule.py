@@ -1,4 +1,4 @@
-"""Which issues are scheduled, and which are due now: front matter `send_at` and `mailer schedule`."""
+"""Which issues are scheduled and which are due: front matter `send_at`, `mailer schedule`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from .errors import InputError
 from .ledger import Ledger
 
 FUTURE, DUE, STALE, SENDING, SENT, CANCELLED = (
-    "future", "due", "stale", "sending", "sent", "cancelled"
+    "future",
+    "due",
+    "stale",
+    "sending",
+    "sent",
+    "cancelled",
 )
 
 

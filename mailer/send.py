@@ -103,13 +103,19 @@ def preflight(email: Email, composer: Composer, *, dry_run: bool) -> list[str]:
         reasons.append("no From address: set `from` in mailer.toml or MAILER_FROM")
     unfilled = email.unfilled()
     if unfilled:
-        reasons.append(f"the rendered issue still holds unfilled template syntax: {', '.join(unfilled[:5])}")
+        reasons.append(
+            f"the rendered issue still holds unfilled template syntax: {', '.join(unfilled[:5])}"
+        )
     if "unsubscribe_url" not in email.fields():
         reasons.append("the template has no {{ unsubscribe_url }} link")
     if not composer.settings.unsubscribe_url:
-        reasons.append("no unsubscribe URL: set `unsubscribe_url` in mailer.toml or MAILER_UNSUBSCRIBE_URL")
+        reasons.append(
+            "no unsubscribe URL: set `unsubscribe_url` in mailer.toml or MAILER_UNSUBSCRIBE_URL"
+        )
     if not dry_run and not composer.settings.secret:
-        reasons.append("no MAILER_SECRET: unsubscribe links must be signed with your own secret (.env)")
+        reasons.append(
+            "no MAILER_SECRET: unsubscribe links must be signed with your own secret (.env)"
+        )
     return reasons
 
 
@@ -181,7 +187,8 @@ class _Queue:
             if retry is not None:
                 subscriber, attempts, delay = retry
                 heapq.heappush(
-                    self.retries, _Retry(time.monotonic() + delay, next(self._seq), subscriber, attempts)
+                    self.retries,
+                    _Retry(time.monotonic() + delay, next(self._seq), subscriber, attempts),
                 )
             self.cond.notify_all()
 
@@ -217,7 +224,9 @@ class Sender:
         self.sleep = sleep
         self.wall_clock = wall_clock
         # A dry run does the rate arithmetic (see estimate) but never waits.
-        self.limiter = RateLimiter(float("inf") if dry_run else options.rate, clock=clock, sleep=sleep)
+        self.limiter = RateLimiter(
+            float("inf") if dry_run else options.rate, clock=clock, sleep=sleep
+        )
         self.summary = Summary(self.issue, dry_run=dry_run)
         self._lock = threading.Lock()
         self._throttled = 0
@@ -274,7 +283,10 @@ class Sender:
         queue = _Queue(capacity=max(64, 8 * self.options.connections))
         workers = [
             threading.Thread(
-                target=self._work, args=(queue, first if i == 0 else None), daemon=True, name=f"send-{i}"
+                target=self._work,
+                args=(queue, first if i == 0 else None),
+                daemon=True,
+                name=f"send-{i}",
             )
             for i in range(self.options.connections)
         ]

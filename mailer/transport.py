@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +79,8 @@ class SMTPTransport:
                 smtp.login(s.smtp_user, s.smtp_password)
         except smtplib.SMTPAuthenticationError as exc:
             raise SMTPAuthError(
-                f"{where} refused the login for {s.smtp_user!r}: {_reply(exc.smtp_code, exc.smtp_error)}",
+                f"{where} refused the login for {s.smtp_user!r}:"
+                f" {_reply(exc.smtp_code, exc.smtp_error)}",
                 hint="check MAILER_SMTP_USER and MAILER_SMTP_PASSWORD in .env",
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
@@ -135,7 +135,7 @@ class SMTPTransport:
         if smtp is not None:
             try:
                 smtp.quit()
-            except (smtplib.SMTPException, OSError, socket.timeout):
+            except (TimeoutError, smtplib.SMTPException, OSError):
                 smtp.close()
 
 

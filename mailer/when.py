@@ -1,4 +1,4 @@
-"""Points in time as people write them: ISO 8601 with an offset, or a wall time plus an IANA zone."""
+"""Times as people write them: ISO 8601 with an offset, or a wall time plus an IANA zone."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from None
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)"
+        ) from None
 
 
 def parse_when(value: object, tz: str | None = None) -> datetime:
-    """'2026-12-01 09:00 Europe/Berlin', '2026-12-01T09:00+01:00' or a wall time with `tz` -> aware UTC.
+    """'2026-12-01 09:00 Europe/Berlin', ISO 8601 with an offset, or a wall time + `tz` -> UTC.
 
     Naive times are refused: a send time must never depend on the machine's clock zone.
     A wall time that does not exist (skipped by a daylight-saving jump) is refused too;
@@ -38,21 +40,25 @@ def parse_when(value: object, tz: str | None = None) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        match = _WALL.match(text)
-        if not match:
-            raise ValueError(
-                f"{text!r} is not a time like '2026-12-01 09:00 Europe/Berlin'"
-                " or '2026-12-01T09:00+01:00'"
-            ) from None
-        day, clock, zone_name = match.groups()
-        if zone_name and tz and zone_name != tz:
-            raise ValueError(f"{text!r} names zone {zone_name} but --tz says {tz}")
-        zone_name = zone_name or tz
-        if not zone_name:
-            raise ValueError(f"{text!r} has no time zone; add an offset or an IANA zone name")
-        moment = _localise(datetime.fromisoformat(f"{day}T{clock}"), zone(zone_name))
-        return moment.astimezone(UTC)
+        return _parse_wall(text, tz)
     return parse_when(moment, tz)
+
+
+def _parse_wall(text: str, tz: str | None) -> datetime:
+    """'2026-12-01 09:00 Europe/Berlin' (or the time alone with `tz`) -> aware UTC."""
+    match = _WALL.match(text)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a time like '2026-12-01 09:00 Europe/Berlin'"
+            " or '2026-12-01T09:00+01:00'"
+        )
+    day, clock, zone_name = match.groups()
+    if zone_name and tz and zone_name != tz:
+        raise ValueError(f"{text!r} names zone {zone_name} but --tz says {tz}")
+    zone_name = zone_name or tz
+    if not zone_name:
+        raise ValueError(f"{text!r} has no time zone; add an offset or an IANA zone name")
+    return _localise(datetime.fromisoformat(f"{day}T{clock}"), zone(zone_name)).astimezone(UTC)
 
 
 def _localise(naive: datetime, where: ZoneInfo) -> datetime:
