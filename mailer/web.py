@@ -1,0 +1,630 @@
+"""The web side: the one-click unsubscribe endpoint (RFC 8058) and the archive of sent issues.
+
+A plain WSGI application. Everything it knows comes from the Settings it is made with: the
+state directory (the ledger holds the suppression list and which issues went out), the
+signing secret and the list id. Run it with `mailer serve` (wsgiref, threads, loopback by
+default) or behind a real server: `gunicorn 'mailer.web:app'`.
+
+    GET  /unsubscribe?token=T   a page with one button; never unsubscribes by itself
+    POST /unsubscribe?token=T   List-Unsubscribe=One-Click (or the button): suppress, 200
+    GET  /issues/<slug>         an issue already sent, rendered without anyone's data
+    GET  /                      the issues already sent
+    GET  /healthz               "ok"
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import socket
+import socketserver
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.parser import BytesParser
+from email.utils import parseaddr
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlsplit
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+from itsdangerous import BadData
+
+from . import issue as issue_mod
+from .config import Settings
+from .errors import ConfigError, MailerError
+from .ledger import DB_NAME, Ledger
+from .render import SLOT_RE, render
+from .tokens import BadToken, verify
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+MAX_BODY = 10 * 1024  # a one-click POST is 26 bytes; a form post a few hundred
+MAX_DRAIN = 1024 * 1024  # an oversized body up to this is read and dropped before the 413
+MAX_TOKEN = 2048  # real tokens are ~100-300 characters
+DEFAULT_UNSUBSCRIBE_PATH = "/unsubscribe"
+DEFAULT_ARCHIVE_PATH = "/issues"
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+# Pages of our own: nothing to load but inline style; the one form posts back to us.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+# An archived issue: the email's own inline styles and remote images, never a script or a form.
+ARCHIVE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+NO_STORE = "no-store"
+ARCHIVE_CACHE = "public, max-age=300"
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    """What a route answers; the headers every response carries are added when it is sent."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    csp: str = PAGE_CSP
+    cache: str = NO_STORE
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def wsgi_headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", self.content_type),
+            ("Content-Length", str(len(self.body))),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", self.csp),
+            ("X-Frame-Options", "DENY"),
+            ("Cache-Control", self.cache),
+            *self.headers,
+        ]
+
+
+_STYLE = """
+  body { font: 16px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2328;
+         background: #f3f4f6; margin: 0; padding: 48px 16px; }
+  main { max-width: 32rem; margin: 0 auto; background: #fff; border-radius: 8px;
+         padding: 24px 28px; }
+  h1 { font-size: 1.4rem; line-height: 1.3; margin: 0 0 12px; }
+  p { margin: 0 0 12px; }
+  button { font: inherit; font-weight: 600; color: #fff; background: #cf222e; border: 0;
+           border-radius: 6px; padding: 10px 18px; cursor: pointer; }
+  ul { padding-left: 1.2rem; }
+  li { margin: 0 0 12px; }
+  a { color: #0b62d6; }
+  .muted { color: #57606a; font-size: .9rem; }
+"""
+
+
+def page(status: int, title: str, body: str, *, lang: str = "en", robots: bool = False,
+         cache: str = NO_STORE) -> Response:
+    """A small page of our own; `title` is text (escaped here), `body` is HTML built escaped."""
+    text = (
+        "<!doctype html>\n"
+        f'<html lang="{html.escape(lang)}">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        + ("" if robots else '<meta name="robots" content="noindex, nofollow">\n')
+        + f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+    headers = [] if robots else [("X-Robots-Tag", "noindex, nofollow")]
+    return Response(status, text.encode("utf-8"), cache=cache, headers=headers)
+
+
+def error_page(status: int, message: str) -> Response:
+    phrase = HTTPStatus(status).phrase
+    return page(status, phrase, f"<h1>{html.escape(phrase)}</h1>\n<p>{html.escape(message)}</p>")
+
+
+def text_response(status: int, text: str) -> Response:
+    return Response(status, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
+
+
+class HTTPError(Exception):
+    """Raised inside a route to answer with an error page."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+def mask_email(address: str) -> str:
+    """reader@example.com -> re***@example.com: enough to recognise, not to harvest."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return "***"
+    shown = local[:2] if len(local) >= 4 else local[:1]
+    return f"{shown}***@{domain}"
+
+
+# -- request helpers ------------------------------------------------------------------------
+
+
+def _query(environ: WSGIEnvironment) -> dict[str, list[str]]:
+    try:
+        return parse_qs(
+            environ.get("QUERY_STRING", ""), keep_blank_values=True, max_num_fields=20,
+            errors="replace",
+        )
+    except ValueError:
+        raise HTTPError(400, "The address of this page is not valid.") from None
+
+
+def _read_body(environ: WSGIEnvironment) -> bytes:
+    """The request body, at most MAX_BODY bytes (413 beyond)."""
+    stream = environ.get("wsgi.input")
+    length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
+    too_large = HTTPError(413, "The request is too large.")
+    if length_text:
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise HTTPError(400, "The request is not valid.") from None
+        if length < 0:
+            raise HTTPError(400, "The request is not valid.")
+        if length > MAX_BODY:
+            if stream is not None and length <= MAX_DRAIN:
+                # Read it anyway: closing on unread data makes the client see a reset, not 413.
+                while length > 0:
+                    chunk = stream.read(min(length, 65536))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
+            raise too_large
+        return stream.read(length) if length and stream is not None else b""
+    if environ.get("wsgi.input_terminated") and stream is not None:
+        data = stream.read(MAX_BODY + 1)  # chunked upload behind a server that de-chunks it
+        if len(data) > MAX_BODY:
+            raise too_large
+        return bytes(data)
+    return b""  # no length and no terminated stream: reading would block
+
+
+def _form(environ: WSGIEnvironment, body: bytes) -> dict[str, str]:
+    """The first value of each field of a urlencoded or multipart/form-data body."""
+    ctype = str(environ.get("CONTENT_TYPE") or "")
+    if ctype.lower().startswith("multipart/form-data"):
+        return _multipart(ctype, body)
+    try:
+        parsed = parse_qs(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50
+        )
+    except ValueError:
+        raise HTTPError(400, "The request is not valid.") from None
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
+def _multipart(ctype: str, body: bytes) -> dict[str, str]:
+    # RFC 8058 allows the one-click key/value as multipart/form-data too.
+    try:
+        head = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n"
+        message = BytesParser(policy=email_policy.HTTP).parsebytes(head + body)
+        out: dict[str, str] = {}
+        if not message.is_multipart():
+            return out
+        for part in message.iter_parts():  # type: ignore[attr-defined]
+            name = part.get_param("name", header="content-disposition")
+            payload = part.get_payload(decode=True) or b""
+            if isinstance(name, str) and name not in out:
+                out[name] = payload.decode("utf-8", "replace").strip()
+        return out
+    except Exception:  # a malformed body is a bad request, whatever the parser tripped on
+        raise HTTPError(400, "The request is not valid.") from None
+
+
+def _path_of(url: str, default: str) -> str:
+    """The path part of a configured URL, without a trailing slash ("" for the site root)."""
+    return urlsplit(url).path.rstrip("/") if url else default
+
+
+# -- the application ------------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    stamp: tuple[int, int]
+    title: str
+    preheader: str
+    html: str | None = None
+
+
+class WebApp:
+    """The WSGI application; make one per settings with make_app()."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.secret:
+            raise ConfigError(
+                "no MAILER_SECRET: the unsubscribe endpoint needs the secret the links were "
+                "signed with (without it anyone could forge an unsubscribe)",
+                hint="set MAILER_SECRET in .env or the environment, as for `mailer send`",
+            )
+        self.settings = settings
+        self.secret = settings.secret
+        name, address = parseaddr(settings.from_)
+        domain = address.rsplit("@", 1)[1] if "@" in address else ""
+        # The same list id the Composer signs with: a token for another list is void here.
+        self.list_id = settings.list_id or domain
+        self.list_name = name or settings.list_id or domain or "this newsletter"
+        configured = _path_of(settings.unsubscribe_url, DEFAULT_UNSUBSCRIBE_PATH)
+        self.unsubscribe_path = configured or DEFAULT_UNSUBSCRIBE_PATH
+        self.unsubscribe_paths = {DEFAULT_UNSUBSCRIBE_PATH, self.unsubscribe_path}
+        self.archive_prefix = _path_of(settings.archive_url, DEFAULT_ARCHIVE_PATH)
+        self.archive_prefixes = {DEFAULT_ARCHIVE_PATH, self.archive_prefix}
+        # Where the archive's "Unsubscribe" link goes: the endpoint without a token explains.
+        base = settings.unsubscribe_url
+        self.unsubscribe_help_url = base.split("?", 1)[0] if base else DEFAULT_UNSUBSCRIBE_PATH
+        self._ledger: Ledger | None = None
+        self._ledger_lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._render_lock = threading.Lock()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        try:
+            response = self.dispatch(environ, method)
+        except HTTPError as exc:
+            response = error_page(exc.status, exc.message)
+            response.headers += exc.headers
+        except MailerError as exc:  # the ledger is busy or broken: say so, never pretend
+            self._log(environ, f"mailer: {exc.format_message()}")
+            response = error_page(503, "Something went wrong on our side. Please try again later.")
+        except Exception:
+            self._log(environ, traceback.format_exc())
+            response = error_page(500, "Something went wrong on our side.")
+        status = f"{response.status} {HTTPStatus(response.status).phrase}"
+        start_response(status, response.wsgi_headers())
+        return [b"" if method == "HEAD" else response.body]
+
+    @staticmethod
+    def _log(environ: WSGIEnvironment, text: str) -> None:
+        stream = environ.get("wsgi.errors") or sys.stderr
+        stream.write(text.rstrip("\n") + "\n")
+        stream.flush()
+
+    def ledger(self, *, create: bool) -> Ledger | None:
+        """The ledger, opened once and shared (it serialises its own use); None if absent."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                state = self.settings.state_path
+                if not create and not (state / DB_NAME).exists():
+                    return None
+                self._ledger = Ledger(state)
+            return self._ledger
+
+    def close(self) -> None:
+        with self._ledger_lock:
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
+
+    def dispatch(self, environ: WSGIEnvironment, method: str) -> Response:
+        path = str(environ.get("PATH_INFO") or "/")
+        if len(path) > 1:
+            path = path.rstrip("/") or "/"
+        script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
+        if path in self.unsubscribe_paths:
+            self._allow(method, ("GET", "HEAD", "POST"))
+            return self.unsubscribe(environ, method, script)
+        if path == "/healthz":
+            self._allow(method, ("GET", "HEAD"))
+            return text_response(200, "ok")
+        if path == "/" or path in self.archive_prefixes:
+            self._allow(method, ("GET", "HEAD"))
+            return self.index(script)
+        for prefix in self.archive_prefixes:
+            if path.startswith(prefix + "/"):
+                slug = path[len(prefix) + 1 :]
+                if _SLUG.fullmatch(slug) and ".." not in slug:
+                    self._allow(method, ("GET", "HEAD"))
+                    return self.archived(slug)
+        raise HTTPError(404, "There is no such page.")
+
+    @staticmethod
+    def _allow(method: str, allowed: tuple[str, ...]) -> None:
+        if method not in allowed:
+            allow = [("Allow", ", ".join(allowed))]
+            raise HTTPError(405, "This method is not allowed here.", allow)
+
+    # -- unsubscribe --------------------------------------------------------------------
+
+    def unsubscribe(self, environ: WSGIEnvironment, method: str, script: str) -> Response:
+        query = _query(environ)
+        token = (query.get("token") or [None])[0]
+        form: dict[str, str] = {}
+        if method == "POST":
+            form = _form(environ, _read_body(environ))
+            if token is None:
+                token = form.get("token")
+        if token is None:
+            if method == "POST":
+                raise HTTPError(400, "This unsubscribe link is not valid.")
+            return self._how_to_page()
+        address = self._verify(token)
+        ledger: Ledger | None
+        if method == "POST":
+            one_click = form.get("List-Unsubscribe", "").strip().lower() == "one-click"
+            ledger = self.ledger(create=True)
+            assert ledger is not None
+            new = ledger.suppress(address, "unsubscribed", "one-click" if one_click else "web")
+            return self._done_page(address, already=not new)
+        ledger = self.ledger(create=False)
+        if ledger is not None and ledger.is_suppressed(address):
+            return self._done_page(address, already=True)
+        return self._confirm_page(address, token, script)
+
+    def _verify(self, token: str) -> str:
+        bad = HTTPError(
+            400,
+            "This unsubscribe link is not valid: it may have been cut short when it was copied. "
+            "Please use the Unsubscribe link at the bottom of one of our emails.",
+        )
+        if not token or len(token) > MAX_TOKEN:
+            raise bad
+        try:
+            address = verify(self.secret, self.list_id, token)
+        except (BadToken, BadData, ValueError, TypeError, UnicodeError):
+            raise bad from None
+        if "@" not in address or not address.strip():
+            raise bad
+        return address
+
+    def _confirm_page(self, address: str, token: str, script: str) -> Response:
+        who, lst = html.escape(mask_email(address)), html.escape(self.list_name)
+        action = html.escape(script + self.unsubscribe_path, quote=True)
+        body = (
+            f"<h1>Unsubscribe {who} from {lst}?</h1>\n"
+            "<p>You will get no more emails from this newsletter.</p>\n"
+            f'<form method="post" action="{action}">\n'
+            f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">\n'
+            '<input type="hidden" name="confirm" value="1">\n'
+            "<button type=\"submit\">Unsubscribe</button>\n</form>"
+        )
+        return page(200, f"Unsubscribe from {self.list_name}?", body, lang=self.settings.lang)
+
+    def _done_page(self, address: str, *, already: bool) -> Response:
+        who, lst = html.escape(mask_email(address)), html.escape(self.list_name)
+        note = "You had already unsubscribed: nothing more to do." if already else (
+            "It takes effect at once: no further issue will be sent to this address."
+        )
+        back = ""
+        if self.settings.reply_to:
+            back = (
+                f'<p class="muted">Unsubscribed by mistake? Write to '
+                f"{html.escape(self.settings.reply_to)}.</p>"
+            )
+        body = (
+            "<h1>You are unsubscribed</h1>\n"
+            f"<p>{who} will get no more emails from {lst}.</p>\n<p>{note}</p>\n{back}"
+        )
+        return page(200, "You are unsubscribed", body, lang=self.settings.lang)
+
+    def _how_to_page(self) -> Response:
+        lst = html.escape(self.list_name)
+        body = (
+            f"<h1>Unsubscribe from {lst}</h1>\n"
+            "<p>Every email we send ends with an <strong>Unsubscribe</strong> link made for the "
+            "address it was sent to. Open it from one of our emails and confirm with the "
+            "button: that address gets nothing more from us.</p>\n"
+            "<p>Your mail app may also show an Unsubscribe button next to the sender's name; it "
+            "does the same.</p>"
+        )
+        if self.settings.reply_to:
+            body += (
+                f"\n<p>Or reply to any issue, or write to {html.escape(self.settings.reply_to)}, "
+                "asking to be removed.</p>"
+            )
+        return page(200, f"Unsubscribe from {self.list_name}", body, lang=self.settings.lang)
+
+    # -- archive ------------------------------------------------------------------------
+
+    def sent_issues(self) -> list[str]:
+        """Slugs of issues the ledger has deliveries for (only those are public), oldest first."""
+        ledger = self.ledger(create=False)
+        return ledger.issues() if ledger is not None else []
+
+    def _issue_path(self, slug: str) -> Path:
+        return self.settings.root / "issues" / f"{slug}.md"
+
+    def _entry(self, slug: str, *, with_html: bool) -> _Cached | None:
+        """The cached title (and page) of an issue file, refreshed when the file changes."""
+        path = self._issue_path(slug)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(slug)
+        if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
+            return cached
+        with self._render_lock:  # one render at a time: it is CPU-bound and rare
+            cached = self._cache.get(slug)
+            if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
+                return cached
+            s = self.settings
+            parsed = issue_mod.read(path, default_lang=s.lang, base_url=s.base_url)
+            entry = _Cached(stamp, parsed.title, parsed.preheader)
+            if with_html:
+                entry.html = self._render_public(parsed)
+            self._cache[slug] = entry
+            return entry
+
+    def _render_public(self, parsed: issue_mod.Issue) -> str:
+        """The email's HTML with every slot filled by a value that names nobody."""
+        email = render(parsed, self.settings)
+        values = []
+        for slot in email.slots:
+            if slot.field == "unsubscribe_url":
+                value = self.unsubscribe_help_url
+            elif slot.field == "email":
+                value = slot.fallback or "you"
+            else:
+                value = slot.fallback
+            values.append(value)
+        return SLOT_RE.sub(lambda m: html.escape(values[int(m.group(1))], quote=True), email.html)
+
+    def archived(self, slug: str) -> Response:
+        missing = HTTPError(404, "There is no such issue in the archive.")
+        if slug not in self.sent_issues():
+            raise missing  # a draft or a scheduled issue must not leak before it goes out
+        entry = self._entry(slug, with_html=True)
+        if entry is None or entry.html is None:
+            raise missing
+        return Response(200, entry.html.encode("utf-8"), csp=ARCHIVE_CSP, cache=ARCHIVE_CACHE)
+
+    def index(self, script: str) -> Response:
+        items = []
+        for slug in reversed(self.sent_issues()):
+            if not _SLUG.fullmatch(slug):
+                continue
+            entry = self._entry(slug, with_html=False)
+            if entry is None:
+                continue
+            href = html.escape(f"{script}{self.archive_prefix}/{quote(slug)}", quote=True)
+            excerpt = f'<br><span class="muted">{html.escape(entry.preheader)}</span>' if (
+                entry.preheader
+            ) else ""
+            items.append(f'<li><a href="{href}">{html.escape(entry.title)}</a>{excerpt}</li>')
+        lst = html.escape(self.list_name)
+        listing = "<ul>\n" + "\n".join(items) + "\n</ul>" if items else "<p>No issues yet.</p>"
+        body = f"<h1>{lst}</h1>\n<p>Issues sent so far, newest first.</p>\n{listing}"
+        return page(200, self.list_name, body, lang=self.settings.lang, robots=True,
+                    cache=ARCHIVE_CACHE)
+
+
+def make_app(settings: Settings) -> WSGIApplication:
+    """The WSGI application for one project's settings (state dir, secret, list id)."""
+    return WebApp(settings)
+
+
+class _LazyApp:
+    """`mailer.web:app`: builds make_app(config.load()) on the first request, not on import."""
+
+    def __init__(self) -> None:
+        self._app: WebApp | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    from . import config
+
+                    try:
+                        self._app = WebApp(config.load())
+                    except MailerError as exc:  # tried again on the next request
+                        WebApp._log(environ, f"mailer.web: {exc.format_message()}")
+                        response = error_page(500, "This site is not configured yet.")
+                        start_response("500 Internal Server Error", response.wsgi_headers())
+                        return [response.body]
+        return self._app(environ, start_response)
+
+
+app = _LazyApp()
+
+
+# -- the built-in server --------------------------------------------------------------------
+
+
+_QUERY_IN_LOG = re.compile(r"\?\S*")
+
+
+class _ServerHandler(ServerHandler):
+    server_software = "mailer"  # not wsgiref's Python version
+
+
+class _Handler(WSGIRequestHandler):
+    server_version = "mailer"
+    timeout = 30  # seconds a client may sit idle mid-request before its thread is freed
+
+    def handle(self) -> None:
+        # WSGIRequestHandler.handle, but honest about threads (wsgi.multithread) and quieter
+        # about the server's version.
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():
+            return
+        handler = _ServerHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]  # for log_request
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Never the query string: an unsubscribe token carries the reader's address.
+        path = self.path.split("?", 1)[0]
+        self.log_message('"%s %s" %s %s', self.command, path, str(code), str(size))
+
+    def log_error(self, *args: Any) -> None:
+        text = args[0] % args[1:] if args else ""
+        self.log_message("%s", _QUERY_IN_LOG.sub("?...", str(text)))
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server with a thread per request."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops a burst of one-click POSTs to retries
+    app: WebApp
+
+    def server_bind(self) -> None:
+        # Skip HTTPServer's socket.getfqdn(), a reverse DNS lookup that can hang offline.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+    @property
+    def url(self) -> str:
+        host = self.server_name
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server_port}/"
+
+
+class _ThreadingWSGIServer6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def make_server(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080
+                ) -> ThreadingWSGIServer:
+    """A bound, not yet serving, server for the app; port 0 picks a free port (see .url)."""
+    application = WebApp(settings)
+    cls = _ThreadingWSGIServer6 if ":" in host else ThreadingWSGIServer
+    server = cls((host, port), _Handler)
+    server.set_app(application)
+    server.app = application
+    return server
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve the app until KeyboardInterrupt; ready(url) once listening."""
+    server = make_server(settings, host=host, port=port)
+    try:
+        if ready is not None:
+            ready(server.url)
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.app.close()
