@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,19 @@ class Settings:
     def state_path(self) -> Path:
         """The state directory (ledger, locks), relative paths taken from the project root."""
         return self.root / self.state_dir
+
+    @property
+    def list_id_effective(self) -> str:
+        """The list id: `list_id`, else the From address's domain (tokens are bound to it)."""
+        if self.list_id:
+            return self.list_id
+        address = parseaddr(self.from_)[1]
+        return address.rsplit("@", 1)[1] if "@" in address else ""
+
+    @property
+    def list_name(self) -> str:
+        """What readers call the list: From's display name, else the list id."""
+        return parseaddr(self.from_)[0] or self.list_id_effective or "this newsletter"
 
     @property
     def signing_secret(self) -> str:

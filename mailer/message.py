@@ -77,7 +77,7 @@ class Composer:
         self.settings = settings
         self.secret = secret if secret is not None else settings.signing_secret
         self.sender = settings.from_
-        name, address = parseaddr(self.sender)
+        address = parseaddr(self.sender)[1]
         if not address or "@" not in address:
             raise ConfigError(
                 f"from must be an address like 'Name <news@example.org>', got {self.sender!r}",
@@ -85,12 +85,12 @@ class Composer:
             )
         self.envelope_from = address
         self.domain = address.rsplit("@", 1)[1]
-        self.list_id = settings.list_id or self.domain
+        self.list_id = settings.list_id_effective
         self.slots = email.slots
         self.boundary = "=_mailer_" + hashlib.sha256(email.html.encode()).hexdigest()[:24]
         self._html = _Part(email.html, escape=True)
         self._text = _Part(email.text, escape=False)
-        self._head = self._constant_headers(name or self.list_id)
+        self._head = self._constant_headers(settings.list_name)
         self._parts_head = (
             f"--{self.boundary}\r\n"
             'Content-Type: text/plain; charset="utf-8"\r\n'

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, replace
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +147,6 @@ def render(issue: Issue, settings: Settings) -> Email:
     )
     body_html = _html_body(issue)
     body_text, urls = render_text(issue.tokens)
-    name, _ = parseaddr(settings.from_)
     context: dict[str, Any] = {
         "issue": issue,
         "meta": issue.meta,
@@ -158,7 +156,7 @@ def render(issue: Issue, settings: Settings) -> Email:
         if settings.archive_url
         else "",
         "newsletter": {
-            "name": name or settings.list_id or "this newsletter",
+            "name": settings.list_name,
             "postal_address": settings.postal_address,
             "list_id": settings.list_id,
         },

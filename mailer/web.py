@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.parser import BytesParser
-from email.utils import parseaddr
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,11 +254,9 @@ class WebApp:
             )
         self.settings = settings
         self.secret = settings.secret
-        name, address = parseaddr(settings.from_)
-        domain = address.rsplit("@", 1)[1] if "@" in address else ""
         # The same list id the Composer signs with: a token for another list is void here.
-        self.list_id = settings.list_id or domain
-        self.list_name = name or settings.list_id or domain or "this newsletter"
+        self.list_id = settings.list_id_effective
+        self.list_name = settings.list_name
         configured = _path_of(settings.unsubscribe_url, DEFAULT_UNSUBSCRIBE_PATH)
         self.unsubscribe_path = configured or DEFAULT_UNSUBSCRIBE_PATH
         self.unsubscribe_paths = {DEFAULT_UNSUBSCRIBE_PATH, self.unsubscribe_path}
