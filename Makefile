@@ -37,7 +37,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 
 # The browser tests drive Debian's chromium (Playwright's own download cannot work offline).
 browser:
-	@command -v chromium >/dev/null || sh tests/install-browser.sh
+	@command -v chromium >/dev/null && fc-list | grep -q "Noto Sans CJK" || sh tests/install-browser.sh
 
 clean:
 	rm -rf build .mailer $(VENV) *.egg-info

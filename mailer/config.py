@@ -178,6 +178,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
 def _coerce(f: Any, raw: Any, source: str) -> Any:
     kind = type(f.default)
     where = f"{_key(f.name)} (from {source})"
@@ -204,7 +207,7 @@ def _coerce(f: Any, raw: Any, source: str) -> Any:
         return str(raw)
     except ValueError:
         raise ConfigError(
-            f"setting {where} must be a {kind.__name__}, got {raw!r}",
+            f"setting {where} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {raw!r}",
             hint=f"set it in {CONFIG_FILE} or as {env_name(f.name)}",
         ) from None
 
@@ -218,8 +221,10 @@ def parse_rate(text: str) -> float:
     if text.strip().lower() in ("0", "off", "none", "unlimited"):
         return float("inf")
     match = _RATE.match(text)
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise ConfigError(f"rate {text!r} is not of the form N/s, N/min or N/h (or 'off')")
+    if float(match.group(1)) <= 0:
+        raise ConfigError(f"rate {text!r} must be more than zero (or 'off' for no limit)")
     per = {"s": 1, "m": 60, "h": 3600}[match.group(2)[0].lower()]
     return float(match.group(1)) / per
 
@@ -245,8 +250,11 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
     if s.pause < 0 or s.retry_delay < 0:
         raise ConfigError("pause and retry_delay must not be negative")
-    parse_rate(s.rate)
-    parse_duration(s.max_late)
+    for name, parse in (("rate", parse_rate), ("max_late", parse_duration)):
+        try:
+            parse(getattr(s, name))
+        except ConfigError as exc:
+            raise ConfigError(f"setting {name}: {exc.message}") from None
     for name in ("unsubscribe_url", "archive_url", "base_url"):
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):

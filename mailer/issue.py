@@ -217,7 +217,12 @@ def _text_key(meta: Mapping[str, Any], key: str, path: Path, *, required: bool =
             f"front matter key '{key}' must be text, got {type(value).__name__}", path=path
         )
     # A subject or preheader is one line: folding here keeps newlines out of headers.
-    return " ".join(value.split())
+    return _fold_spaces(value)
+
+
+def _fold_spaces(text: str) -> str:
+    """Collapse ASCII whitespace (newlines included) to single spaces; no-break spaces stay."""
+    return re.sub(r"[ \t\r\n\f\v]+", " ", text).strip()
 
 
 def _check_links(tokens: list[Token], offset: int, base_url: str) -> list[Notice]:
@@ -261,12 +266,13 @@ def _absolute(url: str, base_url: str, line: int, notices: list[Notice]) -> str:
 def _first_paragraph(tokens: list[Token], limit: int = 150) -> str:
     for i, token in enumerate(tokens):
         if token.type == "paragraph_open" and i + 1 < len(tokens):
-            text = " ".join(
-                c.content
-                for c in (tokens[i + 1].children or [])
-                if c.type in ("text", "code_inline")
-            )
-            text = " ".join(text.split())
+            parts = []
+            for child in tokens[i + 1].children or []:
+                if child.type in ("text", "code_inline"):
+                    parts.append(child.content)
+                elif child.type in ("softbreak", "hardbreak"):
+                    parts.append(" ")
+            text = _fold_spaces("".join(parts))
             if text:
                 return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
     return ""

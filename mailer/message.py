@@ -47,7 +47,9 @@ def _qp(data: str) -> bytes:
 
 
 def _fold(name: str, value: str) -> bytes:
-    return policy.SMTP.fold_binary(name, clean_header_text(value))
+    """A header line, RFC 2047-encoded when not ASCII, folded, CRLF-terminated."""
+    header = policy.SMTP.header_factory(name, clean_header_text(value))
+    return header.fold(policy=policy.SMTP).encode("ascii")
 
 
 class _Part:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_mod
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -64,8 +65,18 @@ class Email:
         return len(self.html.encode("utf-8"))
 
     def fields(self) -> set[str]:
-        """The subscriber fields the templates ask for."""
-        return {s.field for s in self.slots}
+        """The subscriber fields the templates actually use."""
+        used = {int(i) for i in SLOT_RE.findall(self.html)} | {
+            int(i) for i in SLOT_RE.findall(self.text)
+        }
+        return {self.slots[i].field for i in used}
+
+    def has_unsubscribe_link(self) -> bool:
+        """Both parts carry the reader's unsubscribe link."""
+        index = [i for i, s in enumerate(self.slots) if s.field == "unsubscribe_url"]
+        return any(f"%%mailer:{i}%%" in self.html for i in index) and any(
+            f"%%mailer:{i}%%" in self.text for i in index
+        )
 
     def unfilled(self) -> list[str]:
         """Template syntax left in the rendered text (outside code samples): a sign of a mistake."""
@@ -165,7 +176,12 @@ def render(issue: Issue, settings: Settings) -> Email:
     text = _render_template(
         env, TEXT_TEMPLATE, {**context, "content": body_text, "references": references(urls)}
     )
-    html = inline_css(compile_mjml(mjml_source))
+    compiled = compile_mjml(mjml_source)
+    # mjml-python copies the title into an attribute without escaping it: a quote would end it.
+    compiled = compiled.replace(
+        f'aria-label="{issue.subject}"', f'aria-label="{html_mod.escape(issue.subject)}"'
+    )
+    html = inline_css(compiled)
     notices = list(issue.notices)
     if _STYLESHEET_LINK.search(html) or _IMPORT.search(html):
         html = _IMPORT.sub("", _STYLESHEET_LINK.sub("", html))
@@ -189,7 +205,7 @@ def render(issue: Issue, settings: Settings) -> Email:
                 f"HTML is {email.html_bytes / 1024:.0f} KB: Gmail clips messages over 102 KB",
             )
         )
-    if "unsubscribe_url" not in {s.field for s in slots.slots}:
+    if not email.has_unsubscribe_link():
         notices.append(Notice("unsubscribe", "the template has no {{ unsubscribe_url }} link"))
     return replace(email, notices=tuple(notices))
 
@@ -216,6 +232,8 @@ def compile_mjml(source: str) -> str:
     """MJML -> HTML with mjml-python, its failures turned into clear errors."""
     from mjml import mjml_to_html
 
+    if "<mjml" not in source:
+        raise TemplateError(f"{HTML_TEMPLATE} must produce MJML: no <mjml> element found")
     try:
         result = mjml_to_html(source)
     except KeyError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 from html.parser import HTMLParser
 
@@ -125,10 +126,45 @@ def _inline(node: SyntaxTreeNode, refs: _Refs) -> str:
 def _wrap(text: str, width: int) -> str:
     lines = []
     for line in text.split("\n"):
-        lines.extend(
-            textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False) or [""]
-        )
+        if _WIDE.search(line):
+            lines.extend(_wrap_wide(line, width) or [""])
+        else:
+            lines.extend(
+                textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False) or [""]
+            )
     return "\n".join(lines).strip("\n") + "\n"
+
+
+# Chinese, Japanese and Korean text has no spaces to break at: a line may break between any
+# two wide characters, and each of them takes two columns. A URL is never broken.
+_WIDE_RANGES = (
+    "\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6"
+)
+_WIDE = re.compile(f"[{_WIDE_RANGES}]")
+_ATOM = re.compile(rf"\s+|(?:https?|mailto|ftp):\S+|[{_WIDE_RANGES}]|[^\s{_WIDE_RANGES}]+")
+
+
+def _columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _wrap_wide(line: str, width: int) -> list[str]:
+    """Greedy wrapping that may break between wide characters as well as at spaces."""
+    lines: list[str] = []
+    current, used = "", 0
+    for atom in _ATOM.findall(line.strip()):
+        if atom.isspace():
+            if current:
+                current, used = current + " ", used + 1
+            continue
+        size = _columns(atom)
+        if used + size > width and current.strip():
+            lines.append(current.rstrip())
+            current, used = "", 0
+        current, used = current + atom, used + size
+    if current.strip():
+        lines.append(current.rstrip())
+    return lines
 
 
 class _HTMLText(HTMLParser):
