@@ -59,9 +59,19 @@ def _warn(text: str) -> None:
     click.secho(f"warning: {text}", fg="yellow", err=True)
 
 
-def _print_notices(email: Email) -> None:
+def _print_notices(email: Email, fold: bool = True) -> None:
+    """Warnings; unless `build` asks for all, runs of one kind fold into one line."""
+    by_code: dict[str, list[issue_mod.Notice]] = {}
     for notice in email.notices:
-        _warn(str(notice))
+        by_code.setdefault(notice.code, []).append(notice)
+    for notices in by_code.values():
+        if len(notices) <= 3 or not fold:
+            for notice in notices:
+                _warn(str(notice))
+            continue
+        lines = ", ".join(str(n.line) for n in notices if n.line)
+        what = notices[0].message.split(":")[0]
+        _warn(f"{len(notices)} times: {what} (lines {lines}; `mailer build` lists them)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -132,7 +142,7 @@ def build(ctx: Context, issue: str, out: Path | None) -> None:
     click.echo(f"  words      {email.words}")
     click.echo(f"  links      {email.links}")
     click.echo(f"  images     {email.images}")
-    _print_notices(email)
+    _print_notices(email, fold=False)
 
 
 def _sample(ctx: Context, email: Email) -> tuple[str, str]:
@@ -177,11 +187,6 @@ def _subscriber_file(ctx: Context, given: Path | None, dry_run: bool) -> Path:
             hint="pass --subscribers FILE or set `subscribers` in mailer.toml",
         )
     return default
-
-
-def _count_rows(path: Path) -> int:
-    with path.open(encoding="utf-8-sig", newline="", errors="replace") as fh:
-        return max(0, sum(1 for _ in csv.reader(fh)) - 1)
 
 
 def _pick_issue(ctx: Context, subscribers: Path) -> str:
@@ -325,8 +330,8 @@ def _run_send(
     check_preflight(email, composer, dry_run=dry_run)
     _print_notices_once(email, quiet)
     subscriber_list = SubscriberList(path)
-    composer.check_fields(_columns(path))
-    total = _count_rows(path)
+    composer.check_fields(set(subscriber_list.columns))
+    total = subscriber_list.rows_in_file
     if dry_run:
         return _dry_run(ctx, email, composer, subscriber_list, total, options)
     _confirm(f"Send {slug!r} to up to {total} subscribers in {path.name}?", yes)
@@ -360,12 +365,6 @@ def _run_send(
 def _print_notices_once(email: Email, quiet: bool) -> None:
     if not quiet:
         _print_notices(email)
-
-
-def _columns(path: Path) -> set[str]:
-    with path.open(encoding="utf-8-sig", newline="", errors="replace") as fh:
-        header = next(csv.reader(fh), [])
-    return {h.strip().lower() for h in header} - {"email", "name", "status"}
 
 
 def _with_progress(sender: Sender, subscribers: SubscriberList, total: int, quiet: bool) -> Summary:
@@ -463,7 +462,7 @@ def _dry_run(
     for count, what in [
         (s.already_done, "already sent"),
         (s.suppressed, "suppressed"),
-        (s.skipped, "skipped in the list"),
+        (s.skipped, "skipped"),
         (s.invalid, "invalid"),
     ]:
         if count:
@@ -911,7 +910,7 @@ def subscribers_export(ctx: Context, path: Path | None) -> None:
     ledger = ctx.ledger(create=False)
     suppressed_set = ledger.suppressed_set() if ledger is not None else set()
     listing = SubscriberList(path)
-    columns = sorted(_columns(path))
+    columns = sorted(listing.columns)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["email", "name", *columns])
     kept = 0
