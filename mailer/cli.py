@@ -296,7 +296,7 @@ def send(
     path = _subscriber_file(ctx, subscribers, dry_run)
     if issue is None:
         issue = _pick_issue(ctx, path)
-        click.echo(f"sending the newest issue not yet sent to everyone: {issue}")
+        click.echo(f"no ISSUE given: {issue} is the newest issue not yet sent to everyone")
     summary = _run_send(ctx, issue, path, options, dry_run=dry_run, yes=yes)
     sys.exit(summary.exit_code)
 
