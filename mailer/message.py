@@ -19,7 +19,7 @@ from email.utils import formataddr, formatdate, parseaddr
 
 from .config import Settings
 from .errors import ConfigError, InputError
-from .render import SLOT_RE, Email
+from .render import SLOT_RE, Email, fill_slots
 from .subscribers import Subscriber
 from .tokens import sign
 
@@ -164,15 +164,10 @@ class Composer:
         """(html, text) as one reader sees them, for previews and archives (not the hot path)."""
         url = self.unsubscribe_url(subscriber.email) if unsubscribe_url is None else unsubscribe_url
         values = self.values(subscriber, url)
-
-        def fill(content: str, escape: bool) -> str:
-            def value(match: re.Match[str]) -> str:
-                text = values[int(match.group(1))]
-                return html.escape(text, quote=True) if escape else text
-
-            return SLOT_RE.sub(value, content)
-
-        return fill(self.email.html, True), fill(self.email.text, False)
+        return (
+            fill_slots(self.email.html, values, escape=True),
+            fill_slots(self.email.text, values, escape=False),
+        )
 
     def check_fields(self, columns: set[str]) -> None:
         """A template field the subscriber list does not have is an error, not a blank."""

@@ -37,6 +37,16 @@ _UNFILLED = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 _CODE = re.compile(r"<(pre|code)\b.*?</\1>", re.S | re.I)
 
 
+def fill_slots(content: str, values: list[str], *, escape: bool) -> str:
+    """Put each slot's value in place (HTML-escaped for the HTML part); not the send hot path."""
+
+    def value(match: re.Match[str]) -> str:
+        text = values[int(match.group(1))]
+        return html_mod.escape(text, quote=True) if escape else text
+
+    return SLOT_RE.sub(value, content)
+
+
 @dataclass(frozen=True)
 class Slot:
     """One per-person value: a subscriber field (or 'unsubscribe_url') and what to show if empty."""
@@ -135,7 +145,8 @@ def template_dirs(settings: Settings) -> list[Path]:
     if project.is_dir():
         dirs.append(project)
     dirs.append(BUILTIN_TEMPLATES)
-    return dirs
+    # In a checkout the project's templates/ is the built-in folder: search it once.
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def environment(settings: Settings) -> jinja2.Environment:

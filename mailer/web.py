@@ -37,7 +37,7 @@ from . import issue as issue_mod
 from .config import Settings
 from .errors import ConfigError, MailerError
 from .ledger import DB_NAME, Ledger
-from .render import SLOT_RE, render
+from .render import fill_slots, render
 from .tokens import BadToken, verify
 
 if TYPE_CHECKING:
@@ -474,7 +474,7 @@ class WebApp:
             else:
                 value = slot.fallback
             values.append(value)
-        return SLOT_RE.sub(lambda m: html.escape(values[int(m.group(1))], quote=True), email.html)
+        return fill_slots(email.html, values, escape=True)
 
     def archived(self, slug: str) -> Response:
         missing = HTTPError(404, "There is no such issue in the archive.")

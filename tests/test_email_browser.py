@@ -27,7 +27,6 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is not installed (make browser / tests/install-browser.sh)",
                 allow_module_level=True)
 
-from playwright import sync_api  # noqa: E402  (a test dependency: missing it is an error)
 
 from mailer.cli import main  # noqa: E402
 
@@ -36,14 +35,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = PROJECT / "issues" / "issue-2.md"
 CORPUS = sorted((SHARED / "corpus").glob("nlp-newsletter-*.md"))
 SCREENSHOTS = PROJECT / "build"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1024, "height": 768}
 PLACEHOLDER = (1200, 600)
@@ -98,16 +89,6 @@ def site(tmp_path_factory) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Visit:
