@@ -1,0 +1,185 @@
+"""A send killed half-way (kill -9, Ctrl-C), then the same command again: one copy each."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from smtp_server import SMTPServer
+
+from mailer.cli import main
+from mailer.ledger import DEFERRED, FAILED, SENT, Ledger
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 200
+CONNECTIONS = 2
+ADDRESSES = [f"r{i:03d}@example.com" for i in range(N)]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("MAILER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "news"
+    (root / "issues").mkdir(parents=True)
+    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
+    shutil.copy(ROOT / "mailer.toml", root)
+    rows = "".join(f"{a},Reader {i},City {i}\n" for i, a in enumerate(ADDRESSES))
+    (root / "subscribers.csv").write_text("email,name,city\n" + rows, encoding="utf-8")
+    return root
+
+
+def env_for(server: SMTPServer) -> dict[str, str]:
+    return {
+        "MAILER_SMTP_HOST": "127.0.0.1",
+        "MAILER_SMTP_PORT": str(server.port),
+        "MAILER_SMTP_SECURITY": "none",
+        "MAILER_SMTP_TIMEOUT": "5",
+        "MAILER_SECRET": "test-secret",
+    }
+
+
+def start_send(project: Path, server: SMTPServer) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(env_for(server))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "-C",
+            str(project),
+            "send",
+            "issue-2",
+            "--yes",
+            "--rate",
+            "50/s",
+            "--connections",
+            str(CONNECTIONS),
+            "--batch-size",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def wait_for(server: SMTPServer, proc: subprocess.Popen[bytes], count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(server.received) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the send never got going"
+        time.sleep(0.01)
+
+
+def finish(project: Path, server: SMTPServer) -> None:
+    """The same command again (in-process, to keep the test quick), to completion."""
+    result = CliRunner().invoke(
+        main,
+        [
+            "-C",
+            str(project),
+            "send",
+            "issue-2",
+            "--yes",
+            "--rate",
+            "off",
+            "--connections",
+            str(CONNECTIONS),
+        ],
+        env=env_for(server),
+    )
+    assert result.exit_code == 0, result.output
+    assert "interrupted" not in result.output
+
+
+def ledger_counts(project: Path) -> dict[str, int]:
+    with Ledger(project / ".mailer") as ledger:
+        return ledger.counts("issue-2")
+
+
+def copies(server: SMTPServer) -> dict[str, list[str]]:
+    """Message-IDs received per recipient."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for m in server.received:
+        for rcpt in m.rcpt_tos:
+            found = re.search(rb"(?mi)^Message-ID: (<[^>]+>)\r$", m.data.split(b"\r\n\r\n")[0])
+            assert found is not None
+            out[rcpt.lower()].append(found.group(1).decode())
+    return out
+
+
+def test_kill_9_mid_send_then_rerun(project: Path, smtp_server: SMTPServer) -> None:
+    proc = start_send(project, smtp_server)
+    try:
+        wait_for(smtp_server, proc, 40)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = len(smtp_server.received)
+    assert 40 <= before < N  # really stopped half-way
+
+    with Ledger(project / ".mailer") as ledger:
+        recorded = {d.email for d in ledger.deliveries("issue-2") if d.state == SENT}
+    got_before = {r.lower() for m in smtp_server.received for r in m.rcpt_tos}
+    # Only messages in flight (at most one per connection) can be received but unrecorded.
+    assert len(got_before - recorded) <= CONNECTIONS
+    assert recorded <= got_before  # nothing is marked sent that the server did not accept
+
+    finish(project, smtp_server)
+
+    got = copies(smtp_server)
+    assert set(got) == set(ADDRESSES)
+    extra = {a: ids for a, ids in got.items() if len(ids) > 1}
+    assert sum(len(ids) - 1 for ids in extra.values()) <= CONNECTIONS, extra
+    for ids in extra.values():
+        assert len(set(ids)) == 1  # a duplicate carries the same Message-ID: clients collapse it
+    assert ledger_counts(project) == {SENT: N, DEFERRED: 0, FAILED: 0}
+
+    # And once more: nothing left to send.
+    finish(project, smtp_server)
+    assert sum(len(ids) for ids in copies(smtp_server).values()) == len(smtp_server.received)
+    assert len(smtp_server.received) == N + sum(len(ids) - 1 for ids in extra.values())
+
+
+def test_ctrl_c_mid_send_then_rerun_gives_no_duplicates(
+    project: Path, smtp_server: SMTPServer
+) -> None:
+    proc = start_send(project, smtp_server)
+    try:
+        wait_for(smtp_server, proc, 40)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 75, err.decode()
+    assert b"interrupted: run `mailer send issue-2` again to resume" in out
+    assert b"Traceback" not in err
+    before = len(smtp_server.received)
+    assert before < N
+    # Everything the server accepted is in the ledger: the messages in flight were finished.
+    assert ledger_counts(project)[SENT] == before
+
+    finish(project, smtp_server)
+    got = copies(smtp_server)
+    assert set(got) == set(ADDRESSES)
+    assert all(len(ids) == 1 for ids in got.values())
+    assert ledger_counts(project) == {SENT: N, DEFERRED: 0, FAILED: 0}
