@@ -196,11 +196,12 @@ def _pick_issue(ctx: Context, subscribers: Path) -> str:
     if not paths:
         raise InputError(f"no issues in {issues_dir}", hint="create issues/NAME.md")
     ledger = ctx.ledger(create=False)
+    suppressed = ledger.suppressed_set() if ledger is not None else set()
     for path in paths:
         if ledger is None:
             return path.stem
-        done = ledger.done(path.stem)
-        if any(s.email.lower() not in done for s in SubscriberList(subscribers)):
+        skip = ledger.done(path.stem) | suppressed
+        if any(s.email.lower() not in skip for s in SubscriberList(subscribers)):
             return path.stem
     raise InputError("every issue in issues/ has been sent to everyone on the list")
 
@@ -292,7 +293,7 @@ def send(
             _send_due(ctx, options, moment, force=force, dry_run=dry_run, subscribers=subscribers)
         )
     if to:
-        sys.exit(_send_test_copy(ctx, issue, to, options))
+        sys.exit(_send_test_copy(ctx, issue, to, dry_run=dry_run))
     path = _subscriber_file(ctx, subscribers, dry_run)
     if issue is None:
         issue = _pick_issue(ctx, path)
@@ -326,8 +327,8 @@ def _run_send(
     settings = ctx.settings
     email = ctx.render(issue)
     slug = email.issue.slug
+    check_preflight(email, settings, dry_run=dry_run)
     composer = Composer(email, settings)
-    check_preflight(email, composer, dry_run=dry_run)
     _print_notices_once(email, quiet)
     subscriber_list = SubscriberList(path)
     composer.check_fields(set(subscriber_list.columns))
@@ -412,7 +413,7 @@ def _report(summary: Summary, subscribers: SubscriberList, quiet: bool) -> None:
         (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
         (s.invalid, "invalid rows"),
         (s.not_due, "deferred earlier, retry not due yet"),
-        (s.gave_up, "deferred, out of attempts"),
+        (s.gave_up, "out of tries"),
         (s.slowdowns, "slow-downs for a throttling server"),
     ]
     for count, what in extras:
@@ -462,6 +463,8 @@ def _dry_run(
     for count, what in [
         (s.already_done, "already sent"),
         (s.suppressed, "suppressed"),
+        (s.not_due, "retry later"),
+        (s.gave_up, "out of tries"),
         (s.skipped, "skipped"),
         (s.invalid, "invalid"),
     ]:
@@ -496,7 +499,7 @@ def _human(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _send_test_copy(ctx: Context, issue: str | None, to: str, options: SendOptions) -> int:
+def _send_test_copy(ctx: Context, issue: str | None, to: str, *, dry_run: bool) -> int:
     from .subscribers import check_email
 
     if issue is None:
@@ -506,8 +509,14 @@ def _send_test_copy(ctx: Context, issue: str | None, to: str, options: SendOptio
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
     email = ctx.render(issue)
+    check_preflight(email, ctx.settings, dry_run=True)
     composer = Composer(email, ctx.settings)
-    check_preflight(email, composer, dry_run=True)
+    if dry_run:
+        out = ctx.settings.root / "build" / email.issue.slug / "test-copy.eml"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(composer.compose(Subscriber(address, "", {}, 0)).data)
+        click.echo(f"dry run: the test copy for {address} is {_shown(out, ctx.settings.root)}")
+        return 0
     transport = SMTPTransport(ctx.settings, composer.envelope_from)
     transport.open()
     try:
@@ -519,12 +528,11 @@ def _send_test_copy(ctx: Context, issue: str | None, to: str, options: SendOptio
 
 
 def _now_option(text: str | None) -> datetime:
-    if not text:
-        return current_time()
+    """--now, else MAILER_NOW, else the clock."""
     try:
-        return parse_when(text)
+        return parse_when(text) if text else current_time()
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--now") from None
+        raise click.BadParameter(str(exc), param_hint="--now" if text else "MAILER_NOW") from None
 
 
 def _send_due(

@@ -9,6 +9,7 @@ QP's 76 characters and nothing is re-rendered or re-encoded per reader.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import hmac
 import html
@@ -25,6 +26,7 @@ from .tokens import sign
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
+MAX_NAME = 200  # a display name longer than this is junk; cut, it keeps header lines short
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -50,6 +52,31 @@ def _fold(name: str, value: str) -> bytes:
     """A header line, RFC 2047-encoded when not ASCII, folded, CRLF-terminated."""
     header = policy.SMTP.header_factory(name, clean_header_text(value))
     return header.fold(policy=policy.SMTP).encode("ascii")
+
+
+def wire_address(address: str) -> str:
+    """The address as it goes on the wire: an internationalised domain in its ASCII (IDNA) form.
+
+    A non-ASCII local part stays as it is; the transport asks the server for SMTPUTF8.
+    """
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    with contextlib.suppress(UnicodeError):  # left as it is: the server then decides
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}"
+
+
+def _to_header(name: str, address: str) -> bytes:
+    name = name[:MAX_NAME]
+    if not address.isascii():  # SMTPUTF8: the header carries the address in UTF-8
+        shown = _fold("To", name).split(b":", 1)[1].strip() if name else b""
+        return b"To: " + (shown + b" " if shown else b"") + f"<{address}>".encode() + CRLF
+    line = b"To: " + formataddr((name, address), charset="utf-8").encode() + CRLF
+    if len(line) <= 78:
+        return line
+    # A long display name: let the email package fold it (rare, so its cost does not matter).
+    return _fold("To", formataddr((name, address), charset="utf-8"))
 
 
 class _Part:
@@ -182,8 +209,8 @@ class Composer:
 
     def compose(self, subscriber: Subscriber, date: str | None = None) -> Message:
         """The complete message for one subscriber."""
-        address = subscriber.email
-        unsubscribe = self.unsubscribe_url(address)
+        address = wire_address(subscriber.email)
+        unsubscribe = self.unsubscribe_url(subscriber.email)
         values = self.values(subscriber, unsubscribe)
         message_id = self.message_id(address)
         targets = []
@@ -192,9 +219,7 @@ class Composer:
         if self._mailto:
             targets.append(f"<mailto:{self._mailto}?subject=unsubscribe>")
         head = [
-            b"To: ",
-            formataddr((clean_header_text(subscriber.name), address), charset="utf-8").encode(),
-            CRLF,
+            _to_header(clean_header_text(subscriber.name), address),
             b"Date: ",
             (date or formatdate(usegmt=True)).encode(),
             CRLF,

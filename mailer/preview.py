@@ -191,10 +191,7 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
     problems: list[tuple[str, str, str]] = []  # (code, message, where), before the notices
     try:
         composer = Composer(email, settings)
-    except ConfigError as exc:
-        composer = None
-        problems.append(("from", exc.message, "settings"))
-    if composer is None or not settings.from_:
+    except ConfigError:  # no usable From: preflight below says so; show the rest anyway
         composer = Composer(email, config_mod.with_overrides(settings, from_=PLACEHOLDER_FROM))
     html, text = composer.personalise(
         reader.subscriber, composer.unsubscribe_url(reader.subscriber.email) or "#unsubscribe"
@@ -203,9 +200,7 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
     headers, parts, raw_headers = _headers(message)
 
     rel = _relative(path, settings.root)
-    reasons = preflight(email, composer, dry_run=False)
-    if not settings.from_:
-        reasons.insert(0, "no From address: set `from` in mailer.toml or MAILER_FROM")
+    reasons = preflight(email, settings, dry_run=False)
     problems += [("send", reason, _reason_source(reason)) for reason in reasons]
     if reader.columns is not None:
         try:

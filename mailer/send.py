@@ -10,7 +10,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parseaddr
 
+from .config import Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError, PreflightError
 from .ledger import DEFERRED, FAILED, SENT, Ledger
 from .message import Composer
@@ -20,6 +22,7 @@ from .subscribers import Subscriber
 from .transport import Result, Transport, TransportFactory
 
 KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
+FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class Summary:
     retries: int = 0
     slowdowns: int = 0
     interrupted: bool = False
-    error: str = ""
+    error: str = ""  # why the run stopped early (server gone, login refused...)
+    error_code: int = EXIT_TEMPFAIL
     elapsed: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (address, server reply)
 
@@ -69,9 +73,13 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
+        if self.error:
+            return self.error_code
+        if self.dry_run:
+            return EXIT_OK
         if self.failed:
             return EXIT_FAILED
-        if self.deferred or self.interrupted or self.error or self.gave_up or self.not_due:
+        if self.deferred or self.interrupted or self.gave_up or self.not_due:
             return EXIT_TEMPFAIL
         return EXIT_OK
 
@@ -96,31 +104,35 @@ def estimate(recipients: int, options: SendOptions) -> float:
     return pace + max(0, batches_per_connection - 1) * options.pause
 
 
-def preflight(email: Email, composer: Composer, *, dry_run: bool) -> list[str]:
+def preflight(email: Email, settings: Settings, *, dry_run: bool) -> list[str]:
     """Reasons not to send at all; warnings are the caller's to show."""
     reasons = []
-    if not composer.settings.from_:
+    address = parseaddr(settings.from_)[1]
+    if not settings.from_:
         reasons.append("no From address: set `from` in mailer.toml or MAILER_FROM")
+    elif "@" not in address:
+        reasons.append(f"From must look like 'Name <news@example.org>', not {settings.from_!r}")
     unfilled = email.unfilled()
     if unfilled:
         reasons.append(
             f"the rendered issue still holds unfilled template syntax: {', '.join(unfilled[:5])}"
         )
-    if "unsubscribe_url" not in email.fields():
-        reasons.append("the template has no {{ unsubscribe_url }} link")
-    if not composer.settings.unsubscribe_url:
+    if not email.has_unsubscribe_link():
+        reasons.append("the template has no {{ unsubscribe_url }} link (in both HTML and text)")
+    if not settings.unsubscribe_url:
         reasons.append(
             "no unsubscribe URL: set `unsubscribe_url` in mailer.toml or MAILER_UNSUBSCRIBE_URL"
         )
-    if not dry_run and not composer.settings.secret:
+    if not dry_run and not settings.secret:
         reasons.append(
             "no MAILER_SECRET: unsubscribe links must be signed with your own secret (.env)"
         )
     return reasons
 
 
-def check_preflight(email: Email, composer: Composer, *, dry_run: bool) -> None:
-    reasons = preflight(email, composer, dry_run=dry_run)
+def check_preflight(email: Email, settings: Settings, *, dry_run: bool) -> None:
+    """Raise PreflightError listing every reason not to send."""
+    reasons = preflight(email, settings, dry_run=dry_run)
     if reasons:
         raise PreflightError(reasons)
 
@@ -192,6 +204,11 @@ class _Queue:
                 )
             self.cond.notify_all()
 
+    def has_work(self) -> bool:
+        """Anything left to send, now or later."""
+        with self.cond:
+            return bool(self.fresh or self.retries or self.producing) and not self.stopped
+
     def leftover(self) -> Iterator[Subscriber]:
         """Retries still waiting when the run ends."""
         return (r.subscriber for r in self.retries)
@@ -229,7 +246,9 @@ class Sender:
         )
         self.summary = Summary(self.issue, dry_run=dry_run)
         self._lock = threading.Lock()
-        self._throttled = 0
+        self._last_throttled: str | None = None  # reader of the last reply, if it was a throttle
+        self._throttle_streak: set[str] = set()  # readers throttled in a row
+        self._tries: dict[str, int] = {}  # deferrals per reader in this run
         self._errors: list[MailerError] = []
 
     # -- choosing who gets a copy --------------------------------------------------------
@@ -311,10 +330,20 @@ class Sender:
         self.summary.deferred += len(leftover)
         if self._errors and not self.summary.interrupted:
             self.summary.error = self._errors[0].format_message()
+            self.summary.error_code = self._errors[0].exit_code
         self.summary.elapsed = time.monotonic() - started
         return self.summary
 
     def _work(self, queue: _Queue, transport: Transport | None) -> None:
+        try:
+            self._work_loop(queue, transport)
+        except BaseException as exc:
+            # A worker must never die silently: the producer would wait for it forever.
+            self._errors.append(MailerError(f"internal error while sending: {exc!r}"))
+            queue.stop()
+            raise
+
+    def _work_loop(self, queue: _Queue, transport: Transport | None) -> None:
         in_batch = 0
         open_failures = 0
         try:
@@ -329,17 +358,25 @@ class Sender:
                     transport = None
                     open_failures += 1
                     if open_failures >= 3:
-                        self._errors.append(exc)
-                        queue.done((subscriber, attempts, 0))
-                        queue.stop()
+                        self._stop(queue, exc, subscriber, attempts)
                         return
                     queue.done((subscriber, attempts, self.options.backoff(open_failures)))
                     continue
-                message = self.composer.compose(subscriber)
+                try:
+                    message = self.composer.compose(subscriber)
+                except (ValueError, UnicodeError) as exc:
+                    # One reader whose message cannot be built must not stop the others.
+                    failed = Result(FAILED, 0, f"cannot build a message for this address: {exc}")
+                    queue.done(self._settle(subscriber, attempts, failed))
+                    continue
                 self.limiter.acquire()
-                result = transport.send(message)
-                retry = self._settle(subscriber, attempts, result)
-                queue.done(retry)
+                try:
+                    result = transport.send(message)
+                except MailerError as exc:  # the server refuses us, not this reader: stop
+                    transport = None
+                    self._stop(queue, exc, subscriber, attempts)
+                    return
+                queue.done(self._settle(subscriber, attempts, result))
                 if result.dropped:
                     transport, in_batch = None, 0
                     continue
@@ -347,11 +384,17 @@ class Sender:
                 if in_batch >= self.options.batch_size:
                     transport.close()
                     transport, in_batch = None, 0
-                    if self.options.pause and not self.dry_run:
+                    if self.options.pause and not self.dry_run and queue.has_work():
                         self.sleep(self.options.pause)
         finally:
             if transport is not None:
                 transport.close()
+
+    def _stop(self, queue: _Queue, exc: MailerError, subscriber: Subscriber, attempts: int) -> None:
+        """End the run for everyone: the item goes back unmarked, the error is reported."""
+        self._errors.append(exc)
+        queue.done((subscriber, attempts, 0))
+        queue.stop()
 
     def _settle(
         self, subscriber: Subscriber, attempts: int, result: Result
@@ -364,24 +407,36 @@ class Sender:
         with self._lock:
             if result.state == SENT:
                 s.sent += 1
-                self._throttled = 0
+                self._last_throttled = None
+                self._throttle_streak.clear()
             elif result.state == FAILED:
                 s.failed += 1
+                self._last_throttled = None
+                self._throttle_streak.clear()
                 if len(s.failures) < KEEP_FAILURES:
                     s.failures.append((subscriber.email, result.reply))
             else:
                 spent = attempts + 1
+                tries = self._tries[subscriber.email] = self._tries.get(subscriber.email, 0) + 1
                 if result.throttled:
-                    self._throttled += 1
-                    if self._throttled >= opts.throttle_streak:
-                        # The server is pacing us: go slower, and do not count this try.
+                    # Throttling is the server pacing us (several readers deferred in a row), not
+                    # a problem with this reader: such tries are free, the rate goes down instead.
+                    # One reader deferred again and again is just that reader (greylisting).
+                    free = self._last_throttled not in (None, subscriber.email)
+                    if free and tries < FREE_TRIES_FACTOR * opts.max_attempts:
+                        spent = attempts
+                    self._throttle_streak.add(subscriber.email)
+                    if len(self._throttle_streak) >= opts.throttle_streak:
                         self.limiter.slow_down()
                         s.slowdowns += 1
-                        self._throttled = 0
-                        spent = attempts
+                        self._throttle_streak.clear()
+                    self._last_throttled = subscriber.email
+                else:
+                    self._last_throttled = None
+                    self._throttle_streak.clear()
                 if spent < opts.max_attempts:
                     s.retries += 1
-                    retry = (subscriber, spent, opts.backoff(max(spent, 1)))
+                    retry = (subscriber, spent, opts.backoff(tries))
                 else:
                     s.deferred += 1
                     if len(s.failures) < KEEP_FAILURES:

@@ -108,7 +108,13 @@ class SMTPTransport:
             code, text = exc.recipients[message.recipient]
             return Result(_state_for(code), code, _reply(code, text))
         except smtplib.SMTPSenderRefused as exc:
+            if exc.smtp_code >= 500:
+                self.close()
+                raise self._session_refused(exc.smtp_code, exc.smtp_error) from None
             return self._refused(exc.smtp_code, exc.smtp_error)
+        except smtplib.SMTPNotSupportedError:
+            # An internationalised address needs SMTPUTF8, which this server does not offer.
+            return Result(FAILED, 0, "the server does not support SMTPUTF8 for this address")
         except smtplib.SMTPDataError as exc:
             return self._refused(exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPResponseException as exc:
@@ -118,6 +124,24 @@ class SMTPTransport:
             self.smtp = None
             return Result(DEFERRED, 0, f"connection lost: {exc or type(exc).__name__}", True)
         return Result(SENT, 250, "250 accepted")
+
+    def _session_refused(self, code: int, text: bytes) -> SMTPAuthError | SMTPUnavailable:
+        """MAIL FROM refused for good: no reader can get the issue; nobody is marked."""
+        s, reply = self.settings, _reply(code, text)
+        where = f"{s.smtp_host}:{s.smtp_port}"
+        if code == 530 and "starttls" in reply.lower():
+            return SMTPUnavailable(
+                f"{where} wants TLS first: {reply}", hint="set MAILER_SMTP_SECURITY=starttls"
+            )
+        if code == 530 or reply[4:9].startswith("5.7."):
+            return SMTPAuthError(
+                f"{where} refused to relay for {self.envelope_from}: {reply}",
+                hint="set MAILER_SMTP_USER and MAILER_SMTP_PASSWORD in .env",
+            )
+        return SMTPUnavailable(
+            f"{where} refused the sender {self.envelope_from}: {reply}",
+            hint="check `from` in mailer.toml",
+        )
 
     def _refused(self, code: int, text: bytes) -> Result:
         dropped = code == 421  # "service closing": the server hangs up after saying it

@@ -204,11 +204,6 @@ def test_crlf_only_and_every_line_under_998_octets(
         pytest.param("Zoë " * 300, id="long-accented-name"),
     ],
 )
-@pytest.mark.xfail(
-    reason="BUG: message.py compose() builds To: with formataddr() and never folds it, so a"
-    " long display name gives a header line over 998 octets (RFC 5322 2.1.1)",
-    strict=True,
-)
 def test_long_names_keep_lines_under_998(
     rendered: Email, settings: config.Settings, name: str
 ) -> None:
