@@ -189,9 +189,10 @@ def render(issue: Issue, settings: Settings) -> Email:
     )
     compiled = compile_mjml(mjml_source)
     # mjml-python copies the title into an attribute without escaping it: a quote would end it.
-    compiled = compiled.replace(
-        f'aria-label="{issue.subject}"', f'aria-label="{html_mod.escape(issue.subject)}"'
-    )
+    for written in (html_mod.escape(issue.subject, quote=False), issue.subject):
+        compiled = compiled.replace(
+            f'aria-label="{written}"', f'aria-label="{html_mod.escape(issue.subject)}"'
+        )
     html = inline_css(compiled)
     notices = list(issue.notices)
     if _STYLESHEET_LINK.search(html) or _IMPORT.search(html):
