@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
+
+import mailer.cli
+import mailer.render
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret"
 
 
 @pytest.fixture
@@ -35,6 +44,68 @@ def smtp_server_factory() -> Iterator[Callable[..., SMTPServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+# -- a project to run `mailer` in ---------------------------------------------------------
+
+
+def smtp_env(server: SMTPServer | None = None, port: int | None = None) -> dict[str, str]:
+    """MAILER_* settings that point a send at a test server (or at a port nobody listens on)."""
+    return {
+        "MAILER_SMTP_HOST": "127.0.0.1",
+        "MAILER_SMTP_PORT": str(server.port if server else port),
+        "MAILER_SMTP_SECURITY": "none",
+        "MAILER_SMTP_TIMEOUT": "5",
+        "MAILER_SECRET": SECRET,
+    }
+
+
+@pytest.fixture
+def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """Call with the subscribers.csv text: a project holding issue-2 and mailer.toml.
+
+    The MAILER_* variables of whoever runs the tests are cleared, so only the test's count.
+    """
+    for key in list(os.environ):
+        if key.startswith("MAILER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # `-C` changes directory; this puts it back afterwards
+
+    def make(subscribers: str, name: str = "news") -> Path:
+        root = tmp_path / name
+        (root / "issues").mkdir(parents=True)
+        shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
+        shutil.copy(ROOT / "mailer.toml", root)
+        (root / "subscribers.csv").write_bytes(subscribers.encode("utf-8"))
+        return root
+
+    return make
+
+
+_RENDERED: dict[object, object] = {}
+
+
+@pytest.fixture
+def render_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speed: reuse a rendered Email when the issue, templates and settings are all the same.
+
+    Rendering is deterministic and test_render.py covers it; in send tests it would cost
+    ~0.3 s per command.
+    """
+    original = mailer.cli.render
+
+    def memo(issue, settings):  # type: ignore[no-untyped-def]
+        templates = tuple(
+            (str(p.relative_to(d)), p.read_bytes())
+            for d in mailer.render.template_dirs(settings)
+            for p in sorted(d.rglob("*.j2"))
+        )
+        key = (issue.path.read_bytes(), issue.slug, settings, templates)
+        if key not in _RENDERED:
+            _RENDERED[key] = original(issue, settings)
+        return _RENDERED[key]
+
+    monkeypatch.setattr(mailer.cli, "render", memo)
 
 
 # -- a browser, for the preview page ------------------------------------------------------

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import smtp_env
 from smtp_server import SMTPServer
 
 from mailer.cli import main
@@ -26,33 +27,14 @@ ADDRESSES = [f"r{i:03d}@example.com" for i in range(N)]
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    root = tmp_path / "news"
-    (root / "issues").mkdir(parents=True)
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
+def project(new_project: Callable[[str], Path]) -> Path:
     rows = "".join(f"{a},Reader {i},City {i}\n" for i, a in enumerate(ADDRESSES))
-    (root / "subscribers.csv").write_text("email,name,city\n" + rows, encoding="utf-8")
-    return root
-
-
-def env_for(server: SMTPServer) -> dict[str, str]:
-    return {
-        "MAILER_SMTP_HOST": "127.0.0.1",
-        "MAILER_SMTP_PORT": str(server.port),
-        "MAILER_SMTP_SECURITY": "none",
-        "MAILER_SMTP_TIMEOUT": "5",
-        "MAILER_SECRET": "test-secret",
-    }
+    return new_project("email,name,city\n" + rows)
 
 
 def start_send(project: Path, server: SMTPServer) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(env_for(server))
+    env.update(smtp_env(server))
     return subprocess.Popen(
         [
             sys.executable,
@@ -99,7 +81,7 @@ def finish(project: Path, server: SMTPServer) -> None:
             "--connections",
             str(CONNECTIONS),
         ],
-        env=env_for(server),
+        env=smtp_env(server),
     )
     assert result.exit_code == 0, result.output
     assert "interrupted" not in result.output

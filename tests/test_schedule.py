@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,8 +14,6 @@ import pytest
 from click.testing import CliRunner, Result
 from smtp_server import SMTPServer
 
-import mailer.cli
-import mailer.render
 from mailer.cli import main
 from mailer.ledger import DEFERRED, SENT, Ledger
 
@@ -26,41 +23,13 @@ DUE = ["send", "--due", "--yes", "--rate", "off", "--retry-delay", "0.02"]
 BEFORE = "2026-11-20T12:00:00Z"  # a week before the usual send time below
 
 
-@pytest.fixture(autouse=True)
-def render_once_per_input(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Speed: reuse a rendered Email when the issue, templates and settings are all the same."""
-    original = mailer.cli.render
-
-    def memo(issue, settings):  # type: ignore[no-untyped-def]
-        templates = tuple(
-            (str(p.relative_to(d)), p.read_bytes())
-            for d in mailer.render.template_dirs(settings)
-            for p in sorted(d.rglob("*.j2"))
-        )
-        key = (issue.path.read_bytes(), issue.slug, settings, templates)
-        if key not in _RENDERED:
-            _RENDERED[key] = original(issue, settings)
-        return _RENDERED[key]
-
-    monkeypatch.setattr(mailer.cli, "render", memo)
-
-
-_RENDERED: dict[object, object] = {}
+pytestmark = pytest.mark.usefixtures("render_memo")
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    root = tmp_path / "news"
-    (root / "issues").mkdir(parents=True)
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
+def project(new_project: Callable[[str], Path]) -> Path:
     rows = "".join(f"{a},Reader {i},City\n" for i, a in enumerate(GOOD))
-    (root / "subscribers.csv").write_text("email,name,city\n" + rows, encoding="utf-8")
-    return root
+    return new_project("email,name,city\n" + rows)
 
 
 Run = Callable[..., Result]

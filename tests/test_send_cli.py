@@ -7,7 +7,6 @@ import csv
 import io
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import SECRET, smtp_env
 from smtp_server import SMTPServer, TLSFiles
 
 import mailer.cli
@@ -29,7 +29,6 @@ from mailer.render import BUILTIN_TEMPLATES
 from mailer.tokens import verify
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "test-secret"
 LIST_ID = "nlp-newsletter.example.org"
 SUBJECT = (
     "NLP Newsletter #2 [EN]: Reformer, DeepMath, ELECTRA, TinyBERT for Search, VizSeq,"
@@ -64,59 +63,15 @@ NAMES = {
 FAST = ["--rate", "off", "--retry-delay", "0.02"]
 
 
-def make_project(root: Path) -> Path:
-    (root / "issues").mkdir(parents=True)
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
-    (root / "subscribers.csv").write_bytes(SUBSCRIBERS.encode("utf-8"))
-    return root
-
-
-def smtp_env(server: SMTPServer | None = None, port: int | None = None) -> dict[str, str]:
-    return {
-        "MAILER_SMTP_HOST": "127.0.0.1",
-        "MAILER_SMTP_PORT": str(server.port if server else port),
-        "MAILER_SMTP_SECURITY": "none",
-        "MAILER_SMTP_TIMEOUT": "5",
-        "MAILER_SECRET": SECRET,
-    }
-
-
 Run = Callable[..., Result]
 
 
-@pytest.fixture(autouse=True)
-def render_once_per_input(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Speed: reuse a rendered Email when the issue, templates and settings are all the same.
-
-    Rendering is deterministic and test_render.py covers it; here it would be ~0.3 s per run.
-    """
-    original = mailer.cli.render
-
-    def memo(issue, settings):  # type: ignore[no-untyped-def]
-        templates = tuple(
-            (str(p.relative_to(d)), p.read_bytes())
-            for d in mailer.render.template_dirs(settings)
-            for p in sorted(d.rglob("*.j2"))
-        )
-        key = (issue.path.read_bytes(), issue.slug, settings, templates)
-        if key not in _RENDERED:
-            _RENDERED[key] = original(issue, settings)
-        return _RENDERED[key]
-
-    monkeypatch.setattr(mailer.cli, "render", memo)
-
-
-_RENDERED: dict[object, object] = {}
+pytestmark = pytest.mark.usefixtures("render_memo")
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)  # `-C` changes directory; this puts it back afterwards
-    return make_project(tmp_path / "news")
+def project(new_project: Callable[[str], Path]) -> Path:
+    return new_project(SUBSCRIBERS)
 
 
 @pytest.fixture
