@@ -6,6 +6,7 @@ import csv
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -825,14 +826,14 @@ def preview(
 
             webbrowser.open(url)
 
-    try:
-        preview_mod.serve(ctx.settings, issue, host=host, port=port, as_email=as_email, ready=ready)
-    except KeyboardInterrupt:
-        click.echo("preview stopped")
-    except OSError as exc:
-        raise MailerError(
-            f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port"
-        ) from None
+    _serve(
+        lambda: preview_mod.serve(
+            ctx.settings, issue, host=host, port=port, as_email=as_email, ready=ready
+        ),
+        host,
+        port,
+        "preview",
+    )
 
 
 # -- unsubscribes and the web app ---------------------------------------------------------
@@ -857,10 +858,15 @@ def serve(ctx: Context, port: int, host: str) -> None:
     def ready(url: str) -> None:
         click.echo(f"serving unsubscribe endpoint and archive at {url} (Ctrl-C to stop)")
 
+    _serve(lambda: web.serve(ctx.settings, host=host, port=port, ready=ready), host, port)
+
+
+def _serve(run: Callable[[], None], host: str, port: int, what: str = "server") -> None:
+    """Run a server until Ctrl-C, which is the normal way to stop it."""
     try:
-        web.serve(ctx.settings, host=host, port=port, ready=ready)
+        run()
     except KeyboardInterrupt:
-        click.echo("stopped")
+        click.echo(f"{what} stopped")
     except OSError as exc:
         raise MailerError(
             f"cannot serve on {host}:{port}: {exc.strerror}", hint="try --port"
