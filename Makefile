@@ -1,16 +1,17 @@
 # Two commands on a fresh machine (Python 3.11 + make):
 #   make demo   set up .venv and dry-run issue-2 to subscribers.example.csv
-#   make test   set up .venv (+ test tools, Debian's chromium) and run every test
+#   make test   set up .venv (+ test tools, Debian's chromium and postfix) and run every test
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench clean system
 
 demo: $(VENV)/.installed
 	$(BIN)/mailer send --dry-run issue-2
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test system
+	$(BIN)/ruff check mailer tests bench
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
@@ -35,9 +36,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
-# The browser tests drive Debian's chromium (Playwright's own download cannot work offline).
-browser:
-	@command -v chromium >/dev/null && fc-list | grep -q "Noto Sans CJK" || sh tests/install-browser.sh
+# Debian packages the tests use for real: chromium (browser tests), postfix (a real MTA).
+system:
+	@sh tests/install-system.sh
 
 clean:
 	rm -rf build .mailer $(VENV) *.egg-info

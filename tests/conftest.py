@@ -127,7 +127,7 @@ def browser():
     import os
 
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium, or `make browser`)")
+        pytest.skip(f"{CHROMIUM} is not installed (`make system` installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (make browser / tests/install-browser.sh)",
+    pytest.skip(f"{CHROMIUM} is not installed (make system / tests/install-system.sh)",
                 allow_module_level=True)
 
 
