@@ -273,6 +273,13 @@ def send(
     what, so an interrupted send resumes where it stopped, without duplicates.
 
     \b
+    Examples:
+      mailer send issue-2 --dry-run            the plan and sample .eml files
+      mailer send issue-2 --to me@example.org  one test copy
+      mailer send issue-2 --yes --rate 20/s --batch-size 200 --connections 2
+      mailer send --due --yes                  from cron (see `mailer schedule --help`)
+
+    \b
     Exit codes: 0 all sent, 1 some failed for good (5xx), 75 some deferred
     (retry later) or another run holds the lock, 2 usage/config, 65 bad input,
     69 server unreachable, 77 login refused.
