@@ -1,0 +1,410 @@
+"""`make bench`: measure mailer, print a Markdown table, write it to bench/results/latest.md.
+
+    .venv/bin/python bench/run.py [--count 20000] [--reps N] [--budget 270]
+
+Installs nothing except that it runs bench/setup.sh (Debian's postfix, for smtp-sink) when
+smtp-sink is missing. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import process_bench  # noqa: E402
+import render_bench  # noqa: E402
+import send_bench  # noqa: E402
+from common import (  # noqa: E402
+    ISSUE,
+    MAILER,
+    SMTP_SINK,
+    load_average,
+    mailer_env,
+    make_project,
+    median,
+    smtp_sink,
+)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "latest.md"
+GOAL_CEILING = 0.7
+GOAL_MAILMERGE = 10.0
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f} msg/s"
+
+
+def goal(ratio: float, target: float) -> str:
+    return f"{'met' if ratio >= target else 'NOT met'} (goal ≥ {target:g})"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, section: str, figure: str, value: str, notes: str = "") -> None:
+        self.rows.append((section, figure, value, notes))
+        print(f"  [{section}] {figure}: {value}  {notes}".rstrip(), file=sys.stderr, flush=True)
+
+    def markdown(self) -> str:
+        lines = ["| | figure | value | notes |", "|---|---|---|---|"]
+        lines += [f"| {' | '.join(cell.replace('|', '/') for cell in row)} |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def ensure_smtp_sink() -> bool:
+    if SMTP_SINK.exists():
+        return True
+    print(
+        "smtp-sink is missing: running bench/setup.sh (installs Debian's postfix)", file=sys.stderr
+    )
+    done = subprocess.run(["sh", str(HERE / "setup.sh")], check=False)
+    return done.returncode == 0 and SMTP_SINK.exists()
+
+
+def section_render(t: Table, project: Path, runs: int) -> render_bench.RenderFigures:
+    print("(a) render of issue-2 ...", file=sys.stderr, flush=True)
+    f = render_bench.bench_render(project, runs=runs)
+    note = f"median of {f.runs} after a warm-up"
+    t.add("a", "parse (issue.read: decode, repair, front matter, markdown-it)", ms(f.parse), note)
+    for label, seconds in f.stages.items():
+        t.add("a", label, ms(seconds), note)
+    if f.missing:
+        t.add(
+            "a", "stages not measured", ", ".join(f.missing), "mailer.render changed: update bench"
+        )
+    t.add("a", "render() total, in process", ms(f.total), note)
+    cold = ", ".join(f"{s:.2f}" for s in sorted(f.cold_runs))
+    t.add(
+        "a",
+        "`mailer build issue-2`, cold process",
+        ms(f.cold_build),
+        f"median of 5, process start included (runs: {cold} s)",
+    )
+    return f
+
+
+def section_inliners(t: Table, mjml_html: str, runs: int) -> None:
+    print("(b) premailer vs css-inline ...", file=sys.stderr, flush=True)
+    b = render_bench.bench_inliners(mjml_html, runs=runs)
+    t.add(
+        "b",
+        f"inline CSS: premailer {b.premailer_version} (mailer's inline_css)",
+        ms(b.premailer_s),
+        f"median of {runs}, on MJML's output ({len(mjml_html.encode()) / 1024:.0f} KB)",
+    )
+    t.add(
+        "b",
+        f"inline CSS: css-inline {b.css_inline_version} (keep_style_tags, no remote)",
+        ms(b.css_inline_s),
+        f"median of {runs * 5}; {b.premailer_s / b.css_inline_s:.0f}x faster",
+    )
+    examples = "; ".join(b.examples)
+    t.add(
+        "b",
+        "elements whose style attribute differs",
+        f"{b.style_differs} of {b.elements}",
+        "normalised: declarations split, spaces stripped, sorted; "
+        f"{b.style_differs_semantic} still differ once 0px/0pt = 0 and #fff = #ffffff; "
+        f"styled elements {b.styled_premailer} vs {b.styled_css_inline}. {examples}",
+    )
+    imp_in, imp_p, imp_c = b.media_important
+
+    def media_note(same: bool, important: int) -> str:
+        if same:
+            return "unchanged"
+        return f"rewritten, !important {imp_in} -> {important}"
+
+    t.add(
+        "b",
+        "@media rules kept (of MJML's)",
+        f"premailer {b.media_premailer}/{b.media_in}, css-inline {b.media_css_inline}/{b.media_in}",
+        f"premailer: {media_note(b.media_premailer_same, imp_p)}; "
+        f"css-inline: {media_note(b.media_css_inline_same, imp_c)}",
+    )
+    t.add(
+        "b",
+        "<style> blocks kept (of MJML's)",
+        f"premailer {b.style_tags_premailer}/{b.style_tags}, "
+        f"css-inline {b.style_tags_css_inline}/{b.style_tags}",
+        "premailer drops the blocks it fully inlined",
+    )
+    t.add(
+        "b",
+        "img width attributes altered",
+        f"premailer {b.img_width_altered_premailer}/{b.img_total}, "
+        f"css-inline {b.img_width_altered_css_inline}/{b.img_total}",
+        "mailer's premailer call disables width/height/bgcolor/align/valign attributes",
+    )
+    t.add(
+        "b",
+        "other attributes added/changed/removed",
+        f"premailer {len(b.other_attr_diffs_premailer)}, "
+        f"css-inline {len(b.other_attr_diffs_css_inline)}",
+        "; ".join((b.other_attr_diffs_premailer + b.other_attr_diffs_css_inline)[:3]),
+    )
+    t.add(
+        "b",
+        "HTML size after inlining",
+        f"premailer {b.bytes_premailer / 1024:.1f} KB, "
+        f"css-inline {b.bytes_css_inline / 1024:.1f} KB",
+        "",
+    )
+
+
+def section_per_message(t: Table, project: Path, subscribers: Path, count: int) -> None:
+    print("(e) per-message costs ...", file=sys.stderr, flush=True)
+    p = process_bench.per_message(project, subscribers, count)
+    t.add(
+        "e",
+        "Composer.compose",
+        f"{p.compose_us:.1f} µs/message",
+        f"{p.count:,} subscribers, median of 3 passes; message {p.message_bytes / 1024:.1f} KB",
+    )
+    t.add(
+        "e",
+        "Ledger.record",
+        f"{p.record_us:.1f} µs/call",
+        f"{p.count:,} calls into a fresh ledger, median of 3",
+    )
+    t.add("e", "SubscriberList (read + validate CSV)", f"{p.read_us:.1f} µs/row", "median of 3")
+    t.add(
+        "e",
+        "of compose: unsubscribe_url (itsdangerous token)",
+        f"{p.token_us:.1f} µs/call",
+        f"{p.token_us / p.compose_us:.0%} of compose",
+    )
+    if p.quote_us is not None:
+        t.add(
+            "e",
+            "smtplib dot-stuffing scan (_quote_periods) of one message",
+            f"{p.quote_us:.1f} µs/message",
+            "inside smtplib's data(): mailer and the ceiling both pay it",
+        )
+
+
+def section_memory(t: Table, project: Path, files: dict[int, Path]) -> None:
+    print("(d) dry runs: memory against list size ...", file=sys.stderr, flush=True)
+    for count, path in files.items():
+        d = process_bench.dry_run(project, path, count)
+        t.add(
+            "d",
+            f"dry run, {count:,} subscribers: peak RSS",
+            f"{d.max_rss_mib:.0f} MiB",
+            f"wall {d.wall:.2f} s ({d.recipients / d.wall:,.0f} msg/s, process start included)",
+        )
+
+
+def section_send(
+    t: Table, project: Path, subscribers: Path, count: int, args: argparse.Namespace, started: float
+) -> None:
+    print("(c) sending to smtp-sink ...", file=sys.stderr, flush=True)
+    data = send_bench.sample_message(project)
+    batch = 1000
+    mailer: dict[int, list[send_bench.SendRun]] = {1: [], 4: []}
+    ceil: dict[int, list[float]] = {1: [], 4: []}
+    ceil_cpu: dict[int, list[float]] = {1: [], 4: []}
+    mailmerge_s = None
+    with smtp_sink() as port:
+        reps = 0
+        while True:
+            rep_started = time.monotonic()
+            for n in (1, 4):
+                print(f"    mailer, {n} connection(s) ...", file=sys.stderr, flush=True)
+                mailer[n].append(send_bench.mailer_send(project, port, subscribers, n, batch))
+                print(f"    ceiling, {n} connection(s) ...", file=sys.stderr, flush=True)
+                wall, cpu = send_bench.ceiling(port, data, count, n, batch)
+                ceil[n].append(count / wall)
+                ceil_cpu[n].append(cpu / count)
+            reps += 1
+            rep_took = time.monotonic() - rep_started
+            if mailmerge_s is None and args.mailmerge_count:
+                print(
+                    f"    mailmerge, {args.mailmerge_count} messages ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                try:
+                    mailmerge_s = send_bench.mailmerge_send(
+                        project, port, subscribers, args.mailmerge_count
+                    )
+                except (RuntimeError, FileNotFoundError) as exc:
+                    mailmerge_s = exc
+            if args.reps:
+                if reps >= args.reps:
+                    break
+            elif reps >= 3 or time.monotonic() - started + rep_took > args.budget:
+                break
+    note = (
+        f"{count:,} messages of {len(data) / 1024:.1f} KB, batches of {batch}; "
+        f"median of {reps} run(s)"
+    )
+    for n in (1, 4):
+        whole = median([r.rate for r in mailer[n]])
+        loop = median([r.loop_rate for r in mailer[n]])
+        c = median(ceil[n])
+        t.add(
+            "c",
+            f"mailer send, {n} connection(s)",
+            rate(whole),
+            f"whole process incl. start and render; send loop alone {rate(loop)}. {note}",
+        )
+        t.add(
+            "c",
+            f"ceiling: bare smtplib, prebuilt bytes, {n} connection(s)",
+            rate(c),
+            f"{n} thread(s) in one process, same batches. {note}",
+        )
+        # Each run's mailer and ceiling ran back to back: their ratio is the figure least
+        # disturbed by load from elsewhere; the median of those ratios is reported.
+        ratios = [m.rate / r for m, r in zip(mailer[n], ceil[n], strict=True)]
+        loop_ratios = [m.loop_rate / r for m, r in zip(mailer[n], ceil[n], strict=True)]
+        ratio = median(ratios)
+        t.add(
+            "c",
+            f"mailer / ceiling, {n} connection(s)",
+            f"{ratio:.2f}",
+            f"{goal(ratio, GOAL_CEILING)}; median of per-run ratios "
+            f"({', '.join(f'{x:.2f}' for x in ratios)}); "
+            f"send loop alone {median(loop_ratios):.2f}",
+        )
+        mailer_cpu = median([m.cpu / m.sent for m in mailer[n]])
+        ceiling_cpu = median(ceil_cpu[n])
+        t.add(
+            "c",
+            f"client CPU per message, {n} connection(s)",
+            f"mailer {mailer_cpu * 1e6:,.0f} µs, ceiling {ceiling_cpu * 1e6:,.0f} µs",
+            f"user + system, medians; ceiling / mailer = {ceiling_cpu / mailer_cpu:.2f} (the "
+            "same ratio in CPU: steadier than wall time on a shared machine); mailer's includes "
+            "start-up and render",
+        )
+    if isinstance(mailmerge_s, float):
+        from send_bench import mailmerge_message_size, mailmerge_template
+
+        size = mailmerge_message_size(mailmerge_template(project))
+        mm = args.mailmerge_count / mailmerge_s
+        t.add(
+            "c",
+            f"mailmerge {_version('mailmerge')}, 1 connection per message",
+            rate(mm),
+            f"{args.mailmerge_count:,} messages of {size / 1024:.1f} KB (built issue, base64), "
+            "process start included, stdout to /dev/null",
+        )
+        for n in (1, 4):
+            ratio = median([r.rate for r in mailer[n]]) / mm
+            t.add(
+                "c",
+                f"mailer ({n} connection(s)) / mailmerge",
+                f"{ratio:.1f}x",
+                goal(ratio, GOAL_MAILMERGE),
+            )
+    else:
+        t.add("c", "mailmerge", "not measured", str(mailmerge_s or "skipped (--mailmerge-count 0)"))
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=20_000, help="messages per send run [20000]")
+    parser.add_argument(
+        "--mailmerge-count", type=int, default=2_000, help="messages mailmerge sends [2000]"
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=0,
+        help="send runs per configuration [as many as --budget allows, 1 to 3]",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=270, help="seconds the whole bench aims for [270]"
+    )
+    parser.add_argument("--render-runs", type=int, default=20, help="timed renders [20]")
+    parser.add_argument(
+        "--memory-counts",
+        default="1000,10000,100000",
+        help="list sizes for the dry-run memory figures [1000,10000,100000]",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="report file [%(default)s]")
+    parser.add_argument("--skip", default="", help="sections to skip, e.g. 'c,d'")
+    args = parser.parse_args()
+    skip = set(args.skip.replace(" ", "").split(","))
+
+    started = time.monotonic()
+    load_before = load_average()
+    t = Table()
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-") as tmp:
+        project = make_project(Path(tmp) / "project")
+        lists = Path(tmp) / "lists"
+        lists.mkdir()
+        memory_counts = [int(n) for n in args.memory_counts.split(",") if n]
+        files = process_bench.subscriber_files(lists, sorted({args.count, *memory_counts}))
+        mjml_html = None
+        if "a" not in skip or "b" not in skip:
+            mjml_html = section_render(t, project, args.render_runs).mjml_html
+        if "b" not in skip and mjml_html:
+            section_inliners(t, mjml_html, args.render_runs)
+        if "e" not in skip:
+            section_per_message(t, project, files[args.count], args.count)
+        if "d" not in skip:
+            section_memory(t, project, {n: files[n] for n in memory_counts})
+        if "c" not in skip:
+            if ensure_smtp_sink():
+                if "a" in skip:  # mailmerge's template is the built issue
+                    subprocess.run(
+                        [MAILER, "build", ISSUE],
+                        cwd=project,
+                        env=mailer_env(),
+                        capture_output=True,
+                        check=True,
+                    )
+                section_send(t, project, files[args.count], args.count, args, started)
+            else:
+                t.add(
+                    "c",
+                    "sending to smtp-sink",
+                    "not measured",
+                    "smtp-sink missing and setup.sh failed",
+                )
+    took = time.monotonic() - started
+    head = (
+        f"# mailer bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"{socket.gethostname()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average before {load_before}, after {load_average()}; the bench took {took:.0f} s.\n"
+        "Other processes share the machine: compare figures within one run (ratios), "
+        "not across runs.\n"
+    )
+    report = f"{head}\n{t.markdown()}\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
+    print(report)
+    print(f"(written to {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
