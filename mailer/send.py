@@ -6,7 +6,6 @@ import heapq
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,29 +145,28 @@ class _Retry:
 
 
 class _Queue:
-    """Fresh recipients and due retries for the worker threads; knows when all is done."""
+    """Recipients for the worker threads: due retries first, then the next from the list.
 
-    def __init__(self, capacity: int) -> None:
+    Workers pull from the list themselves (under the lock), so there is no producer thread
+    to hand items over: on a GIL-bound send every hand-off costs time.
+    """
+
+    def __init__(self, source: Iterator[tuple[Subscriber, int]]) -> None:
         self.cond = threading.Condition()
-        self.fresh: deque[tuple[Subscriber, int]] = deque()
+        self.source = source
         self.retries: list[_Retry] = []
-        self.capacity = capacity
         self.producing = True
         self.in_flight = 0
         self.stopped = False
         self._seq = itertools.count()
+        self._peeked: tuple[Subscriber, int] | None = None
 
-    def put(self, subscriber: Subscriber, attempts: int) -> None:
-        with self.cond:
-            while len(self.fresh) >= self.capacity and not self.stopped:
-                self.cond.wait(0.5)
-            self.fresh.append((subscriber, attempts))
-            self.cond.notify()
-
-    def finish_producing(self) -> None:
-        with self.cond:
-            self.producing = False
-            self.cond.notify_all()
+    def _next_fresh(self) -> tuple[Subscriber, int] | None:
+        """The next recipient from the list, looked at but not taken (call under the lock)."""
+        if self._peeked is None and self.producing:
+            self._peeked = next(self.source, None)
+            self.producing = self._peeked is not None
+        return self._peeked
 
     def stop(self) -> None:
         with self.cond:
@@ -176,6 +174,7 @@ class _Queue:
             self.cond.notify_all()
 
     def take(self) -> tuple[Subscriber, int] | None:
+        """The next recipient and its attempts so far, or None when everything is settled."""
         with self.cond:
             while not self.stopped:
                 now = time.monotonic()
@@ -183,11 +182,13 @@ class _Queue:
                     item = heapq.heappop(self.retries)
                     self.in_flight += 1
                     return item.subscriber, item.attempts
-                if self.fresh:
+                fresh = self._next_fresh()
+                if fresh is not None:
                     self.in_flight += 1
+                    self._peeked = None
+                    return fresh
+                if not self.in_flight and not self.retries:
                     self.cond.notify_all()
-                    return self.fresh.popleft()
-                if not self.producing and not self.in_flight and not self.retries:
                     return None
                 wait = self.retries[0].due - now if self.retries else 0.5
                 self.cond.wait(min(max(wait, 0.001), 0.5))
@@ -207,7 +208,7 @@ class _Queue:
     def has_work(self) -> bool:
         """Anything left to send, now or later."""
         with self.cond:
-            return bool(self.fresh or self.retries or self.producing) and not self.stopped
+            return bool(self.retries or self._next_fresh()) and not self.stopped
 
     def leftover(self) -> Iterator[Subscriber]:
         """Retries still waiting when the run ends."""
@@ -299,7 +300,7 @@ class Sender:
         self._on_progress = on_progress
         first = self.transports()
         first.open()  # a wrong password or a dead server stops us here, before anyone is marked
-        queue = _Queue(capacity=max(64, 8 * self.options.connections))
+        queue = _Queue(self._recipients(subscribers))
         workers = [
             threading.Thread(
                 target=self._work,
@@ -312,11 +313,6 @@ class Sender:
         for worker in workers:
             worker.start()
         try:
-            for subscriber, attempts in self._recipients(subscribers):
-                if queue.stopped:
-                    break
-                queue.put(subscriber, attempts)
-            queue.finish_producing()
             for worker in workers:
                 while worker.is_alive():
                     worker.join(0.2)

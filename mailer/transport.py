@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -46,6 +47,24 @@ def _reply(code: int, text: bytes | str) -> str:
 
 def _state_for(code: int) -> str:
     return DEFERRED if 400 <= code < 500 else FAILED
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2): a line starting with '.' gets another; ends in CRLF."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    return b"." + data if data.startswith(b".") else data
+
+
+def _abandon(smtp: smtplib.SMTP, code: int) -> None:
+    """End a refused transaction as smtplib does: hang up after a 421, else RSET."""
+    if code == 421:
+        smtp.close()
+        return
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        smtp.rset()
 
 
 class SMTPTransport:
@@ -103,7 +122,7 @@ class SMTPTransport:
             raise RuntimeError("send before open")
         options = ["SMTPUTF8"] if not message.recipient.isascii() else []
         try:
-            smtp.sendmail(self.envelope_from, [message.recipient], message.data, options)
+            self._sendmail(smtp, message.recipient, message.data, options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients[message.recipient]
             return Result(_state_for(code), code, _reply(code, text))
@@ -124,6 +143,36 @@ class SMTPTransport:
             self.smtp = None
             return Result(DEFERRED, 0, f"connection lost: {exc or type(exc).__name__}", True)
         return Result(SENT, 250, "250 accepted")
+
+    def _sendmail(
+        self, smtp: smtplib.SMTP, recipient: str, data: bytes, options: list[str]
+    ) -> None:
+        """smtplib's sendmail for one recipient, with a faster dot-stuffing.
+
+        smtplib runs a regular expression over every message to double leading dots; on a
+        60 KB newsletter that is most of the client's time per message. bytes.replace does
+        the same in C, and a message with no line starting with a dot is sent as it is.
+        Replies and errors are smtplib's own, raised the way sendmail raises them.
+        """
+        smtp.ehlo_or_helo_if_needed()
+        mail_options = [*options]
+        if smtp.does_esmtp and smtp.has_extn("size"):
+            mail_options.append(f"SIZE={len(data)}")
+        code, reply = smtp.mail(self.envelope_from, mail_options)
+        if code != 250:
+            _abandon(smtp, code)
+            raise smtplib.SMTPSenderRefused(code, reply, self.envelope_from)
+        code, reply = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            _abandon(smtp, code)
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+        code, reply = smtp.docmd("DATA")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        smtp.send(dot_stuff(data) + b".\r\n")
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
 
     def _session_refused(self, code: int, text: bytes) -> SMTPAuthError | SMTPUnavailable:
         """MAIL FROM refused for good: no reader can get the issue; nobody is marked."""

@@ -29,7 +29,7 @@ from mailer.message import Composer, Message
 from mailer.render import Email
 from mailer.send import Sender, SendOptions
 from mailer.subscribers import Subscriber
-from mailer.transport import DryRunTransport, Result, SMTPTransport
+from mailer.transport import DryRunTransport, Result, SMTPTransport, dot_stuff
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(rate=float("inf"), retry_delay=0.02)
@@ -512,3 +512,32 @@ def test_dry_run_writes_samples_and_never_records(
         "03-r003@example.com.eml",
     ]
     assert states(ledger) == {"r000@example.com": SENT}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b".a\r\nb\r\n.c\r\n..d", b"no dots", b"a\r\n.\r\nb\r\n", b"", b"x\r\n.\r\n.\r\n"],
+)
+def test_dot_stuffing_matches_smtplib(data: bytes) -> None:
+    """The fast dot-stuffing gives exactly the bytes smtplib's own would put on the wire."""
+    import re
+    import smtplib
+
+    expected = smtplib._quote_periods(data)  # type: ignore[attr-defined]
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert dot_stuff(data) == expected
+    assert re.search(rb"(?m)^\.(?!\.)", dot_stuff(data)) is None
+
+
+def test_lines_starting_with_a_dot_arrive_intact(
+    email: Email, base_settings: config.Settings, smtp_server: SMTPServer, ledger: Ledger
+) -> None:
+    settings = dataclasses.replace(base_settings, smtp_port=smtp_server.port)
+    transport = SMTPTransport(settings, "news@example.org")
+    transport.open()
+    body = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n"
+    result = transport.send(Message("ada@example.com", "<x@example.org>", body))
+    transport.close()
+    assert result.state == SENT
+    assert smtp_server.received[0].data == body
