@@ -6,7 +6,7 @@ loopback port and delivers every @example.com address into one Maildir) receives
 bytes mailer would send (the dry run's .eml for the same reader, Date aside), and Postfix must
 have added no Message-ID or Date of its own.
 
-Needs root (Postfix's master starts as root) and /usr/sbin/postfix: tests/install-postfix.sh
+Needs root (Postfix's master starts as root) and /usr/sbin/postfix: `make system`
 installs it.
 """
 
@@ -50,7 +50,7 @@ PREPENDED = {"return-path", "x-original-to", "delivered-to", "received"}
 pytestmark = [
     pytest.mark.skipif(
         not POSTFIX.exists() or not POSTCONF.exists(),
-        reason="Postfix is not installed: run `sh tests/install-postfix.sh` (Debian's postfix)",
+        reason="Postfix is not installed: `make system` installs Debian's postfix",
     ),
     pytest.mark.skipif(
         os.geteuid() != 0, reason="a private Postfix instance must be started as root"
