@@ -82,6 +82,35 @@ def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
     return make
 
 
+@pytest.fixture(scope="module")
+def module_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """issue-2 and mailer.toml in a folder, shared read-only by one test module."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "issues").mkdir()
+    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
+    shutil.copy(ROOT / "mailer.toml", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(module_project: Path) -> Callable[[Path], tuple[object, object]]:
+    """Read and render an issue file once per module: get(path) -> (Issue, Email)."""
+    from mailer import config
+    from mailer.issue import read
+    from mailer.render import render
+
+    settings = config.load(module_project, environ={})
+    done: dict[Path, tuple[object, object]] = {}
+
+    def get(path: Path) -> tuple[object, object]:
+        if path not in done:
+            issue = read(path)
+            done[path] = (issue, render(issue, settings))
+        return done[path]
+
+    return get
+
+
 _RENDERED: dict[object, object] = {}
 
 

@@ -42,12 +42,8 @@ def settings_for(project: Path, **env: str) -> config.Settings:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    (root / "issues").mkdir()
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
-    return root
+def project(module_project: Path) -> Path:
+    return module_project
 
 
 @pytest.fixture(scope="module")

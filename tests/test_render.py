@@ -12,7 +12,7 @@ from lxml import html as lxml_html
 
 from mailer import config
 from mailer.errors import TemplateError
-from mailer.issue import Issue, read
+from mailer.issue import read
 from mailer.render import BUILTIN_TEMPLATES, Email, compile_mjml, render
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -42,20 +42,6 @@ def make_project(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> config.Settings:
     return config.load(make_project(tmp_path_factory.mktemp("project")), environ={})
-
-
-@pytest.fixture(scope="module")
-def built(settings):
-    """Read and render each file once for this module (the settings never change here)."""
-    done: dict[Path, tuple[Issue, Email]] = {}
-
-    def get(path: Path) -> tuple[Issue, Email]:
-        if path not in done:
-            issue = read(path)
-            done[path] = (issue, render(issue, settings))
-        return done[path]
-
-    return get
 
 
 def content_of(email: Email):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import threading
 import time
 from collections import Counter
@@ -36,12 +35,8 @@ FAST = dict(rate=float("inf"), retry_delay=0.02)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    (root / "issues").mkdir()
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
-    return root
+def project(module_project: Path) -> Path:
+    return module_project
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import unicodedata
 from pathlib import Path
 
 import pytest
 
-from mailer import config
 from mailer.issue import Issue, read
-from mailer.render import Email, render
 from mailer.text import WIDTH, references, render_text
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -25,27 +22,6 @@ PT_BR = SHARED / "corpus" / "nlp-newsletter-3-pt-br.md"
 TAGS = re.compile(r"<(p|a|div|span|img|br|strong|em|b|i|code|pre|table|td|tr|ul|ol|li|h\d)\b[^>]*>")
 ENTITIES = re.compile(r"&(amp|lt|gt|quot|apos|nbsp|#\d+|#x[0-9a-fA-F]+);")
 URLISH = re.compile(r"(https?://|mailto:|www\.)")
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> config.Settings:
-    root = tmp_path_factory.mktemp("project")
-    (root / "issues").mkdir()
-    shutil.copy(PROJECT / "mailer.toml", root / "mailer.toml")
-    return config.load(root, environ={})
-
-
-@pytest.fixture(scope="module")
-def built(settings):
-    done: dict[Path, tuple[Issue, Email]] = {}
-
-    def get(path: Path) -> tuple[Issue, Email]:
-        if path not in done:
-            issue = read(path)
-            done[path] = (issue, render(issue, settings))
-        return done[path]
-
-    return get
 
 
 def split_text(text: str) -> tuple[str, list[tuple[int, str]]]:
