@@ -21,7 +21,7 @@ from .config import Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError, MailerError
 from .ledger import DEFERRED, FAILED, SENT, Ledger, lock
 from .message import Composer
-from .render import Email, render
+from .render import GMAIL_CLIP_BYTES, Email, render
 from .send import Progress, Sender, SendOptions, Summary, check_preflight, estimate
 from .subscribers import Subscriber, SubscriberList
 from .transport import DryRunTransport, SMTPTransport
@@ -138,7 +138,7 @@ def build(ctx: Context, issue: str, out: Path | None) -> None:
     click.echo(f"built {out / 'email.html'} and email.txt in {elapsed * 1000:.0f} ms")
     click.echo(f"  subject    {email.subject}")
     click.echo(f"  preheader  {email.preheader}")
-    size_note = "  (over 102 KB: Gmail will clip it)" if kb > 102 else ""
+    size_note = "  (over 102 KB: Gmail will clip it)" if email.html_bytes > GMAIL_CLIP_BYTES else ""
     click.echo(f"  html       {kb:.1f} KB{size_note}")
     click.echo(f"  words      {email.words}")
     click.echo(f"  links      {email.links}")
@@ -355,10 +355,11 @@ def _run_send(
                 ledger,
                 options,
             )
-            click.echo(
-                f"sending {slug} via {settings.smtp_host}:{settings.smtp_port} "
-                f"({options.connections} connection(s), rate {_rate_text(options)})"
-            )
+            if not quiet:
+                click.echo(
+                    f"sending {slug} via {settings.smtp_host}:{settings.smtp_port} "
+                    f"({options.connections} connection(s), rate {_rate_text(options)})"
+                )
             summary = _with_progress(sender, subscriber_list, total, quiet)
     except LockedError as exc:
         raise LockedError(
@@ -421,7 +422,6 @@ def _report(summary: Summary, subscribers: SubscriberList, quiet: bool) -> None:
         (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
         (s.invalid, "invalid rows"),
         (s.not_due, "deferred earlier, retry not due yet"),
-        (s.gave_up, "out of tries"),
         (s.slowdowns, "slow-downs for a throttling server"),
     ]
     for count, what in extras:
@@ -472,7 +472,6 @@ def _dry_run(
         (s.already_done, "already sent"),
         (s.suppressed, "suppressed"),
         (s.not_due, "retry later"),
-        (s.gave_up, "out of tries"),
         (s.skipped, "skipped"),
         (s.invalid, "invalid"),
     ]:
@@ -517,7 +516,7 @@ def _send_test_copy(ctx: Context, issue: str | None, to: str, *, dry_run: bool) 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
     email = ctx.render(issue)
-    check_preflight(email, ctx.settings, dry_run=True)
+    check_preflight(email, ctx.settings, dry_run=dry_run)
     composer = Composer(email, ctx.settings)
     if dry_run:
         out = ctx.settings.root / "build" / email.issue.slug / "test-copy.eml"
@@ -576,11 +575,6 @@ def _send_due(
         if status not in (schedule_mod.DUE, schedule_mod.STALE, schedule_mod.SENDING):
             continue
         path = _subscriber_file(ctx, subscribers, dry_run)
-        with Ledger(ctx.settings.state_path) as ledger:
-            if not dry_run:
-                if ledger.schedule(entry.issue) is None:
-                    ledger.set_schedule(entry.issue, entry.send_at)
-                ledger.set_schedule_state(entry.issue, "sending")
         try:
             summary = _run_send(
                 ctx, entry.issue, path, options, dry_run=dry_run, yes=True, quiet=True
@@ -588,14 +582,18 @@ def _send_due(
         except LockedError:
             click.echo(f"{entry.issue}: another mailer run is sending it; leaving it to that run")
             continue
-        finished = not (summary.deferred or summary.not_due or summary.interrupted or summary.error)
-        if finished and not dry_run:
-            with Ledger(ctx.settings.state_path) as ledger:
-                ledger.set_schedule_state(entry.issue, "sent")
-        if summary.failed or summary.gave_up or summary.error:
-            code = max(
-                code, summary.exit_code if summary.failed or summary.error else EXIT_TEMPFAIL
-            )
+        if not dry_run:
+            # "sending" once a copy went out (finishing it is then never stale); "sent" when
+            # nobody is left. A run that failed before sending leaves the schedule as it was.
+            finished = not (summary.deferred or summary.not_due or summary.interrupted)
+            state = "sent" if finished and not summary.error else "sending"
+            if state == "sent" or summary.attempted or summary.already_done:
+                with Ledger(ctx.settings.state_path) as ledger:
+                    if ledger.schedule(entry.issue) is None:
+                        ledger.set_schedule(entry.issue, entry.send_at)
+                    ledger.set_schedule_state(entry.issue, state)
+        if summary.failed or summary.error:
+            code = max(code, summary.exit_code)
         if summary.interrupted:
             return EXIT_TEMPFAIL
     return code
@@ -654,6 +652,10 @@ def schedule(
         if cancel:
             if ledger.cancel_schedule(slug):
                 click.echo(f"{slug}: schedule cancelled")
+            elif (row := ledger.schedule(slug)) is not None:
+                raise InputError(
+                    f"{slug} is {row.state}; only a schedule not yet started can be cancelled"
+                )
             else:
                 entries, _ = schedule_mod.entries(ctx.settings, ledger)
                 if any(e.issue == slug for e in entries):
@@ -669,13 +671,14 @@ def schedule(
             raise click.UsageError("give --at TIME (and --tz ZONE), --list or --cancel")
         try:
             when = parse_when(at, tz)
+            where = zone(tz) if tz else None
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--at") from None
+            raise click.BadParameter(str(exc), param_hint="--at/--tz") from None
         schedule_row = ledger.schedule(slug)
         if schedule_row is not None and schedule_row.state in ("sending", "sent"):
             raise InputError(f"{slug} is already {schedule_row.state}; it will not be sent twice")
         ledger.set_schedule(slug, when)
-    local = f" ({when.astimezone(zone(tz)):%Y-%m-%d %H:%M %Z})" if tz else ""
+    local = f" ({when.astimezone(where):%Y-%m-%d %H:%M %Z})" if where else ""
     click.echo(f"{slug}: scheduled for {when:%Y-%m-%d %H:%M} UTC{local}")
     if when < now:
         _warn(
@@ -733,11 +736,8 @@ def status(
         path = subscribers or ctx.settings.root / ctx.settings.subscribers
         pending = None
         if path.exists():
-            done = {d.email for d in ledger.deliveries(slug)}
-            suppressed = ledger.suppressed_set()
-            pending = sum(
-                1 for s in SubscriberList(path) if s.email.lower() not in done | suppressed
-            )
+            skip = {d.email for d in ledger.deliveries(slug)} | ledger.suppressed_set()
+            pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in skip)
         click.echo(f"{slug}")
         click.echo(f"  sent      {counts[SENT]}")
         click.echo(f"  deferred  {counts[DEFERRED]}")

@@ -161,6 +161,11 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
     out = {}
     for key, value in data.items():
         name = known.get(key.lower())
+        if name in SECRET_KEYS:
+            raise ConfigError(
+                f"{path}: {key} does not belong in a file that is committed",
+                hint=f"put it in .env (git-ignored) as {env_name(name)}",
+            )
         if name is None:
             raise ConfigError(
                 f"{path}: unknown setting {key!r}", hint="`mailer config` lists every setting"

@@ -104,8 +104,18 @@ def resolve(name: str, root: Path) -> Path:
     )
 
 
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     """Read and parse one issue file."""
+    if not _SLUG.match(path.stem):
+        # The name is the issue's id in the ledger, its lock and every Message-ID.
+        raise InputError(
+            "an issue's file name may only use letters, digits, '.', '_' and '-'",
+            path=path,
+            hint=f"rename it, e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', path.stem).strip('-.')}.md",
+        )
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from mailer import when
 from mailer.errors import LockedError, MailerError
 
 SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
@@ -112,8 +113,8 @@ class Schedule:
 
 
 def _now() -> str:
-    """Return the current time as stored: UTC ISO-8601 with microseconds."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """Return the current time as stored: UTC ISO-8601 with microseconds (MAILER_NOW too)."""
+    return when.now().isoformat(timespec="microseconds")
 
 
 def _to_text(when: datetime) -> str:

@@ -142,7 +142,8 @@ class Composer:
             _fold("Subject", self.email.subject),
         ]
         if s.reply_to:
-            lines.append(b"Reply-To: " + clean_header_text(s.reply_to).encode() + CRLF)
+            reply_to = parseaddr(clean_header_text(s.reply_to))
+            lines.append(b"Reply-To: " + formataddr(reply_to, charset="utf-8").encode() + CRLF)
         lines += [
             _fold("List-Id", f"{list_name} <{self.list_id}>"),
             b"Precedence: bulk\r\n",

@@ -33,6 +33,7 @@ GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides the rest of a message behind "View 
 SLOT_RE = re.compile(r"%%mailer:(\d+)%%")
 _STYLESHEET_LINK = re.compile(r"<link\b[^>]*rel=[\"']?stylesheet[^>]*>", re.I)
 _IMPORT = re.compile(r"@import\s+url\([^)]*\)\s*;?", re.I)
+_SLOT_LIKE = re.compile(r"%%mailer:[^%\s]*%%", re.I)
 _UNFILLED = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 _CODE = re.compile(r"<(pre|code)\b.*?</\1>", re.S | re.I)
 
@@ -89,10 +90,19 @@ class Email:
         )
 
     def unfilled(self) -> list[str]:
-        """Template syntax left in the rendered text (outside code samples): a sign of a mistake."""
-        return sorted(
-            set(_UNFILLED.findall(_CODE.sub("", self.html)) + _UNFILLED.findall(self.text))
-        )
+        """Template syntax left in the rendered text (outside code samples): a sign of a mistake.
+
+        A slot changed by a Jinja filter (`subscriber.name | upper`) no longer matches the slot
+        pattern and would reach every reader as it is: it counts too.
+        """
+        found = _UNFILLED.findall(_CODE.sub("", self.html)) + _UNFILLED.findall(self.text)
+        for text in (self.html, self.text):
+            found += [
+                f"{m.group(0)} (a filter changed a subscriber field)"
+                for m in _SLOT_LIKE.finditer(text)
+                if not SLOT_RE.fullmatch(m.group(0))
+            ]
+        return sorted(set(found))
 
 
 class _SlotText(str):

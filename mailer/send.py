@@ -8,9 +8,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import parseaddr
 
+from . import when
 from .config import Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError, PreflightError
 from .ledger import DEFERRED, FAILED, SENT, Ledger
@@ -55,7 +56,6 @@ class Summary:
     already_done: int = 0  # sent (or failed) in an earlier run
     suppressed: int = 0
     not_due: int = 0  # deferred earlier, backoff not over yet
-    gave_up: int = 0  # deferred earlier, out of attempts
     invalid: int = 0
     skipped: int = 0  # unsubscribed / duplicate rows in the list
     retries: int = 0
@@ -78,7 +78,7 @@ class Summary:
             return EXIT_OK
         if self.failed:
             return EXIT_FAILED
-        if self.deferred or self.interrupted or self.gave_up or self.not_due:
+        if self.deferred or self.interrupted or self.not_due:
             return EXIT_TEMPFAIL
         return EXIT_OK
 
@@ -229,7 +229,7 @@ class Sender:
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall_clock: Callable[[], datetime] = when.now,
     ) -> None:
         self.email = email
         self.issue = email.issue.slug
@@ -255,7 +255,7 @@ class Sender:
     # -- choosing who gets a copy --------------------------------------------------------
 
     def _recipients(self, subscribers: Iterable[Subscriber]) -> Iterator[tuple[Subscriber, int]]:
-        """Subscribers still owed this issue, with the attempts already spent on each."""
+        """Subscribers still owed this issue, with the attempts this run has spent on each."""
         s, opts = self.summary, self.options
         done: set[str] = set()
         deferred: dict[str, tuple[int, datetime]] = {}
@@ -276,13 +276,14 @@ class Sender:
             elif key in done:
                 s.already_done += 1
             elif key in deferred:
+                # Each run gives a deferred reader max_attempts more tries, once the backoff
+                # (which stops growing at max_attempts) has passed: deferred is never lost.
                 attempts, last = deferred[key]
-                if attempts >= opts.max_attempts:
-                    s.gave_up += 1
-                elif (now - last).total_seconds() < opts.backoff(attempts):
+                wait = opts.backoff(min(attempts, opts.max_attempts))
+                if (now - last).total_seconds() < wait:
                     s.not_due += 1
                 else:
-                    yield subscriber, attempts
+                    yield subscriber, 0
             else:
                 yield subscriber, 0
 
@@ -298,9 +299,12 @@ class Sender:
         started = time.monotonic()
         self._total = total
         self._on_progress = on_progress
+        queue = _Queue(self._recipients(subscribers))
+        if not queue.has_work():  # nobody is owed a copy: no connection, nothing to say
+            self.summary.elapsed = time.monotonic() - started
+            return self.summary
         first = self.transports()
         first.open()  # a wrong password or a dead server stops us here, before anyone is marked
-        queue = _Queue(self._recipients(subscribers))
         workers = [
             threading.Thread(
                 target=self._work,
@@ -333,11 +337,11 @@ class Sender:
     def _work(self, queue: _Queue, transport: Transport | None) -> None:
         try:
             self._work_loop(queue, transport)
-        except BaseException as exc:
-            # A worker must never die silently: the producer would wait for it forever.
-            self._errors.append(MailerError(f"internal error while sending: {exc!r}"))
+        except Exception as exc:
+            # A worker must never die silently, nor print a traceback: the run stops with
+            # the error as its summary, and the ledger still holds everything sent so far.
+            self._errors.append(MailerError(f"sending stopped by an unexpected error: {exc!r}"))
             queue.stop()
-            raise
 
     def _work_loop(self, queue: _Queue, transport: Transport | None) -> None:
         in_batch = 0
@@ -438,7 +442,7 @@ class Sender:
                     if len(s.failures) < KEEP_FAILURES:
                         s.failures.append((subscriber.email, result.reply))
             if self._on_progress is not None:
-                skipped = s.already_done + s.suppressed + s.not_due + s.gave_up
+                skipped = s.already_done + s.suppressed + s.not_due
                 done = s.sent + s.failed + s.deferred + skipped
                 self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
         return retry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -125,7 +126,9 @@ class SMTPTransport:
             self._sendmail(smtp, message.recipient, message.data, options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients[message.recipient]
-            return Result(_state_for(code), code, _reply(code, text))
+            if code == 421:  # the server said goodbye and _abandon hung up
+                self.smtp = None
+            return Result(_state_for(code), code, _reply(code, text), dropped=code == 421)
         except smtplib.SMTPSenderRefused as exc:
             if exc.smtp_code >= 500:
                 self.close()
@@ -228,7 +231,8 @@ class DryRunTransport:
         self.count += 1
         if self.out_dir is not None and len(self.written) < self.keep:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            path = self.out_dir / f"{len(self.written) + 1:02d}-{message.recipient}.eml"
+            safe = re.sub(r"[^\w.@+-]", "_", message.recipient)  # `/` is valid in an address
+            path = self.out_dir / f"{len(self.written) + 1:02d}-{safe}.eml"
             path.write_bytes(message.data)
             self.written.append(path)
         return Result(SENT, 250, "250 dry run")

@@ -487,8 +487,21 @@ def test_deferred_earlier_waits_for_its_backoff(
     sender = scripted(email, base_settings, script, ledger, retry_delay=3600.0, max_attempts=3)
     summary = sender.run(people(3), 3)
     assert [to for to, _ in script.sends] == ["r002@example.com"]
-    assert (summary.not_due, summary.gave_up) == (1, 1)
+    assert summary.not_due == 2  # r001's backoff stops growing at max_attempts, but it waits
     assert summary.exit_code == EXIT_TEMPFAIL
+
+
+def test_deferred_out_of_tries_gets_new_tries_in_a_later_run(
+    email: Email, base_settings: config.Settings, ledger: Ledger
+) -> None:
+    for _ in range(3):
+        ledger.record("issue-2", "r001@example.com", DEFERRED, "451 later")
+    script = Script(lambda to, n: OK, lambda n: False)
+    sender = scripted(email, base_settings, script, ledger, retry_delay=0.0, max_attempts=3)
+    summary = sender.run(people(2), 2)
+    assert sorted(to for to, _ in script.sends) == ["r000@example.com", "r001@example.com"]
+    assert summary.sent == 2
+    assert ledger.get("issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
 
 
 def test_dry_run_writes_samples_and_never_records(

@@ -741,3 +741,89 @@ def test_plain_connection_to_a_starttls_only_server_marks_nobody(
     assert result.exit_code in (69, 77), result.output
     assert server.received == []
     assert deliveries(project) == {}
+
+
+# -- edge cases found in review ------------------------------------------------------------
+
+
+def test_dry_run_sample_names_are_safe_for_any_address(cli: Run, project: Path) -> None:
+    (project / "subscribers.csv").write_text("email,name\nx/y@example.org,X\n", encoding="utf-8")
+    result = cli("send", "issue-2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    samples = list((project / "build" / "issue-2" / "dry-run").glob("*.eml"))
+    assert [p.name for p in samples] == ["01-x_y@example.org.eml"]
+
+
+def test_issue_file_name_must_be_an_id(cli: Run, project: Path) -> None:
+    (project / "issues" / "issue-2.md").rename(project / "issues" / "spring issue.md")
+    result = cli("send", "spring issue", "--dry-run")
+    assert result.exit_code == 65
+    assert "file name may only use letters, digits" in result.output
+    assert "spring-issue.md" in result.output
+
+
+def test_test_copy_needs_the_secret(cli: Run, smtp_server: SMTPServer) -> None:
+    result = cli(
+        "send", "issue-2", "--to", "me@example.org", server=smtp_server, env={"MAILER_SECRET": ""}
+    )
+    assert result.exit_code == 65
+    assert "no MAILER_SECRET" in result.output
+    assert smtp_server.received == []
+
+
+def test_a_filter_on_a_subscriber_field_is_refused(cli: Run, project: Path) -> None:
+    templates = project / "templates"
+    templates.mkdir()
+    source = (BUILTIN_TEMPLATES / "newsletter.mjml.j2").read_text(encoding="utf-8")
+    (templates / "newsletter.mjml.j2").write_text(
+        source.replace("{{ content }}", "Hi {{ subscriber.name | upper }}! {{ content }}"),
+        encoding="utf-8",
+    )
+    result = cli("send", "issue-2", "--dry-run")
+    assert result.exit_code == 65
+    assert "%%MAILER:" in result.output and "a filter changed a subscriber field" in result.output
+
+
+def test_non_ascii_reply_to_is_encoded(cli: Run, project: Path) -> None:
+    result = cli(
+        "send",
+        "issue-2",
+        "--dry-run",
+        env={"MAILER_REPLY_TO": "Redaktion Zürich <red@example.org>"},
+    )
+    assert result.exit_code == 0, result.output
+    sample = sorted((project / "build" / "issue-2" / "dry-run").glob("*.eml"))[0].read_bytes()
+    head = sample.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()
+    assert b"Reply-To: =?utf-8?" in head and b"<red@example.org>" in head
+
+
+def test_secrets_are_refused_in_mailer_toml(cli: Run, project: Path) -> None:
+    with (project / "mailer.toml").open("a", encoding="utf-8") as fh:
+        fh.write('secret = "committed-by-mistake"\n')
+    result = cli("config")
+    assert result.exit_code == 2
+    assert "does not belong in a file that is committed" in result.output
+    assert "committed-by-mistake" not in result.output
+
+
+def test_rcpt_421_drops_the_connection_without_costing_the_next_reader(
+    cli: Run, project: Path, smtp_server: SMTPServer
+) -> None:
+    # A server that answers RCPT with 421 hangs up; the next reader needs a fresh connection.
+    original = smtp_server.handle_RCPT
+    said: list[str] = []
+
+    async def once_421(server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        if address.lower() == "zoe@example.com" and not said:
+            said.append(address)
+            return "421 4.3.2 Service shutting down"
+        return await original(server, session, envelope, address, rcpt_options)
+
+    smtp_server.handle_RCPT = once_421  # type: ignore[method-assign]
+    result = cli("send", "issue-2", "--yes", *FAST, server=smtp_server)
+    assert result.exit_code == 0, result.output
+    assert smtp_server.by_recipient() == {a: 1 for a in GOOD}
+    with Ledger(project / ".mailer") as ledger:
+        assert ledger.get("issue-2", "zoe@example.com").attempts == 2  # type: ignore[union-attr]
+        assert ledger.get("issue-2", "html@example.net").attempts == 1  # type: ignore[union-attr]
