@@ -253,6 +253,8 @@ def _validate(s: Settings) -> None:
     for name in ("batch_size", "connections", "max_attempts"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
+    if s.smtp_timeout <= 0:
+        raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
     if s.pause < 0 or s.retry_delay < 0:
         raise ConfigError("pause and retry_delay must not be negative")
     for name, parse in (("rate", parse_rate), ("max_late", parse_duration)):

@@ -277,3 +277,8 @@ def test_masked_never_returns_secret_values():
     assert PASSWORD not in masked.values() and SECRET not in masked.values()
     assert masked["smtp_password"] == masked["secret"] == "********"
     assert masked["from"] == ""
+
+
+def test_smtp_timeout_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="smtp_timeout must be more than 0"):
+        config.load(tmp_path, environ={"MAILER_SMTP_TIMEOUT": "-1"})
