@@ -28,8 +28,6 @@ from .transport import DryRunTransport, SMTPTransport
 from .when import now as current_time
 from .when import parse_when, zone
 
-EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
-
 
 @dataclass
 class Context:
@@ -149,14 +147,14 @@ def build(ctx: Context, issue: str, out: Path | None) -> None:
 def _sample(ctx: Context, email: Email) -> tuple[str, str]:
     """The HTML and text as an example reader would see them."""
     composer = Composer(email, _sample_settings(ctx.settings))
-    reader = Subscriber(email="reader@example.org", name="", fields={}, line=0)
+    reader = Subscriber(email=config_mod.EXAMPLE_READER, name="", fields={}, line=0)
     return composer.personalise(reader, composer.unsubscribe_url(reader.email) or "#unsubscribe")
 
 
 def _sample_settings(settings: Settings) -> Settings:
     if settings.from_:
         return settings
-    return config_mod.with_overrides(settings, from_="Newsletter <newsletter@example.org>")
+    return config_mod.with_overrides(settings, from_=config_mod.EXAMPLE_FROM)
 
 
 # -- send ---------------------------------------------------------------------------------
@@ -178,9 +176,11 @@ def _subscriber_file(ctx: Context, given: Path | None, dry_run: bool) -> Path:
     if given is not None:
         return given
     default = ctx.settings.root / ctx.settings.subscribers
-    example = ctx.settings.root / EXAMPLE_SUBSCRIBERS
+    example = ctx.settings.root / config_mod.EXAMPLE_SUBSCRIBERS
     if not default.exists() and dry_run and example.exists():
-        click.echo(f"no {ctx.settings.subscribers}: using {EXAMPLE_SUBSCRIBERS} for this dry run")
+        click.echo(
+            f"no {ctx.settings.subscribers}: using {example.name} for this dry run"
+        )
         return example
     if not default.exists():
         raise InputError(

@@ -20,6 +20,11 @@ ENV_PREFIX = "MAILER_"
 SECRET_KEYS = frozenset({"smtp_password", "secret"})
 SECURITY_MODES = ("starttls", "ssl", "none")
 
+# The bundled example list, and who stands in for a reader or a sender in previews and samples.
+EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
+EXAMPLE_READER = "reader@example.org"
+EXAMPLE_FROM = "Newsletter <newsletter@example.org>"
+
 # Used only when MAILER_SECRET is unset, so a dry run of the bundled example needs no secrets.
 # A real send refuses to run with it (see send.preflight).
 DEV_SECRET = "mailer-dev-secret-not-for-real-sends"

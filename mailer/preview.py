@@ -32,17 +32,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import config as config_mod
 from . import issue as issue_mod
-from .config import Settings
+from .config import EXAMPLE_FROM, EXAMPLE_READER, EXAMPLE_SUBSCRIBERS, Settings
 from .errors import ConfigError, InputError, MailerError
 from .message import Composer
-from .render import Email, render, template_dirs
+from .render import GMAIL_CLIP_BYTES, Email, render, template_dirs
 from .send import preflight
 from .subscribers import Subscriber, SubscriberList, check_email
 
 PAGE = Path(__file__).resolve().parent / "preview" / "page.html"
-EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
-EXAMPLE_READER = "reader@example.org"
-PLACEHOLDER_FROM = "Newsletter <newsletter@example.org>"
 POLL_SECONDS = 0.3  # how often the watcher looks at the files
 LONG_POLL_SECONDS = 25.0  # how long /api/state waits for a change before answering anyway
 _STATE_MARK = "/*__MAILER_STATE__*/null"
@@ -120,7 +117,8 @@ def _choose_reader(settings: Settings, as_email: str | None) -> Reader:
     if wanted:
         return Reader(Subscriber(wanted, "", {}, 0), f"--as (not in {label})", listing.columns)
     return Reader(
-        Subscriber(EXAMPLE_READER, "", {}, 0), f"an example reader ({label} has nobody)",
+        Subscriber(EXAMPLE_READER, "", {}, 0),
+        f"an example reader ({label} has nobody)",
         listing.columns,
     )
 
@@ -192,7 +190,7 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
     try:
         composer = Composer(email, settings)
     except ConfigError:  # no usable From: preflight below says so; show the rest anyway
-        composer = Composer(email, config_mod.with_overrides(settings, from_=PLACEHOLDER_FROM))
+        composer = Composer(email, config_mod.with_overrides(settings, from_=EXAMPLE_FROM))
     html, text = composer.personalise(
         reader.subscriber, composer.unsubscribe_url(reader.subscriber.email) or "#unsubscribe"
     )
@@ -211,8 +209,13 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
 
     sub = reader.subscriber
     state = {
-        "issue": {"slug": issue.slug, "path": rel, "title": issue.title, "lang": issue.lang,
-                  "dir": issue.dir},
+        "issue": {
+            "slug": issue.slug,
+            "path": rel,
+            "title": issue.title,
+            "lang": issue.lang,
+            "dir": issue.dir,
+        },
         "subject": email.subject,
         "preheader": email.preheader,
         "from": composer.settings.from_,
@@ -222,7 +225,7 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
         "own_dark_mode": "prefers-color-scheme" in email.html,
         "stats": {
             "html_bytes": email.html_bytes,
-            "clip_bytes": 102 * 1024,
+            "clip_bytes": GMAIL_CLIP_BYTES,
             "text_bytes": len(email.text.encode("utf-8")),
             "words": email.words,
             "links": email.links,
@@ -257,12 +260,21 @@ def _warnings(
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
 
-    def add(level: str, code: str, message: str, where: str, line: int | None = None,
-            source: str = "") -> None:
+    def add(
+        level: str, code: str, message: str, where: str, line: int | None = None, source: str = ""
+    ) -> None:
         if message not in seen:
             seen.add(message)
-            out.append({"level": level, "code": code, "message": message, "where": where,
-                        "line": line, "source": source})
+            out.append(
+                {
+                    "level": level,
+                    "code": code,
+                    "message": message,
+                    "where": where,
+                    "line": line,
+                    "source": source,
+                }
+            )
 
     for code, message, where in problems:
         add("error", code, message, where)
@@ -441,10 +453,17 @@ class Preview:
 
     def state(self, *, live: bool = True) -> dict[str, Any]:
         with self.cond:
-            base = dict(self.snapshot.state) if self.snapshot else {
-                "issue": {"slug": self.path.stem, "path": _relative(self.path, self.root),
-                          "title": self.path.stem},
-            }
+            base = (
+                dict(self.snapshot.state)
+                if self.snapshot
+                else {
+                    "issue": {
+                        "slug": self.path.stem,
+                        "path": _relative(self.path, self.root),
+                        "title": self.path.stem,
+                    },
+                }
+            )
             return {
                 **base,
                 "ok": self.snapshot is not None,
@@ -573,21 +592,35 @@ class _Handler(BaseHTTPRequestHandler):
                 preview.wait(since, query.get("instance", [""])[0], LONG_POLL_SECONDS)
             self._json(preview.state())
         elif url.path == "/version":
-            self._json({"version": preview.version, "instance": preview.instance,
-                        "error": bool(preview.error)})
+            self._json(
+                {
+                    "version": preview.version,
+                    "instance": preview.instance,
+                    "error": bool(preview.error),
+                }
+            )
         elif url.path == "/email.html" and snap:
-            self._send(200, snap.html.encode("utf-8"), "text/html; charset=utf-8",
-                       Content_Security_Policy=_EMAIL_CSP)
+            self._send(
+                200,
+                snap.html.encode("utf-8"),
+                "text/html; charset=utf-8",
+                Content_Security_Policy=_EMAIL_CSP,
+            )
         elif url.path == "/email.txt" and snap:
             self._send(200, snap.text.encode("utf-8"), "text/plain; charset=utf-8")
         elif url.path == "/message.eml" and snap:
             self._send(
-                200, snap.message, "message/rfc822",
+                200,
+                snap.message,
+                "message/rfc822",
                 Content_Disposition=f'attachment; filename="{snap.email.issue.slug}.eml"',
             )
         elif url.path in ("/email.html", "/email.txt", "/message.eml"):
-            self._send(503, b"the issue does not render right now: see the preview page\n",
-                       "text/plain; charset=utf-8")
+            self._send(
+                503,
+                b"the issue does not render right now: see the preview page\n",
+                "text/plain; charset=utf-8",
+            )
         elif url.path == "/favicon.ico":
             self._send(204, b"", "image/x-icon")
         else:
@@ -615,8 +648,9 @@ def serve(
     server.preview = preview
     server.host_check = _is_loopback(host)
     stop = threading.Event()
-    watcher = threading.Thread(target=preview.watch, args=(stop,), name="preview-watch",
-                               daemon=True)
+    watcher = threading.Thread(
+        target=preview.watch, args=(stop,), name="preview-watch", daemon=True
+    )
     try:
         preview.refresh()
         watcher.start()
