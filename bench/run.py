@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ledger_bench  # noqa: E402
 import process_bench  # noqa: E402
 import render_bench  # noqa: E402
 import send_bench  # noqa: E402
@@ -198,6 +199,24 @@ def section_per_message(t: Table, project: Path, subscribers: Path, count: int) 
         )
 
 
+def section_ledger(t: Table, count: int) -> None:
+    print("(f) Ledger.record ...", file=sys.stderr, flush=True)
+    f = ledger_bench.bench_record(count)
+    runs = f"median of {f.repeats}"
+    t.add(
+        "f",
+        "Ledger.record, new address",
+        f"{f.new_us:.1f} µs/call",
+        f"{f.count:,} calls into a fresh ledger, {runs}",
+    )
+    t.add(
+        "f",
+        "Ledger.record, address already there",
+        f"{f.again_us:.1f} µs/call",
+        f"the same {f.count:,} addresses again (a retry's upsert), {runs}",
+    )
+
+
 def section_memory(t: Table, project: Path, files: dict[int, Path]) -> None:
     print("(d) dry runs: memory against list size ...", file=sys.stderr, flush=True)
     for count, path in files.items():
@@ -370,6 +389,8 @@ def main() -> int:
             section_inliners(t, mjml_html, args.render_runs)
         if "e" not in skip:
             section_per_message(t, project, files[args.count], args.count)
+        if "f" not in skip:
+            section_ledger(t, args.count)
         if "d" not in skip:
             section_memory(t, project, {n: files[n] for n in memory_counts})
         if "c" not in skip:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import CORPUS
 from lxml import html as lxml_html
 
 from mailer import config
@@ -19,9 +20,7 @@ from mailer.issue import read
 from mailer.render import render
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = PROJECT / "issues" / "issue-2.md"
-CORPUS = sorted((SHARED / "corpus").glob("nlp-newsletter-*.md"))
 SCRIPT = PROJECT / ".venv" / "bin" / "mailer"
 ABSOLUTE = re.compile(r"^(https?://|mailto:|#)")
 
@@ -67,8 +66,9 @@ def test_build_seed(project):
     issue = read(project / "issues" / "issue-2.md")
     email = render(issue, config.load(project, environ={}))
 
-    assert re.match(rf"built {re.escape(str(out / 'email.html'))} and email.txt in \d+ ms\n",
-                    result.stdout)
+    assert re.match(
+        rf"built {re.escape(str(out / 'email.html'))} and email.txt in \d+ ms\n", result.stdout
+    )
     report = summary(result.stdout)
     assert report["subject"] == issue.subject
     assert report["preheader"] == issue.preheader
@@ -149,8 +149,6 @@ def test_build_relative_path(project):
     assert "[1] https://example.org" in text
 
 
-
-
 @pytest.mark.parametrize(
     ("front", "slug"),
     [
@@ -161,8 +159,9 @@ def test_build_relative_path(project):
     ids=["latin", "chinese", "arabic-rtl"],
 )
 def test_build_short_non_ascii_subject(project, front, slug):
-    (project / "issues" / f"{slug}.md").write_text(f"---\n{front}\n---\n\nBody.\n",
-                                                   encoding="utf-8")
+    (project / "issues" / f"{slug}.md").write_text(
+        f"---\n{front}\n---\n\nBody.\n", encoding="utf-8"
+    )
     result = mailer(project, "build", slug)
     assert result.exit_code == 0, result.output
     html = (project / "build" / slug / "email.html").read_text(encoding="utf-8")
@@ -254,8 +253,9 @@ def test_templates_flag(project, tmp_path):
 def test_templates_flag_strict_undefined(project, tmp_path):
     folder = tmp_path / "bad-templates"
     folder.mkdir()
-    (folder / "newsletter.mjml.j2").write_text(MARKED.replace("{{ content }}", "{{ nope }}"),
-                                               encoding="utf-8")
+    (folder / "newsletter.mjml.j2").write_text(
+        MARKED.replace("{{ content }}", "{{ nope }}"), encoding="utf-8"
+    )
     result = mailer(project, "--templates", str(folder), "build", "issue-2")
     assert result.exit_code == 65
     assert "nope" in result.output
@@ -265,8 +265,9 @@ def test_templates_flag_strict_undefined(project, tmp_path):
 def test_templates_flag_unknown_mjml_tag(project, tmp_path):
     folder = tmp_path / "bad-mjml"
     folder.mkdir()
-    (folder / "newsletter.mjml.j2").write_text(MARKED.replace("<mj-text>", "<mj-wat /><mj-text>"),
-                                               encoding="utf-8")
+    (folder / "newsletter.mjml.j2").write_text(
+        MARKED.replace("<mj-text>", "<mj-wat /><mj-text>"), encoding="utf-8"
+    )
     result = mailer(project, "--templates", str(folder), "build", "issue-2")
     assert result.exit_code == 65
     assert "mj-wat" in result.output

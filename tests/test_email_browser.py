@@ -24,16 +24,18 @@ from click.testing import CliRunner
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (make system / tests/install-system.sh)",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is not installed (make system / tests/install-system.sh)",
+        allow_module_level=True,
+    )
 
+
+from conftest import CORPUS  # noqa: E402
 
 from mailer.cli import main  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = PROJECT / "issues" / "issue-2.md"
-CORPUS = sorted((SHARED / "corpus").glob("nlp-newsletter-*.md"))
 SCREENSHOTS = PROJECT / "build"
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1024, "height": 768}
@@ -52,8 +54,12 @@ def png(width: int, height: int) -> bytes:
         for y in range(height)
     )
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +185,7 @@ def test_column_fills_the_phone(site, visit):
     box = v.page.evaluate(COLUMN_JS)
     assert box["column"]["width"] == 375
     assert box["content"]["width"] == 375
-    size = v.page.evaluate(
-        "() => getComputedStyle(document.querySelector('.content p')).fontSize"
-    )
+    size = v.page.evaluate("() => getComputedStyle(document.querySelector('.content p')).fontSize")
     assert size == "16px"
 
 

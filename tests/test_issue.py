@@ -7,16 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, PT_BR, ZH
 
 from mailer.errors import InputError
 from mailer.issue import Issue, read, resolve
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = PROJECT / "issues" / "issue-2.md"
-CORPUS = sorted((SHARED / "corpus").glob("nlp-newsletter-*.md"))
-ZH = SHARED / "corpus" / "nlp-newsletter-2-zh.md"
-PT_BR = SHARED / "corpus" / "nlp-newsletter-3-pt-br.md"
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "post.md") -> Path:
@@ -366,7 +363,11 @@ def test_bold_italic_is_em_strong(tmp_path):
     issue = read(write(tmp_path, "---\ntitle: T\n---\n\n***Both at once***\n"))
     kinds = [t.type for t in walk(issue.tokens) if not (t.type == "text" and not t.content)]
     assert kinds[kinds.index("em_open") : kinds.index("em_close") + 1] == [
-        "em_open", "strong_open", "text", "strong_close", "em_close"
+        "em_open",
+        "strong_open",
+        "text",
+        "strong_close",
+        "em_close",
     ]
 
 

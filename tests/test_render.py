@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, PT_BR, ZH
 from lxml import html as lxml_html
 
 from mailer import config
@@ -16,12 +17,8 @@ from mailer.issue import read
 from mailer.render import BUILTIN_TEMPLATES, Email, compile_mjml, render
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = PROJECT / "issues" / "issue-2.md"
-CORPUS = sorted((SHARED / "corpus").glob("nlp-newsletter-*.md"))
 ALL_ISSUES = [SEED, *CORPUS]
-ZH = SHARED / "corpus" / "nlp-newsletter-2-zh.md"
-PT_BR = SHARED / "corpus" / "nlp-newsletter-3-pt-br.md"
 SLOT = re.compile(r"^%%mailer:\d+%%$")
 ABSOLUTE = re.compile(r"^(https?://|mailto:|#)")
 
@@ -99,9 +96,7 @@ class TestEveryIssue:
         assert issue.preheader
         doc, _ = content_of(email)
         hidden = [
-            d
-            for d in doc.iter("div")
-            if "display:none" in (d.get("style") or "").replace(" ", "")
+            d for d in doc.iter("div") if "display:none" in (d.get("style") or "").replace(" ", "")
         ]
         assert len(hidden) == 1
         assert words(hidden[0].text_content()) == issue.preheader
@@ -337,8 +332,14 @@ def test_title_with_double_quotes_keeps_html_valid(tmp_path, settings):
     doc = lxml_html.fromstring(email.html)
     wrapper = doc.xpath("//div[@role='article']")[0]
     assert wrapper.get("aria-label") == 'Say "hi" & bye'
-    assert set(wrapper.attrib) == {"aria-roledescription", "style", "role", "lang", "dir",
-                                   "aria-label"}
+    assert set(wrapper.attrib) == {
+        "aria-roledescription",
+        "style",
+        "role",
+        "lang",
+        "dir",
+        "aria-label",
+    }
 
 
 # -- templates ----------------------------------------------------------------------------------
@@ -457,8 +458,12 @@ def test_configured_templates_beat_project_templates(tmp_path):
 
 def test_template_without_unsubscribe_is_noticed(tmp_path):
     project = make_project(tmp_path / "p")
-    template_dir(project, "mytpl", newsletter_mjml_j2=MINIMAL_MJML.format(body="{{ content }}"),
-                 newsletter_txt_j2="{{ content }}\n")
+    template_dir(
+        project,
+        "mytpl",
+        newsletter_mjml_j2=MINIMAL_MJML.format(body="{{ content }}"),
+        newsletter_txt_j2="{{ content }}\n",
+    )
     email = render(read(SEED), config.load(project, overrides={"templates": "mytpl"}, environ={}))
     assert "%%mailer:" not in email.html + email.text
     assert "unsubscribe_url" not in email.fields()

@@ -6,12 +6,11 @@ import codecs
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, FIXTURES, SEED_FIXTURE
 
 from mailer.repair import Repair, _repair_parts, _repair_whole, repair_mojibake
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SEED = SHARED / "seed" / "issue-2.md"
-CORPUS = sorted((SHARED / "corpus").glob("*.md"))
+SEED = SEED_FIXTURE
 
 # Everything the newsletters hold: accents, CJK, right-to-left, Cyrillic, Greek, emoji with
 # skin tones, joiners, flags and keycaps, typographic punctuation and spaces.
@@ -62,7 +61,7 @@ def test_seed_count_is_one_per_restored_character() -> None:
 
 
 def test_corpus_is_there() -> None:
-    assert len(CORPUS) >= 4, f"expected the real newsletters in {SHARED / 'corpus'}"
+    assert len(CORPUS) >= 4, f"expected the real newsletters in {FIXTURES / 'corpus'}"
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)

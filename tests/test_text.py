@@ -7,17 +7,14 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, PT_BR, ZH
 
 from mailer.issue import Issue, read
 from mailer.text import WIDTH, references, render_text
 
 PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED = PROJECT / "issues" / "issue-2.md"
-CORPUS = sorted((SHARED / "corpus").glob("nlp-newsletter-*.md"))
 ALL_ISSUES = [SEED, *CORPUS]
-ZH = SHARED / "corpus" / "nlp-newsletter-2-zh.md"
-PT_BR = SHARED / "corpus" / "nlp-newsletter-3-pt-br.md"
 
 TAGS = re.compile(r"<(p|a|div|span|img|br|strong|em|b|i|code|pre|table|td|tr|ul|ol|li|h\d)\b[^>]*>")
 ENTITIES = re.compile(r"&(amp|lt|gt|quot|apos|nbsp|#\d+|#x[0-9a-fA-F]+);")
