@@ -1,21 +1,30 @@
 # Two commands on a fresh machine (Python 3.11 + make):
 #   make demo   set up .venv and dry-run issue-2 to subscribers.example.csv
-#   make test   set up .venv (+ test tools, Debian's chromium and postfix) and run every test
+#   make test   set up .venv (+ test tools, Debian's chromium and postfix), lint, check formatting
+#               and types (mypy --strict), and run every test
+# Also: make lint (ruff check), make fmt (ruff format + ruff check --fix), make bench, make clean.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean system
+.PHONY: demo test lint fmt bench clean system
 
 demo: $(VENV)/.installed
 	$(BIN)/mailer send --dry-run issue-2
 
 test: $(VENV)/.installed-test system
 	$(BIN)/ruff check mailer tests bench
+	$(BIN)/ruff format --check mailer tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check mailer tests bench
+
+# Rewrite the code into the house format, then apply ruff's safe fixes.
+fmt: $(VENV)/.installed-test
+	$(BIN)/ruff format mailer tests bench
+	$(BIN)/ruff check --fix mailer tests bench
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py

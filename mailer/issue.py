@@ -60,7 +60,7 @@ class Issue:
     @property
     def links(self) -> list[str]:
         """Every link target in reading order (Markdown links, autolinks, raw <a>)."""
-        return [t.attrs["href"] for t in _walk(self.tokens) if t.type == "link_open"] + [
+        return [str(t.attrs["href"]) for t in _walk(self.tokens) if t.type == "link_open"] + [
             m for t in _walk(self.tokens) if t.type.startswith("html") for m in _hrefs(t.content)
         ]
 
@@ -237,7 +237,7 @@ def _fold_spaces(text: str) -> str:
 
 def _check_links(tokens: list[Token], offset: int, base_url: str) -> list[Notice]:
     """Make links absolute (or say why not), and note images without alt text and http links."""
-    notices = []
+    notices: list[Notice] = []
     line = offset
     for block in tokens:
         if block.map:
@@ -256,8 +256,8 @@ def _check_links(tokens: list[Token], offset: int, base_url: str) -> list[Notice
             elif token.type in ("html_block", "html_inline"):
                 for tag in _IMG_TAG.findall(token.content):
                     if not _ALT_ATTR.search(tag):
-                        src = _SRC_ATTR.search(tag)
-                        where = src.group(1) if src else tag[:60]
+                        src_attr = _SRC_ATTR.search(tag)
+                        where = src_attr.group(1) if src_attr else tag[:60]
                         notices.append(Notice("alt", f"image without alt text: {where}", line))
                         token.content = token.content.replace(tag, tag[:4] + ' alt=""' + tag[4:], 1)
     return notices

@@ -16,7 +16,9 @@ import html
 import re
 from dataclasses import dataclass
 from email import policy
+from email.headerregistry import BaseHeader
 from email.utils import formataddr, formatdate, parseaddr
+from typing import cast
 
 from .config import Settings
 from .errors import ConfigError, InputError
@@ -50,7 +52,8 @@ def _qp(data: str) -> bytes:
 
 def _fold(name: str, value: str) -> bytes:
     """A header line, RFC 2047-encoded when not ASCII, folded, CRLF-terminated."""
-    header = policy.SMTP.header_factory(name, clean_header_text(value))
+    # header_factory is untyped in typeshed; the default registry builds a BaseHeader.
+    header = cast(BaseHeader, policy.SMTP.header_factory(name, clean_header_text(value)))
     return header.fold(policy=policy.SMTP).encode("ascii")
 
 

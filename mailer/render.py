@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from markupsafe import Markup
@@ -234,7 +234,8 @@ def render(issue: Issue, settings: Settings) -> Email:
 
 def _html_body(issue: Issue) -> str:
     md = parser()
-    return md.renderer.render(list(issue.tokens), md.options, {})
+    # The renderer protocol returns Any; the default renderer (RendererHTML) returns str.
+    return cast(str, md.renderer.render(list(issue.tokens), md.options, {}))
 
 
 def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
@@ -247,7 +248,10 @@ def _render_template(env: jinja2.Environment, name: str, context: dict[str, Any]
             f"template syntax error: {exc.message}", path=exc.filename, line=exc.lineno
         ) from None
     except jinja2.TemplateNotFound as exc:
-        raise TemplateError(f"template {exc.name} not found in {env.loader.searchpath}") from None  # type: ignore[union-attr]
+        # environment() always builds a FileSystemLoader: name the folders it searched.
+        loader = env.loader
+        where = loader.searchpath if isinstance(loader, jinja2.FileSystemLoader) else loader
+        raise TemplateError(f"template {exc.name} not found in {where}") from None
 
 
 def compile_mjml(source: str) -> str:
@@ -266,7 +270,8 @@ def compile_mjml(source: str) -> str:
         ) from None
     if result.errors:
         raise TemplateError("MJML: " + "; ".join(map(str, result.errors)))
-    return result.html
+    # mjml-python is untyped; its result's html is the compiled document as a str.
+    return cast(str, result.html)
 
 
 def inline_css(html: str) -> str:

@@ -8,11 +8,11 @@ import io
 import re
 import sqlite3
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
@@ -166,7 +166,8 @@ class _Dedupe:
         cur = self._cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key, line))
         if cur.rowcount == 1:
             return line
-        return cur.execute("SELECT line FROM seen WHERE key = ?", (key,)).fetchone()[0]
+        # sqlite3 rows are untyped; `line` is an INTEGER NOT NULL column.
+        return cast(int, cur.execute("SELECT line FROM seen WHERE key = ?", (key,)).fetchone()[0])
 
     def close(self) -> None:
         """Drop the temp database."""
@@ -214,7 +215,7 @@ class SubscriberList:
         except OSError as e:
             raise InputError(f"cannot read subscriber list: {e.strerror}", path=self.path) from None
 
-    def _records(self) -> Iterator[tuple[int, list[str]]]:
+    def _records(self) -> Generator[tuple[int, list[str]], None, None]:
         """(first line, cells) of each record, blank ones too; whole-file errors as InputError."""
         with self._open() as f:
             # strict: an unclosed quote is an error instead of silently swallowing every row
