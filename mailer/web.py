@@ -2,8 +2,8 @@
 
 A plain WSGI application. Everything it knows comes from the Settings it is made with: the
 state directory (the ledger holds the suppression list and which issues went out), the
-signing secret and the list id. Run it with `mailer serve` (wsgiref, threads, loopback by
-default) or behind a real server: `gunicorn 'mailer.web:app'`.
+signing secret and the list id. Run it with `mailer serve` (mailer.wsgi: waitress, a fixed
+pool of threads, loopback by default) or under another WSGI server: `gunicorn 'mailer.web:app'`.
 
     GET  /unsubscribe?token=T   a page with one button; never unsubscribes by itself
     POST /unsubscribe?token=T   List-Unsubscribe=One-Click (or the button): suppress, 200
@@ -16,35 +16,32 @@ from __future__ import annotations
 
 import html
 import re
-import socket
-import socketserver
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email import policy as email_policy
-from email.parser import BytesParser
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
 
 from itsdangerous import BadData
 
 from . import issue as issue_mod
+from . import wsgi
 from .config import Settings
 from .errors import ConfigError, MailerError
 from .ledger import DB_NAME, Ledger
 from .render import fill_slots, render
+from .states import Reason
 from .tokens import BadToken, verify
+from .wsgi import HTTPError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 MAX_BODY = 10 * 1024  # a one-click POST is 26 bytes; a form post a few hundred
-MAX_DRAIN = 1024 * 1024  # an oversized body up to this is read and dropped before the 413
 MAX_TOKEN = 2048  # real tokens are ~100-300 characters
 DEFAULT_UNSUBSCRIBE_PATH = "/unsubscribe"
 DEFAULT_ARCHIVE_PATH = "/issues"
@@ -79,16 +76,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
     def wsgi_headers(self) -> list[tuple[str, str]]:
-        return [
-            ("Content-Type", self.content_type),
-            ("Content-Length", str(len(self.body))),
-            ("X-Content-Type-Options", "nosniff"),
-            ("Referrer-Policy", "no-referrer"),
-            ("Content-Security-Policy", self.csp),
-            ("X-Frame-Options", "DENY"),
-            ("Cache-Control", self.cache),
-            *self.headers,
-        ]
+        return wsgi.headers(
+            self.content_type, len(self.body), csp=self.csp, cache=self.cache, extra=self.headers
+        )
 
 
 _STYLE = """
@@ -107,8 +97,15 @@ _STYLE = """
 """
 
 
-def page(status: int, title: str, body: str, *, lang: str = "en", robots: bool = False,
-         cache: str = NO_STORE) -> Response:
+def page(
+    status: int,
+    title: str,
+    body: str,
+    *,
+    lang: str = "en",
+    robots: bool = False,
+    cache: str = NO_STORE,
+) -> Response:
     """A small page of our own; `title` is text (escaped here), `body` is HTML built escaped."""
     text = (
         "<!doctype html>\n"
@@ -132,16 +129,6 @@ def text_response(status: int, text: str) -> Response:
     return Response(status, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
 
 
-class HTTPError(Exception):
-    """Raised inside a route to answer with an error page."""
-
-    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
-
-
 def mask_email(address: str) -> str:
     """reader@example.com -> re***@example.com: enough to recognise, not to harvest."""
     local, at, domain = address.rpartition("@")
@@ -152,78 +139,6 @@ def mask_email(address: str) -> str:
 
 
 # -- request helpers ------------------------------------------------------------------------
-
-
-def _query(environ: WSGIEnvironment) -> dict[str, list[str]]:
-    try:
-        return parse_qs(
-            environ.get("QUERY_STRING", ""), keep_blank_values=True, max_num_fields=20,
-            errors="replace",
-        )
-    except ValueError:
-        raise HTTPError(400, "The address of this page is not valid.") from None
-
-
-def _read_body(environ: WSGIEnvironment) -> bytes:
-    """The request body, at most MAX_BODY bytes (413 beyond)."""
-    stream = environ.get("wsgi.input")
-    length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
-    too_large = HTTPError(413, "The request is too large.")
-    if length_text:
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise HTTPError(400, "The request is not valid.") from None
-        if length < 0:
-            raise HTTPError(400, "The request is not valid.")
-        if length > MAX_BODY:
-            if stream is not None and length <= MAX_DRAIN:
-                # Read it anyway: closing on unread data makes the client see a reset, not 413.
-                while length > 0:
-                    chunk = stream.read(min(length, 65536))
-                    if not chunk:
-                        break
-                    length -= len(chunk)
-            raise too_large
-        return stream.read(length) if length and stream is not None else b""
-    if environ.get("wsgi.input_terminated") and stream is not None:
-        data = stream.read(MAX_BODY + 1)  # chunked upload behind a server that de-chunks it
-        if len(data) > MAX_BODY:
-            raise too_large
-        return bytes(data)
-    return b""  # no length and no terminated stream: reading would block
-
-
-def _form(environ: WSGIEnvironment, body: bytes) -> dict[str, str]:
-    """The first value of each field of a urlencoded or multipart/form-data body."""
-    ctype = str(environ.get("CONTENT_TYPE") or "")
-    if ctype.lower().startswith("multipart/form-data"):
-        return _multipart(ctype, body)
-    try:
-        parsed = parse_qs(
-            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=50
-        )
-    except ValueError:
-        raise HTTPError(400, "The request is not valid.") from None
-    return {k: v[0] for k, v in parsed.items() if v}
-
-
-def _multipart(ctype: str, body: bytes) -> dict[str, str]:
-    # RFC 8058 allows the one-click key/value as multipart/form-data too.
-    try:
-        head = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n"
-        message = BytesParser(policy=email_policy.HTTP).parsebytes(head + body)
-        out: dict[str, str] = {}
-        if not message.is_multipart():
-            return out
-        for part in message.iter_parts():  # type: ignore[attr-defined]
-            name = part.get_param("name", header="content-disposition")
-            payload = part.get_payload(decode=True) or b""
-            if isinstance(name, str) and name not in out:
-                out[name] = payload.decode("utf-8", "replace").strip()
-        return out
-    except Exception:  # a malformed body is a bad request, whatever the parser tripped on
-        raise HTTPError(400, "The request is not valid.") from None
 
 
 def _path_of(url: str, default: str) -> str:
@@ -285,7 +200,7 @@ class WebApp:
         except Exception:
             self._log(environ, traceback.format_exc())
             response = error_page(500, "Something went wrong on our side.")
-        status = f"{response.status} {HTTPStatus(response.status).phrase}"
+        status = wsgi.status_line(response.status)
         start_response(status, response.wsgi_headers())
         return [b"" if method == "HEAD" else response.body]
 
@@ -342,11 +257,12 @@ class WebApp:
     # -- unsubscribe --------------------------------------------------------------------
 
     def unsubscribe(self, environ: WSGIEnvironment, method: str, script: str) -> Response:
-        query = _query(environ)
-        token = (query.get("token") or [None])[0]
+        query = wsgi.query(environ)
+        tokens = query.get("token")
+        token = tokens[0] if tokens else None
         form: dict[str, str] = {}
         if method == "POST":
-            form = _form(environ, _read_body(environ))
+            form = wsgi.form(environ, wsgi.read_body(environ, MAX_BODY))
             if token is None:
                 token = form.get("token")
         if token is None:
@@ -359,7 +275,7 @@ class WebApp:
             one_click = form.get("List-Unsubscribe", "").strip().lower() == "one-click"
             ledger = self.ledger(create=True)
             assert ledger is not None
-            new = ledger.suppress(address, "unsubscribed", "one-click" if one_click else "web")
+            new = ledger.suppress(address, Reason.UNSUBSCRIBED, "one-click" if one_click else "web")
             return self._done_page(address, already=not new)
         ledger = self.ledger(create=False)
         if ledger is not None and ledger.is_suppressed(address):
@@ -391,14 +307,16 @@ class WebApp:
             f'<form method="post" action="{action}">\n'
             f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">\n'
             '<input type="hidden" name="confirm" value="1">\n'
-            "<button type=\"submit\">Unsubscribe</button>\n</form>"
+            '<button type="submit">Unsubscribe</button>\n</form>'
         )
         return page(200, f"Unsubscribe from {self.list_name}?", body, lang=self.settings.lang)
 
     def _done_page(self, address: str, *, already: bool) -> Response:
         who, lst = html.escape(mask_email(address)), html.escape(self.list_name)
-        note = "You had already unsubscribed: nothing more to do." if already else (
-            "It takes effect at once: no further issue will be sent to this address."
+        note = (
+            "You had already unsubscribed: nothing more to do."
+            if already
+            else ("It takes effect at once: no further issue will be sent to this address.")
         )
         back = ""
         if self.settings.reply_to:
@@ -494,15 +412,18 @@ class WebApp:
             if entry is None:
                 continue
             href = html.escape(f"{script}{self.archive_prefix}/{quote(slug)}", quote=True)
-            excerpt = f'<br><span class="muted">{html.escape(entry.preheader)}</span>' if (
-                entry.preheader
-            ) else ""
+            excerpt = (
+                f'<br><span class="muted">{html.escape(entry.preheader)}</span>'
+                if (entry.preheader)
+                else ""
+            )
             items.append(f'<li><a href="{href}">{html.escape(entry.title)}</a>{excerpt}</li>')
         lst = html.escape(self.list_name)
         listing = "<ul>\n" + "\n".join(items) + "\n</ul>" if items else "<p>No issues yet.</p>"
         body = f"<h1>{lst}</h1>\n<p>Issues sent so far, newest first.</p>\n{listing}"
-        return page(200, self.list_name, body, lang=self.settings.lang, robots=True,
-                    cache=ARCHIVE_CACHE)
+        return page(
+            200, self.list_name, body, lang=self.settings.lang, robots=True, cache=ARCHIVE_CACHE
+        )
 
 
 def make_app(settings: Settings) -> WSGIApplication:
@@ -539,89 +460,19 @@ app = _LazyApp()
 # -- the built-in server --------------------------------------------------------------------
 
 
-_QUERY_IN_LOG = re.compile(r"\?\S*")
-
-
-class _ServerHandler(ServerHandler):
-    server_software = "mailer"  # not wsgiref's Python version
-
-
-class _Handler(WSGIRequestHandler):
-    server_version = "mailer"
-    timeout = 30  # seconds a client may sit idle mid-request before its thread is freed
-
-    def handle(self) -> None:
-        # WSGIRequestHandler.handle, but honest about threads (wsgi.multithread) and quieter
-        # about the server's version.
-        self.raw_requestline = self.rfile.readline(65537)
-        if len(self.raw_requestline) > 65536:
-            self.requestline = self.request_version = self.command = ""
-            self.send_error(414)
-            return
-        if not self.parse_request():
-            return
-        handler = _ServerHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]  # for log_request
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # Never the query string: an unsubscribe token carries the reader's address.
-        path = self.path.split("?", 1)[0]
-        self.log_message('"%s %s" %s %s', self.command, path, str(code), str(size))
-
-    def log_error(self, *args: Any) -> None:
-        text = args[0] % args[1:] if args else ""
-        self.log_message("%s", _QUERY_IN_LOG.sub("?...", str(text)))
-
-
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server with a thread per request."""
-
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 drops a burst of one-click POSTs to retries
-    app: WebApp
-
-    def server_bind(self) -> None:
-        # Skip HTTPServer's socket.getfqdn(), a reverse DNS lookup that can hang offline.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-        self.setup_environ()
-
-    @property
-    def url(self) -> str:
-        host = self.server_name
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.server_port}/"
-
-
-class _ThreadingWSGIServer6(ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-def make_server(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080
-                ) -> ThreadingWSGIServer:
-    """A bound, not yet serving, server for the app; port 0 picks a free port (see .url)."""
-    application = WebApp(settings)
-    cls = _ThreadingWSGIServer6 if ":" in host else ThreadingWSGIServer
-    server = cls((host, port), _Handler)
-    server.set_app(application)
-    server.app = application
-    return server
-
-
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
-          ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve the app until KeyboardInterrupt; ready(url) once listening."""
-    server = make_server(settings, host=host, port=port)
+    application = WebApp(settings)
     try:
-        if ready is not None:
-            ready(server.url)
-        server.serve_forever()
+        with wsgi.Server(application, host=host, port=port, log=sys.stderr) as server:
+            if ready is not None:
+                ready(server.url)
+            server.run()
     finally:
-        server.server_close()
-        server.app.close()
+        application.close()

@@ -29,7 +29,8 @@ import pytest
 
 from mailer import config
 from mailer.errors import InputError
-from mailer.preview import Preview, write_static
+from mailer.preview import write_static
+from mailer.preview.watcher import Preview
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "build"
@@ -39,7 +40,8 @@ TITLE = (
     " Open-Sourcing ML,…"
 )
 TITLE_LINE = next(
-    line for line in (REPO / "issues" / "issue-2.md").read_text(encoding="utf-8").splitlines()
+    line
+    for line in (REPO / "issues" / "issue-2.md").read_text(encoding="utf-8").splitlines()
     if line.startswith("title:")
 )
 IMAGES = 7  # in issue-2, all on cdn-images-1.medium.com
@@ -103,9 +105,22 @@ class PreviewServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "-C", str(project), "preview", "issue-x",
-             "--port", str(self.port), "--no-open", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+            [
+                sys.executable,
+                "-m",
+                "mailer",
+                "-C",
+                str(project),
+                "preview",
+                "issue-x",
+                "--port",
+                str(self.port),
+                "--no-open",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
         )
         self.out = self.err = ""
         deadline = time.monotonic() + 60
@@ -114,7 +129,7 @@ class PreviewServer:
                 self.out, self.err = (b.decode() for b in self.proc.communicate())
                 raise AssertionError(f"mailer preview exited {self.proc.returncode}: {self.err}")
             try:
-                if _get(self.url + "version")[0] == 200:
+                if _get(self.url + "api/state?wait=0")[0] == 200:
                     return
             except OSError:
                 pass
@@ -266,9 +281,21 @@ def test_write_static_refuses_a_broken_issue(project: Path, tmp_path: Path) -> N
 def test_preview_out_writes_files_from_the_command_line(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "mailer", "-C", str(project), "preview", "issue-x", "--out",
-         str(out)],
-        capture_output=True, text=True, env=_env(), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "-C",
+            str(project),
+            "preview",
+            "issue-x",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     for name in ("index.html", "email.html", "email.txt"):
@@ -278,9 +305,22 @@ def test_preview_out_writes_files_from_the_command_line(project: Path, tmp_path:
 
 def test_unknown_issue_fails_before_serving(project: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mailer", "-C", str(project), "preview", "nope", "--port",
-         str(_free_port()), "--no-open"],
-        capture_output=True, text=True, env=_env(), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "-C",
+            str(project),
+            "preview",
+            "nope",
+            "--port",
+            str(_free_port()),
+            "--no-open",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
     )
     assert result.returncode == 65
     assert "no issue 'nope'" in result.stderr and "issue-x" in result.stderr
@@ -335,8 +375,9 @@ def _listening_addresses(port: int) -> list[str]:
 def test_server_binds_loopback_only_and_stops_on_ctrl_c(server: PreviewServer) -> None:
     status, body = _get(server.url)
     assert status == 200 and b"mailer preview" in body
-    status, body = _get(server.url + "version")
+    status, body = _get(server.url + "api/state?wait=0")
     assert status == 200 and json.loads(body)["version"] >= 1
+    assert _get(server.url + "version")[0] == 404  # the old /version route is gone
 
     if Path("/proc/net/tcp").exists():
         assert _listening_addresses(server.port) == ["0100007F"]  # 127.0.0.1, nothing else
@@ -360,9 +401,9 @@ def test_ctrl_c_with_a_page_still_waiting(server: PreviewServer) -> None:
 
     def wait() -> None:
         try:
-            answers.append(_get(
-                f"{server.url}api/state?since={state['version']}&instance={state['instance']}"
-            ))
+            answers.append(
+                _get(f"{server.url}api/state?since={state['version']}&instance={state['instance']}")
+            )
         except Exception as exc:  # noqa: BLE001 - cut off mid-answer by the exit is fine too
             answers.append(exc)
 
@@ -377,15 +418,63 @@ def test_ctrl_c_with_a_page_still_waiting(server: PreviewServer) -> None:
     assert answers
 
 
+def test_waiting_pages_never_take_every_thread(server: PreviewServer) -> None:
+    """More pages long-polling than the pool has threads: the page and its parts still load,
+    polls past the cap are answered at once, and Ctrl-C is still quick."""
+    from mailer import preview
+
+    state = server.state()
+    poll = f"{server.url}api/state?since={state['version']}&instance={state['instance']}"
+    polls = preview.THREADS + 4
+    answered: list[float] = []
+    started = time.monotonic()
+
+    def wait() -> None:
+        try:
+            with urllib.request.urlopen(poll, timeout=60) as response:
+                response.read()
+            answered.append(time.monotonic() - started)
+        except OSError:  # cut off by the exit below
+            pass
+
+    waiters = [threading.Thread(target=wait, daemon=True) for _ in range(polls)]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(1.5)
+    parked = sum(w.is_alive() for w in waiters)
+    assert parked == preview.THREADS - 4, (parked, answered)  # the rest got an answer at once
+    assert all(t < 1.5 for t in answered)
+    for path in ("", "email.html", "email.txt", "message.eml", "api/state?wait=0"):
+        before = time.monotonic()
+        assert _get(server.url + path)[0] == 200, path
+        assert time.monotonic() - before < 2, path
+    stopping = time.monotonic()
+    server.assert_clean_exit()
+    assert time.monotonic() - stopping < 10
+
+
 def test_a_busy_port_is_a_clear_error(project: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "mailer", "-C", str(project), "preview", "issue-x", "--port",
-             str(port), "--no-open"],
-            capture_output=True, text=True, env=_env(), timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "mailer",
+                "-C",
+                str(project),
+                "preview",
+                "issue-x",
+                "--port",
+                str(port),
+                "--no-open",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
         )
     assert result.returncode == 2
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
@@ -552,8 +641,17 @@ def test_live_preview_in_a_browser(browser, server: PreviewServer, project: Path
     # The headers of the first subscriber's copy.
     page.click("#tab-btn-headers")
     headers = page.locator("#headers")
-    for name in ("To", "From", "Subject", "Date", "Message-ID", "List-Unsubscribe",
-                 "List-Unsubscribe-Post", "List-Id", "Content-Type"):
+    for name in (
+        "To",
+        "From",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+        "List-Id",
+        "Content-Type",
+    ):
         expect(headers.locator("th", has_text=name).first).to_be_visible()
     expect(headers).to_contain_text("Ada Lovelace <ada@example.com>")
     _shot(page, "headers")

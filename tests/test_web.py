@@ -1,7 +1,8 @@
 """The unsubscribe endpoint and the web archive, over real HTTP on 127.0.0.1.
 
-Every test serves mailer.web on a free loopback port (wsgiref with threads, as `mailer serve`
-does) and speaks HTTP to it with http.client, which never follows a redirect by itself.
+Every test serves mailer.web on a free loopback port (mailer.wsgi's waitress server, as
+`mailer serve` does) and speaks HTTP to it with http.client, which never follows a redirect by
+itself.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import csv
 import http.client
 import io
+import logging
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,12 +29,16 @@ from urllib.parse import quote, urlsplit
 import pytest
 from click.testing import CliRunner
 
-from mailer import config, tokens, web
+from mailer import config, tokens, web, wsgi
 from mailer.cli import main
 from mailer.errors import ConfigError
-from mailer.ledger import SENT, Ledger
+from mailer.ledger import Ledger
+from mailer.preview.app import PreviewApp
+from mailer.preview.watcher import Preview
+from mailer.states import DeliveryState
 
 REPO = Path(__file__).resolve().parents[1]
+SENT = DeliveryState.SENT
 SECRET = "test-secret"
 LIST_ID = "nlp-newsletter.example.org"  # list_id in mailer.toml
 ONE_CLICK = b"List-Unsubscribe=One-Click"
@@ -63,8 +70,13 @@ class Site:
     app: web.WebApp
     settings: config.Settings
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -103,27 +115,29 @@ def settings(project: Path) -> config.Settings:
     return config.load(project, environ={"MAILER_SECRET": SECRET})
 
 
-def _start(settings: config.Settings) -> tuple[web.ThreadingWSGIServer, threading.Thread]:
-    server = web.make_server(settings, host="127.0.0.1", port=0)
+def _start(settings: config.Settings) -> tuple[wsgi.Server, web.WebApp, threading.Thread]:
+    app = web.WebApp(settings)
     # No request log here: a line written after a test ends would land on the terminal.
-    server.RequestHandlerClass = type(
-        "QuietHandler", (server.RequestHandlerClass,), {"log_message": lambda *args: None}
-    )
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    server = wsgi.Server(app, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    return server, thread
+    return server, app, thread
+
+
+def _stop(server: wsgi.Server, app: web.WebApp, thread: threading.Thread) -> None:
+    server.stop()
+    thread.join(5)
+    server.close()
+    app.close()
 
 
 @pytest.fixture
 def site(settings: config.Settings) -> Iterator[Site]:
-    server, thread = _start(settings)
+    server, app, thread = _start(settings)
     try:
-        yield Site(server.server_port, server.app, settings)
+        yield Site(server.port, app, settings)
     finally:
-        server.shutdown()
-        server.server_close()
-        server.app.close()
-        thread.join(5)
+        _stop(server, app, thread)
 
 
 # -- one-click and the confirmation page ----------------------------------------------------
@@ -140,11 +154,13 @@ def test_one_click_post_unsubscribes_at_once_without_redirect(site: Site) -> Non
 def test_one_click_as_multipart_form_data(site: Site) -> None:
     boundary = "xYzZY"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
         f"One-Click\r\n--{boundary}--\r\n"
     ).encode()
     reply = site.request(
-        "POST", f"/unsubscribe?token={token_for('m@example.com')}", body,
+        "POST",
+        f"/unsubscribe?token={token_for('m@example.com')}",
+        body,
         {"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     assert reply.status == 200
@@ -321,21 +337,22 @@ def test_no_secret_no_endpoint(project: Path) -> None:
 
 
 def test_configured_unsubscribe_path_is_served(project: Path) -> None:
-    custom = config.load(project, environ={
-        "MAILER_SECRET": SECRET,
-        "MAILER_UNSUBSCRIBE_URL": "https://news.example.org/u/leave",
-    })
-    server, thread = _start(custom)
+    custom = config.load(
+        project,
+        environ={
+            "MAILER_SECRET": SECRET,
+            "MAILER_UNSUBSCRIBE_URL": "https://news.example.org/u/leave",
+        },
+    )
+    server, app, thread = _start(custom)
     try:
-        s = Site(server.server_port, server.app, custom)
+        s = Site(server.port, app, custom)
         token = token_for("a@example.com")
         assert s.get(f"/u/leave?token={token}").status == 200
         assert 'action="/u/leave"' in s.get(f"/u/leave?token={token}").text
         assert s.one_click(token).status == 200  # /unsubscribe always works too
     finally:
-        server.shutdown()
-        server.server_close()
-        server.app.close()
+        _stop(server, app, thread)
 
 
 # -- the archive ----------------------------------------------------------------------------
@@ -366,8 +383,13 @@ def test_archive_shows_only_sent_issues_without_personal_data(site: Site, projec
     assert 'href="/issues/issue-2"' in index.text and "NLP Newsletter #2" in index.text
     assert "Secret draft" not in index.text and "issue-3" not in index.text
     assert site.get("/issues/issue-3").status == 404  # the draft stays private
-    for path in ("/issues/nope", "/issues/..%2Fmailer", "/issues/../mailer.toml",
-                 "/issues/issue-2/extra", "/issues/%2e%2e"):
+    for path in (
+        "/issues/nope",
+        "/issues/..%2Fmailer",
+        "/issues/../mailer.toml",
+        "/issues/issue-2/extra",
+        "/issues/%2e%2e",
+    ):
         assert site.get(path).status == 404, path
 
 
@@ -385,6 +407,162 @@ def test_archive_is_cached_until_the_file_changes(site: Site, project: Path) -> 
     os.utime(issue, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert "NLP Newsletter No. 2" in site.get("/issues/issue-2").text
     assert "NLP Newsletter No. 2" in site.get("/").text
+
+
+# -- the server: bounded threads, and client junk gets a status line -------------------------
+
+
+def _raw(port: int, data: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send bytes on a fresh connection; everything the server answers before it closes."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """What waitress logs: no record may carry a traceback."""
+    caplog.set_level(logging.DEBUG, logger="waitress")
+    return caplog
+
+
+def test_a_70_kb_url_gets_414_and_the_server_keeps_serving(
+    site: Site, server_log: pytest.LogCaptureFixture
+) -> None:
+    for path in ("/issues/" + "a" * 70_000, "/unsubscribe?token=" + "A" * 70_000):
+        reply = site.get(path)
+        assert reply.status == 414, path[:30]
+        assert reply.header("X-Content-Type-Options") == "nosniff"
+    assert site.get("/healthz").text == "ok"
+    # Just under the limit, the app answers (a token that long is not valid: 400).
+    target = "/unsubscribe?token=" + "A" * (wsgi.MAX_TARGET - 19)
+    assert len(target) == wsgi.MAX_TARGET and site.get(target).status == 400
+    assert not [r for r in server_log.records if r.exc_info]
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"get / HTTP/1.1\r\nHost: x\r\n\r\n",  # methods are case-sensitive
+        b"GET / HTTP/1.1\r\nHost x\r\n\r\n",  # a header without its colon
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    ],
+)
+def test_a_garbage_request_gets_400(
+    site: Site, server_log: pytest.LogCaptureFixture, junk: bytes
+) -> None:
+    answer = _raw(site.port, junk)
+    assert re.match(rb"HTTP/1\.[01] 400 Bad Request\r\n", answer), answer[:80]
+    assert site.get("/healthz").text == "ok"
+    assert not [r for r in server_log.records if r.exc_info]
+
+
+def test_headers_past_the_limit_get_431(site: Site) -> None:
+    # Exactly the limit, headers unfinished: waitress has read every byte when it answers
+    # (bytes still unread when it closes would make the kernel reset the connection).
+    start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    junk = start + b"p" * (wsgi.MAX_HEADER - len(start))
+    assert re.match(rb"HTTP/1\.[01] 431 ", _raw(site.port, junk))
+    assert site.get("/healthz").text == "ok"
+
+
+def test_fifty_idle_connections_take_no_thread(site: Site) -> None:
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", site.port), timeout=10) for _ in range(50)]
+    try:
+        for sock in idle[::2]:  # half of them slow: a request started and never finished
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.5)
+        assert site.get("/healthz").text == "ok"  # answered while all fifty are open
+        assert threading.active_count() <= before  # waitress' pool was started up front
+    finally:
+        for sock in idle:
+            sock.close()
+    names = [t.name for t in threading.enumerate() if t.name.startswith("waitress-")]
+    assert len(names) == wsgi.THREADS
+
+
+def test_serves_on_ipv6_loopback(settings: config.Settings) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    app = web.WebApp(settings)
+    server = wsgi.Server(app, host="::1", port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert server.url == f"http://[::1]:{server.port}/"
+        conn = http.client.HTTPConnection("::1", server.port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok"
+        conn.close()
+    finally:
+        _stop(server, app, thread)
+
+
+def test_both_apps_send_the_same_security_headers(site: Site) -> None:
+    """mailer.web and the preview: one set of headers; each response picks its CSP."""
+    preview = Preview(site.settings, "issue-2")
+    preview.refresh()
+    app = PreviewApp(preview, host_check=True, max_waiting=2)
+    server = wsgi.Server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    other = Site(server.port, None, site.settings)  # type: ignore[arg-type]
+    long_url = "/" + "x" * 10_000
+    try:
+        replies = {
+            **{f"web {p}": site.get(p) for p in ("/", "/healthz", "/unsubscribe", "/nope")},
+            "web 405": site.request("DELETE", "/"),
+            "web 414": site.get(long_url),
+            **{
+                f"preview {p}": other.get(p)
+                for p in (
+                    "/",
+                    "/email.html",
+                    "/email.txt",
+                    "/message.eml",
+                    "/api/state?wait=0",
+                    "/nope",
+                )
+            },
+            "preview 405": other.request("POST", "/", b"", FORM),
+            "preview 414": other.get(long_url),
+            "preview 421": other.request("GET", "/", headers={"Host": "attacker.example"}),
+        }
+    finally:
+        preview.close()
+        server.stop()
+        thread.join(5)
+        server.close()
+    statuses = {name: r.status for name, r in replies.items()}
+    assert statuses["preview /"] == statuses["web /"] == 200
+    assert statuses["preview 421"] == 421 and statuses["preview 405"] == 405
+    assert statuses["preview 414"] == statuses["web 414"] == 414
+    security = {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Server": "mailer",
+    }
+    for name, reply in replies.items():
+        for header, value in security.items():
+            assert reply.header(header) == value, (name, header)
+        csp = reply.header("Content-Security-Policy") or ""
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, name
+        assert reply.header("Cache-Control"), name
+        assert reply.header("Content-Type"), name
+    # Each app's CSP is its own: the preview page runs its inline script, nothing else does.
+    assert "script-src 'unsafe-inline'" in replies["preview /"].header("Content-Security-Policy")
+    csps = {name: reply.header("Content-Security-Policy") for name, reply in replies.items()}
+    scripted = [name for name, csp in csps.items() if "script-src" in csp]
+    assert scripted == ["preview /"]
 
 
 # -- the module-level app and `mailer serve` ------------------------------------------------
@@ -414,8 +592,12 @@ body = b''.join(mailer.web.app(environ, lambda status, headers: out.append(statu
 print(out[1], 'NLP Newsletter' in body.decode())
 """
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=project, env=_env(MAILER_SECRET=SECRET),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=_env(MAILER_SECRET=SECRET),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["200 OK ok", "200 OK True"]
@@ -433,8 +615,12 @@ print(out[0])
 print(environ['wsgi.errors'].getvalue())
 """
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=project, env=_env(),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("500 Internal Server Error")
@@ -445,7 +631,10 @@ def test_mailer_serve_binds_loopback_and_stops_on_ctrl_c(project: Path) -> None:
     mailer = Path(sys.executable).parent / "mailer"
     proc = subprocess.Popen(
         [str(mailer), "-C", str(project), "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(MAILER_SECRET=SECRET),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(MAILER_SECRET=SECRET),
     )
     try:
         line = proc.stdout.readline()
@@ -460,6 +649,10 @@ def test_mailer_serve_binds_loopback_and_stops_on_ctrl_c(project: Path) -> None:
         site = Site(port, None, config.load(project, environ={"MAILER_SECRET": SECRET}))  # type: ignore[arg-type]
         assert site.one_click(token).status == 200
         assert site.suppressions() == {"reader@example.com": ("unsubscribed", "one-click")}
+        # Client junk: a status line each, and nothing but a log line on the server's side.
+        assert site.get("/unsubscribe?token=" + "A" * 70_000).status == 414
+        assert _raw(port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.0 400 Bad Request")
+        assert site.get("/healthz").text == "ok"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     finally:
@@ -470,6 +663,8 @@ def test_mailer_serve_binds_loopback_and_stops_on_ctrl_c(project: Path) -> None:
     assert "stopped" in out
     assert "token=" not in err  # the request log leaves tokens (and so addresses) out
     assert '"POST /unsubscribe" 200' in err
+    assert '"GET /unsubscribe" 414' in err
+    assert "Traceback" not in err and "Error" not in err, err
 
 
 # -- the CLI around the suppression list ----------------------------------------------------
@@ -518,8 +713,9 @@ def test_cli_unsubscribe_suppressed_and_export(cli_project: Path, site: Site) ->
 # -- end to end: unsubscribe over HTTP, then a real send skips them -------------------------
 
 
-def test_send_skips_addresses_unsubscribed_over_http(site: Site, project: Path, smtp_server
-                                                     ) -> None:
+def test_send_skips_addresses_unsubscribed_over_http(
+    site: Site, project: Path, smtp_server
+) -> None:
     assert site.get("/issues/issue-2").status == 404  # not sent yet: not public
 
     # Bob uses his mail app's one-click button; Dave (Dave@Example.com in the CSV) the page.
@@ -536,14 +732,24 @@ def test_send_skips_addresses_unsubscribed_over_http(site: Site, project: Path, 
         MAILER_RATE="off",
     )
     mailer = str(Path(sys.executable).parent / "mailer")
-    dry = subprocess.run([mailer, "-C", str(project), "send", "issue-2", "--dry-run"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        [mailer, "-C", str(project), "send", "issue-2", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert re.search(r"recipients\s+3\b", dry.stdout) and re.search(r"suppressed\s+2\b", dry.stdout)
     assert smtp_server.received == []
 
-    result = subprocess.run([mailer, "-C", str(project), "send", "issue-2", "--yes"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [mailer, "-C", str(project), "send", "issue-2", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 suppressed" in result.stdout
     got = smtp_server.by_recipient()
