@@ -49,9 +49,10 @@ class PerMessage:
 def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) -> PerMessage:
     from mailer import config
     from mailer import issue as issue_mod
-    from mailer.ledger import SENT, Ledger
+    from mailer.ledger import Ledger
     from mailer.message import Composer
     from mailer.render import render
+    from mailer.states import DeliveryState
     from mailer.subscribers import SubscriberList
 
     settings = config.load(project, environ={"MAILER_SECRET": "bench"})
@@ -90,7 +91,7 @@ def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) 
             ledger = Ledger(state)
             start = time.perf_counter()
             for person in people:
-                ledger.record(ISSUE, person.email, SENT, "250 2.0.0 Ok: queued")
+                ledger.record(ISSUE, person.email, DeliveryState.SENT, "250 2.0.0 Ok: queued")
             records.append((time.perf_counter() - start) / count)
             ledger.close()
         finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -55,13 +57,14 @@ class Settings:
     subscribers: str = "subscribers.csv"
     lang: str = "en"
     name_fallback: str = "there"
-    rate: str = "10/s"
+    # Parsed values: messages per second (inf: no limit), and durations.
+    rate: float = field(default=10.0, metadata={"kind": "rate"})
     batch_size: int = 100
     pause: float = 0.0
     connections: int = 1
     max_attempts: int = 5
     retry_delay: float = 30.0
-    max_late: str = "24h"
+    max_late: timedelta = field(default=timedelta(hours=24), metadata={"kind": "duration"})
     # Where the settings were read from, for `mailer config`; not a setting itself.
     root: Path = field(default=Path("."), compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -94,14 +97,22 @@ class Settings:
         out = {}
         for f in _setting_fields():
             value = getattr(self, f.name)
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            if f.name in SECRET_KEYS and value:
-                text = "********"
+            text = "********" if f.name in SECRET_KEYS and value else show(f, value)
             out[_key(f.name)] = text
         return out
 
 
-def _setting_fields() -> list[Any]:
+def show(f: Field[Any], value: Any) -> str:
+    """A setting's value as a user would write it: '10/s', '24h', 'true'."""
+    kind = f.metadata.get("kind")
+    if kind == "rate":
+        return format_rate(value)
+    if kind == "duration":
+        return format_duration(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _setting_fields() -> list[Field[Any]]:
     return [f for f in fields(Settings) if f.name not in ("root", "sources")]
 
 
@@ -143,7 +154,13 @@ def load(
 
     env_file = root / ".env"
     if env_file.is_file():
-        dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        try:
+            dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{env_file}: not UTF-8 text (an undecodable byte at offset {exc.start})",
+                hint="save .env as UTF-8",
+            ) from None
         layers.append((".env", _from_env(dotenv)))
     layers.append(("environment", _from_env(environ)))
     if overrides:
@@ -188,46 +205,87 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    "rate": "a rate like 10/s, 600/min or 'off'",
+    "duration": "a duration like 90s, 15m, 24h or 2d",
+}
 
 
-def _coerce(f: Any, raw: Any, source: str) -> Any:
-    kind = type(f.default)
+def _coerce(f: Field[Any], raw: Any, source: str) -> Any:
+    """One raw value (TOML, environment text, a flag) -> the setting's type, or ConfigError."""
+    kind: Any = f.metadata.get("kind") or type(f.default)
     where = f"{_key(f.name)} (from {source})"
+    parsers: dict[Any, Callable[[Any], Any]] = {
+        bool: _to_bool,
+        int: _to_int,
+        float: _to_float,
+        "rate": parse_rate,
+        "duration": _to_duration,
+    }
     try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            if isinstance(raw, bool):
-                raise ValueError
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        if kind is Path:
-            return Path(raw)
+        if kind in parsers:
+            return parsers[kind](raw)
         if not isinstance(raw, str | int | float):
             raise ValueError
         return str(raw)
-    except ValueError:
+    except (ValueError, ConfigError):
         raise ConfigError(
-            f"setting {where} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {raw!r}",
+            f"setting {where} must be {_KIND_NAMES.get(kind, str(kind))}, got {raw!r}",
             hint=f"set it in {CONFIG_FILE} or as {env_name(f.name)}",
         ) from None
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, bool | float):
+        raise ValueError(raw)
+    return int(raw)
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    value = float(raw)
+    if not math.isfinite(value):  # nan and inf pass float() but break every comparison
+        raise ValueError(raw)
+    return value
+
+
+def _to_duration(raw: Any) -> timedelta:
+    if isinstance(raw, timedelta):
+        return raw
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    return timedelta(seconds=parse_duration(str(raw)))
 
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.I)
 
 
-def parse_rate(text: str) -> float:
+def parse_rate(text: str | float) -> float:
     """'20/s', '600/min', '1000/h' -> messages per second; '0' or 'off' means unlimited (inf)."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text == float("inf") or text == 0:
+            return float("inf")
+        if not 0 < text < float("inf"):
+            raise ConfigError(f"rate {text!r} must be more than zero (or 'off' for no limit)")
+        return float(text)
+    text = str(text)
     if text.strip().lower() in ("0", "off", "none", "unlimited"):
         return float("inf")
     match = _RATE.match(text)
@@ -239,6 +297,17 @@ def parse_rate(text: str) -> float:
     return float(match.group(1)) / per
 
 
+def format_rate(rate: float) -> str:
+    """Messages per second as a user writes it: inf -> 'off', 10.0 -> '10/s', 0.5 -> '30/min'."""
+    if rate == float("inf"):
+        return "off"
+    if rate >= 1:
+        return f"{rate:g}/s"
+    if rate * 60 >= 1:
+        return f"{rate * 60:g}/min"
+    return f"{rate * 3600:g}/h"
+
+
 def parse_duration(text: str) -> float:
     """'90s', '15m', '24h', '2d' or plain seconds -> seconds."""
     match = _DURATION.match(str(text))
@@ -246,6 +315,16 @@ def parse_duration(text: str) -> float:
         raise ConfigError(f"duration {text!r} is not of the form 90s, 15m, 24h or 2d")
     unit = (match.group(2) or "s").lower()
     return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def format_duration(value: timedelta) -> str:
+    """A duration as a user writes it: 24h, 2d, 15m, 90s."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        # 24h reads better than 1d; 2d better than 48h
+        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _validate(s: Settings) -> None:
@@ -262,11 +341,6 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
     if s.pause < 0 or s.retry_delay < 0:
         raise ConfigError("pause and retry_delay must not be negative")
-    for name, parse in (("rate", parse_rate), ("max_late", parse_duration)):
-        try:
-            parse(getattr(s, name))
-        except ConfigError as exc:
-            raise ConfigError(f"setting {name}: {exc.message}") from None
     for name in ("unsubscribe_url", "archive_url", "base_url"):
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
@@ -274,7 +348,9 @@ def _validate(s: Settings) -> None:
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    """A copy with some settings changed (None values ignored), validated again."""
-    new = replace(settings, **{k: v for k, v in changes.items() if v is not None})
+    """A copy with some settings changed (None values ignored), parsed and validated again."""
+    known = {f.name: f for f in _setting_fields()}
+    parsed = {k: _coerce(known[k], v, "flag") for k, v in changes.items() if v is not None}
+    new = replace(settings, **parsed)
     _validate(new)
     return new

@@ -19,11 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from mailer import when
 from mailer.errors import LockedError, MailerError
-
-SENT, DEFERRED, FAILED = "sent", "deferred", "failed"
-DELIVERY_STATES = frozenset({SENT, DEFERRED, FAILED})
-SUPPRESSION_REASONS = frozenset({"unsubscribed", "bounced", "manual"})
-SCHEDULE_STATES = frozenset({"scheduled", "sending", "sent", "cancelled"})
+from mailer.states import DeliveryState, Reason, ScheduleState
 
 DB_NAME = "ledger.db"
 _BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
@@ -85,7 +81,7 @@ class Delivery:
 
     issue: str
     email: str
-    state: str
+    state: DeliveryState
     attempts: int
     last_reply: str
     first_at: datetime
@@ -97,7 +93,7 @@ class Suppression:
     """An address that must never be mailed again."""
 
     email: str
-    reason: str
+    reason: Reason
     source: str
     created_at: datetime
 
@@ -108,7 +104,7 @@ class Schedule:
 
     issue: str
     send_at: datetime
-    state: str
+    state: ScheduleState
     created_at: datetime
 
 
@@ -141,13 +137,13 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     """Build a Delivery from a row in _DELIVERY_COLUMNS order."""
     issue, email, state, attempts, reply, first_at, updated_at = row
     first, updated = _from_text(first_at), _from_text(updated_at)
-    return Delivery(issue, email, state, attempts, reply, first, updated)
+    return Delivery(issue, email, DeliveryState(state), attempts, reply, first, updated)
 
 
 def _schedule(row: tuple[Any, ...]) -> Schedule:
     """Build a Schedule from an (issue, send_at, state, created_at) row."""
     issue, send_at, state, created_at = row
-    return Schedule(issue, _from_text(send_at), state, _from_text(created_at))
+    return Schedule(issue, _from_text(send_at), ScheduleState(state), _from_text(created_at))
 
 
 _P = ParamSpec("_P")
@@ -274,11 +270,6 @@ class Ledger:
             raise RuntimeError("ledger is closed")
         return self._conn
 
-    @classmethod
-    def open(cls, state_dir: Path) -> Ledger:
-        """Open (creating if needed) the ledger in state_dir."""
-        return cls(state_dir)
-
     def close(self) -> None:
         """Close the connection; closing twice is harmless."""
         with self._lock:
@@ -294,12 +285,10 @@ class Ledger:
 
     # -- deliveries -----------------------------------------------------------------------
 
-    def record(self, issue: str, email: str, state: str, reply: str = "") -> None:
+    def record(self, issue: str, email: str, state: DeliveryState, reply: str = "") -> None:
         """Upsert one recipient's outcome: count the attempt, keep first_at, replace the rest."""
-        if state not in DELIVERY_STATES:
-            raise ValueError(f"unknown delivery state {state!r}")
         now = _now()
-        params = (issue, _norm_email(email), state, reply, now, now)
+        params = (issue, _norm_email(email), DeliveryState(state).value, reply, now, now)
         # Inlined rather than @_guarded: this runs once per message sent.
         try:
             with self._lock:
@@ -308,53 +297,32 @@ class Ledger:
             raise self._error(exc) from exc
 
     @_guarded
-    def get(self, issue: str, email: str) -> Delivery | None:
-        """Return one recipient's delivery for an issue, or None if never attempted."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue = ? AND email = ?",
-                (issue, _norm_email(email)),
-            ).fetchone()
-        return _delivery(row) if row else None
-
-    @_guarded
-    def done(self, issue: str) -> set[str]:
-        """Return the lower-cased addresses a resumed run must skip: sent or failed."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT email FROM deliveries WHERE issue = ? AND state IN (?, ?)",
-                (issue, SENT, FAILED),
-            ).fetchall()
-        return {email for (email,) in rows}
-
-    @_guarded
-    def counts(self, issue: str) -> dict[str, int]:
+    def counts(self, issue: str) -> dict[DeliveryState, int]:
         """Return how many recipients of an issue are in each state; every state is present."""
-        result = {SENT: 0, DEFERRED: 0, FAILED: 0}
+        result = dict.fromkeys(DeliveryState, 0)
         with self._lock:
             rows = self._db.execute(
                 "SELECT state, count(*) FROM deliveries WHERE issue = ? GROUP BY state", (issue,)
             ).fetchall()
-        result.update(rows)
+        result.update((DeliveryState(state), count) for state, count in rows)
         return result
 
-    def deliveries(self, issue: str, state: str | None = None) -> Iterator[Delivery]:
+    def deliveries(self, issue: str, state: DeliveryState | None = None) -> Iterator[Delivery]:
         """Yield an issue's deliveries (optionally one state's) in the order first attempted."""
-        if state is not None and state not in DELIVERY_STATES:
-            raise ValueError(f"unknown delivery state {state!r}")
+        state = DeliveryState(state) if state is not None else None
         # Fetched eagerly: a lazy cursor would hold the lock (or a read snapshot) while the
         # caller loops, and callers do call record() inside that loop.
         rows = self._fetch_deliveries(issue, state)
         return (_delivery(row) for row in rows)
 
     @_guarded
-    def _fetch_deliveries(self, issue: str, state: str | None) -> list[tuple[Any, ...]]:
+    def _fetch_deliveries(self, issue: str, state: DeliveryState | None) -> list[tuple[Any, ...]]:
         """Fetch delivery rows for deliveries()."""
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue = ?"
         params: tuple[str, ...] = (issue,)
         if state is not None:
             sql += " AND state = ?"
-            params += (state,)
+            params += (state.value,)
         with self._lock:
             return self._db.execute(sql + " ORDER BY first_at, email", params).fetchall()
 
@@ -367,30 +335,19 @@ class Ledger:
             ).fetchall()
         return [issue for (issue,) in rows]
 
-    @_guarded
-    def reset_failed(self, issue: str) -> int:
-        """Turn an issue's failed deliveries back into deferred ones; return how many."""
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE deliveries SET state = ?, updated_at = ? WHERE issue = ? AND state = ?",
-                (DEFERRED, _now(), issue, FAILED),
-            )
-        return cur.rowcount
-
     # -- suppressions ---------------------------------------------------------------------
 
     @_guarded
-    def suppress(self, email: str, reason: str, source: str) -> bool:
+    def suppress(self, email: str, reason: Reason, source: str) -> bool:
         """Add an address to the suppression list; True if it was not already there."""
-        if reason not in SUPPRESSION_REASONS:
-            raise ValueError(f"unknown suppression reason {reason!r}")
+        reason = Reason(reason)
         # DO NOTHING keeps the first reason and date: a later bounce does not rewrite an
         # unsubscribe, and a double-clicked unsubscribe link is a no-op.
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (email) DO NOTHING",
-                (_norm_email(email), reason, source, _now()),
+                (_norm_email(email), reason.value, source, _now()),
             )
         return cur.rowcount == 1
 
@@ -418,29 +375,22 @@ class Ledger:
                 "SELECT email, reason, source, created_at FROM suppressions"
                 " ORDER BY created_at, email"
             ).fetchall()
-        return [Suppression(e, r, s, _from_text(c)) for e, r, s, c in rows]
-
-    @_guarded
-    def unsuppress(self, email: str) -> bool:
-        """Remove an address from the suppression list; True if it was there."""
-        with self._lock:
-            cur = self._db.execute(
-                "DELETE FROM suppressions WHERE email = ?", (_norm_email(email),)
-            )
-        return cur.rowcount == 1
+        return [Suppression(e, Reason(r), s, _from_text(c)) for e, r, s, c in rows]
 
     # -- schedules ------------------------------------------------------------------------
 
     @_guarded
-    def set_schedule(self, issue: str, send_at: datetime) -> None:
+    def set_schedule(
+        self, issue: str, send_at: datetime, state: ScheduleState = ScheduleState.SCHEDULED
+    ) -> None:
         """Schedule an issue, replacing any earlier schedule for it and its state."""
         when = _to_text(send_at)
         now = _now()
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO schedules (issue, send_at, state, created_at)"
-                " VALUES (?, ?, 'scheduled', ?)",
-                (issue, when, now),
+                " VALUES (?, ?, ?, ?)",
+                (issue, when, ScheduleState(state).value, now),
             )
 
     @_guarded
@@ -456,12 +406,13 @@ class Ledger:
         return cur.rowcount == 1
 
     @_guarded
-    def set_schedule_state(self, issue: str, state: str) -> None:
+    def set_schedule_state(self, issue: str, state: ScheduleState) -> None:
         """Move a schedule to another state; KeyError if the issue has none."""
-        if state not in SCHEDULE_STATES:
-            raise ValueError(f"unknown schedule state {state!r}")
+        state = ScheduleState(state)
         with self._lock:
-            cur = self._db.execute("UPDATE schedules SET state = ? WHERE issue = ?", (state, issue))
+            cur = self._db.execute(
+                "UPDATE schedules SET state = ? WHERE issue = ?", (state.value, issue)
+            )
         if cur.rowcount != 1:
             raise KeyError(f"no schedule for issue {issue!r}")
 

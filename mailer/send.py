@@ -1,28 +1,33 @@
-"""The send loop: subscribers -> ledger check -> rate limit -> transport -> ledger. Never prints."""
+"""The send loop: recipients -> rate limit -> transport -> recorder. Never prints.
+
+A Sender knows nothing of dry runs or test copies: those are a transport (DryRunTransport,
+Outbox) and a recorder (NullRecorder, the ledger) handed to the same loop.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import parseaddr
+from typing import Protocol
 
-from . import when
+from .audience import Audience, backoff
 from .config import Settings
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError, PreflightError
-from .ledger import DEFERRED, FAILED, SENT, Ledger
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError
 from .message import Composer
 from .ratelimit import RateLimiter
 from .render import Email
+from .states import DeliveryState, Skip
 from .subscribers import Subscriber
-from .transport import Result, Transport, TransportFactory
+from .transports import Result, Transport, TransportFactory
 
 KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
+SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,44 @@ class SendOptions:
     retry_failed: bool = False  # send again to recipients marked failed
     throttle_streak: int = 3  # this many throttling replies in a row halve the rate
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, retry_failed: bool = False) -> SendOptions:
+        return cls(
+            rate=settings.rate,
+            batch_size=settings.batch_size,
+            pause=settings.pause,
+            connections=settings.connections,
+            max_attempts=settings.max_attempts,
+            retry_delay=settings.retry_delay,
+            retry_failed=retry_failed,
+        )
+
+    def unpaced(self) -> SendOptions:
+        """The same run with no waiting: for a dry run or a single test copy."""
+        return dataclasses.replace(self, rate=float("inf"), pause=0.0)
+
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th deferral."""
-        return self.retry_delay * 2 ** max(0, attempts - 1)
+        return backoff(self.retry_delay, attempts)
 
 
-@dataclass
+class Recorder(Protocol):
+    """Where each outcome is written as it happens: the ledger, or nowhere."""
+
+    def record(self, issue: str, email: str, state: DeliveryState, reply: str = "") -> None: ...
+
+
+class NullRecorder:
+    """Records nothing (a dry run, a test copy); keeps the last reply for each address."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, tuple[DeliveryState, str]] = {}
+
+    def record(self, issue: str, email: str, state: DeliveryState, reply: str = "") -> None:
+        self.replies[email] = (state, reply)
+
+
+@dataclass(frozen=True)
 class Summary:
     """What a send did, for the user and for cron's exit code."""
 
@@ -64,7 +101,7 @@ class Summary:
     error: str = ""  # why the run stopped early (server gone, login refused...)
     error_code: int = EXIT_TEMPFAIL
     elapsed: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (address, server reply)
+    failures: tuple[tuple[str, str], ...] = ()  # (address, server reply)
 
     @property
     def attempted(self) -> int:
@@ -81,6 +118,24 @@ class Summary:
         if self.deferred or self.interrupted or self.not_due:
             return EXIT_TEMPFAIL
         return EXIT_OK
+
+
+@dataclass
+class _Tally:
+    """The counters a run keeps while it goes; frozen into a Summary at the end."""
+
+    rows: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    skips: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
+    retries: int = 0
+    slowdowns: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skips.values())
 
 
 @dataclass(frozen=True)
@@ -101,39 +156,6 @@ def estimate(recipients: int, options: SendOptions) -> float:
     pace = 0.0 if options.rate == float("inf") else recipients / options.rate
     batches_per_connection = -(-recipients // (options.batch_size * options.connections))
     return pace + max(0, batches_per_connection - 1) * options.pause
-
-
-def preflight(email: Email, settings: Settings, *, dry_run: bool) -> list[str]:
-    """Reasons not to send at all; warnings are the caller's to show."""
-    reasons = []
-    address = parseaddr(settings.from_)[1]
-    if not settings.from_:
-        reasons.append("no From address: set `from` in mailer.toml or MAILER_FROM")
-    elif "@" not in address:
-        reasons.append(f"From must look like 'Name <news@example.org>', not {settings.from_!r}")
-    unfilled = email.unfilled()
-    if unfilled:
-        reasons.append(
-            f"the rendered issue still holds unfilled template syntax: {', '.join(unfilled[:5])}"
-        )
-    if not email.has_unsubscribe_link():
-        reasons.append("the template has no {{ unsubscribe_url }} link (in both HTML and text)")
-    if not settings.unsubscribe_url:
-        reasons.append(
-            "no unsubscribe URL: set `unsubscribe_url` in mailer.toml or MAILER_UNSUBSCRIBE_URL"
-        )
-    if not dry_run and not settings.secret:
-        reasons.append(
-            "no MAILER_SECRET: unsubscribe links must be signed with your own secret (.env)"
-        )
-    return reasons
-
-
-def check_preflight(email: Email, settings: Settings, *, dry_run: bool) -> None:
-    """Raise PreflightError listing every reason not to send."""
-    reasons = preflight(email, settings, dry_run=dry_run)
-    if reasons:
-        raise PreflightError(reasons)
 
 
 @dataclass(order=True)
@@ -216,76 +238,49 @@ class _Queue:
 
 
 class Sender:
-    """Sends one Email to a list through a transport, keeping the ledger true at every step."""
+    """Sends one Email to a list through a transport, recording every outcome as it happens."""
 
     def __init__(
         self,
         email: Email,
         composer: Composer,
         transports: TransportFactory,
-        ledger: Ledger | None,
+        recorder: Recorder | None,
         options: SendOptions,
         *,
-        dry_run: bool = False,
+        audience: Audience | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        wall_clock: Callable[[], datetime] = when.now,
     ) -> None:
-        self.email = email
         self.issue = email.issue.slug
         self.composer = composer
         self.transports = transports
-        self.ledger = None if dry_run else ledger
-        self.history = ledger  # read-only use in a dry run: who was already sent
+        self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self.options = options
-        self.dry_run = dry_run
+        self.audience = audience if audience is not None else Audience(self.issue)
         self.sleep = sleep
-        self.wall_clock = wall_clock
-        # A dry run does the rate arithmetic (see estimate) but never waits.
-        self.limiter = RateLimiter(
-            float("inf") if dry_run else options.rate, clock=clock, sleep=sleep
-        )
-        self.summary = Summary(self.issue, dry_run=dry_run)
+        self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
+        self._tally = _Tally()
         self._lock = threading.Lock()
         self._last_throttled: str | None = None  # reader of the last reply, if it was a throttle
         self._throttle_streak: set[str] = set()  # readers throttled in a row
         self._tries: dict[str, int] = {}  # deferrals per reader in this run
         self._errors: list[MailerError] = []
+        self._total = 0
+        self._on_progress: Callable[[Progress], None] | None = None
 
     # -- choosing who gets a copy --------------------------------------------------------
 
     def _recipients(self, subscribers: Iterable[Subscriber]) -> Iterator[tuple[Subscriber, int]]:
         """Subscribers still owed this issue, with the attempts this run has spent on each."""
-        s, opts = self.summary, self.options
-        done: set[str] = set()
-        deferred: dict[str, tuple[int, datetime]] = {}
-        suppressed: set[str] = set()
-        if self.history is not None:
-            suppressed = self.history.suppressed_set()
-            for d in self.history.deliveries(self.issue):
-                if d.state == SENT or (d.state == FAILED and not opts.retry_failed):
-                    done.add(d.email)
-                elif d.state == DEFERRED:
-                    deferred[d.email] = (d.attempts, d.updated_at)
-        now = self.wall_clock()
+        tally = self._tally
         for subscriber in subscribers:
-            s.rows += 1
-            key = subscriber.email.lower()
-            if key in suppressed:
-                s.suppressed += 1
-            elif key in done:
-                s.already_done += 1
-            elif key in deferred:
-                # Each run gives a deferred reader max_attempts more tries, once the backoff
-                # (which stops growing at max_attempts) has passed: deferred is never lost.
-                attempts, last = deferred[key]
-                wait = opts.backoff(min(attempts, opts.max_attempts))
-                if (now - last).total_seconds() < wait:
-                    s.not_due += 1
-                else:
-                    yield subscriber, 0
-            else:
+            tally.rows += 1
+            skip = self.audience.skip(subscriber)
+            if skip is None:
                 yield subscriber, 0
+            else:
+                tally.skips[skip] += 1
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -301,8 +296,7 @@ class Sender:
         self._on_progress = on_progress
         queue = _Queue(self._recipients(subscribers))
         if not queue.has_work():  # nobody is owed a copy: no connection, nothing to say
-            self.summary.elapsed = time.monotonic() - started
-            return self.summary
+            return self._summary(started, queue, interrupted=False)
         first = self.transports()
         first.open()  # a wrong password or a dead server stops us here, before anyone is marked
         workers = [
@@ -316,23 +310,41 @@ class Sender:
         ]
         for worker in workers:
             worker.start()
+        interrupted = False
         try:
             for worker in workers:
                 while worker.is_alive():
                     worker.join(0.2)
         except KeyboardInterrupt:
             # Stop after the messages in flight; the ledger already holds everything sent.
-            self.summary.interrupted = True
+            interrupted = True
             queue.stop()
             for worker in workers:
                 worker.join()
-        leftover = list(queue.leftover())
-        self.summary.deferred += len(leftover)
-        if self._errors and not self.summary.interrupted:
-            self.summary.error = self._errors[0].format_message()
-            self.summary.error_code = self._errors[0].exit_code
-        self.summary.elapsed = time.monotonic() - started
-        return self.summary
+        return self._summary(started, queue, interrupted=interrupted)
+
+    def _summary(self, started: float, queue: _Queue, *, interrupted: bool) -> Summary:
+        t = self._tally
+        error, code = "", EXIT_TEMPFAIL
+        if self._errors and not interrupted:
+            error, code = self._errors[0].format_message(), self._errors[0].exit_code
+        return Summary(
+            self.issue,
+            rows=t.rows,
+            sent=t.sent,
+            deferred=t.deferred + sum(1 for _ in queue.leftover()),
+            failed=t.failed,
+            already_done=t.skips[Skip.ALREADY_DONE],
+            suppressed=t.skips[Skip.SUPPRESSED],
+            not_due=t.skips[Skip.NOT_DUE],
+            retries=t.retries,
+            slowdowns=t.slowdowns,
+            interrupted=interrupted,
+            error=error,
+            error_code=code,
+            elapsed=time.monotonic() - started,
+            failures=tuple(t.failures),
+        )
 
     def _work(self, queue: _Queue, transport: Transport | None) -> None:
         try:
@@ -384,7 +396,7 @@ class Sender:
                 if in_batch >= self.options.batch_size:
                     transport.close()
                     transport, in_batch = None, 0
-                    if self.options.pause and not self.dry_run and queue.has_work():
+                    if self.options.pause and queue.has_work():
                         self.sleep(self.options.pause)
         finally:
             if transport is not None:
@@ -400,9 +412,8 @@ class Sender:
         self, subscriber: Subscriber, attempts: int, result: Result
     ) -> tuple[Subscriber, int, float] | None:
         """Record one outcome; returns the retry to schedule, if any."""
-        s, opts = self.summary, self.options
-        if self.ledger is not None:
-            self.ledger.record(self.issue, subscriber.email, result.state, result.reply)
+        s, opts = self._tally, self.options
+        self.recorder.record(self.issue, subscriber.email, result.state, result.reply)
         retry = None
         with self._lock:
             if result.state == SENT:
@@ -442,7 +453,6 @@ class Sender:
                     if len(s.failures) < KEEP_FAILURES:
                         s.failures.append((subscriber.email, result.reply))
             if self._on_progress is not None:
-                skipped = s.already_done + s.suppressed + s.not_due
-                done = s.sent + s.failed + s.deferred + skipped
+                done = s.sent + s.failed + s.deferred + s.skipped
                 self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
         return retry

@@ -10,11 +10,41 @@ from pathlib import Path
 import pytest
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
 
-import mailer.cli
+import mailer.campaign
 import mailer.render
+from mailer.ledger import Delivery, Ledger
+from mailer.states import DeliveryState
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret"
+SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
+
+
+def delivery(ledger: Ledger, issue: str, email: str) -> Delivery | None:
+    """One reader's delivery row for an issue, or None if never attempted."""
+    return next((d for d in ledger.deliveries(issue) if d.email == email.lower()), None)
+
+
+def done(ledger: Ledger, issue: str) -> set[str]:
+    """The addresses a resumed run skips: sent, or failed for good."""
+    return {d.email for d in ledger.deliveries(issue) if d.state in (SENT, FAILED)}
+
+
+# Real newsletters and the seed, copied into the repository (see fixtures/PROVENANCE.md):
+# the suite reads nothing outside it. Named, not globbed, so a missing file fails, not skips.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SEED_FIXTURE = FIXTURES / "seed" / "issue-2.md"
+CORPUS = [
+    FIXTURES / "corpus" / name
+    for name in (
+        "nlp-newsletter-1-en.md",
+        "nlp-newsletter-2-zh.md",
+        "nlp-newsletter-3-en.md",
+        "nlp-newsletter-3-pt-br.md",
+    )
+]
+ZH = FIXTURES / "corpus" / "nlp-newsletter-2-zh.md"
+PT_BR = FIXTURES / "corpus" / "nlp-newsletter-3-pt-br.md"
 
 
 @pytest.fixture
@@ -121,7 +151,7 @@ def render_memo(monkeypatch: pytest.MonkeyPatch) -> None:
     Rendering is deterministic and test_render.py covers it; in send tests it would cost
     ~0.3 s per command.
     """
-    original = mailer.cli.render
+    original = mailer.campaign.render
 
     def memo(issue, settings):  # type: ignore[no-untyped-def]
         templates = tuple(
@@ -134,7 +164,7 @@ def render_memo(monkeypatch: pytest.MonkeyPatch) -> None:
             _RENDERED[key] = original(issue, settings)
         return _RENDERED[key]
 
-    monkeypatch.setattr(mailer.cli, "render", memo)
+    monkeypatch.setattr(mailer.campaign, "render", memo)
 
 
 # -- a browser, for the preview page ------------------------------------------------------

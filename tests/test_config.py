@@ -72,7 +72,7 @@ def test_layers_mix_per_key(tmp_path):
     assert settings.smtp_host == "toml-host"
     assert settings.smtp_port == 2525
     assert settings.smtp_user == "dotenv-user"
-    assert settings.rate == "8/s"
+    assert settings.rate == 8.0
     assert settings.batch_size == 7
     assert settings.smtp_security == "starttls"
     assert dict(settings.sources) == {

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import smtp_env
+from conftest import DEFERRED, FAILED, SENT, smtp_env
 from smtp_server import SMTPServer
 
 from mailer.cli import main
-from mailer.ledger import DEFERRED, FAILED, SENT, Ledger
+from mailer.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 200

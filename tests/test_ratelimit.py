@@ -9,15 +9,15 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from conftest import SENT
 
 from mailer.config import parse_rate
 from mailer.errors import ConfigError
-from mailer.ledger import SENT
 from mailer.message import Message
 from mailer.ratelimit import RateLimiter
 from mailer.send import Sender, SendOptions, estimate
 from mailer.subscribers import Subscriber
-from mailer.transport import Result
+from mailer.transports import Result
 
 
 class FakeClock:

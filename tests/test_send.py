@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import DEFERRED, FAILED, SENT, delivery
 from smtp_server import SMTPServer
 
 from mailer import config
 from mailer import issue as issue_mod
 from mailer import render as render_mod
+from mailer.audience import Audience
 from mailer.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -23,12 +25,13 @@ from mailer.errors import (
     SMTPAuthError,
     SMTPUnavailable,
 )
-from mailer.ledger import DEFERRED, FAILED, SENT, Ledger
+from mailer.ledger import Ledger
 from mailer.message import Composer, Message
 from mailer.render import Email
-from mailer.send import Sender, SendOptions
+from mailer.send import NullRecorder, Sender, SendOptions
 from mailer.subscribers import Subscriber
-from mailer.transport import DryRunTransport, Result, SMTPTransport, dot_stuff
+from mailer.transports import DryRunTransport, Result
+from mailer.transports.smtp import SMTPTransport, dot_stuff
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(rate=float("inf"), retry_delay=0.02)
@@ -77,7 +80,19 @@ def smtp_sender(
     s = dataclasses.replace(settings, smtp_port=server.port)
     composer = Composer(email, s)
     opts = SendOptions(**{**FAST, **options})  # type: ignore[arg-type]
-    return Sender(email, composer, lambda: SMTPTransport(s, composer.envelope_from), ledger, opts)
+    factory = lambda: SMTPTransport(s, composer.envelope_from)  # noqa: E731
+    return Sender(email, composer, factory, ledger, opts, audience=history(ledger, opts))
+
+
+def history(ledger: Ledger | None, opts: SendOptions) -> Audience:
+    """Who the ledger says is still owed issue-2, as a real run reads it before starting."""
+    return Audience.of(
+        ledger,
+        "issue-2",
+        retry_failed=opts.retry_failed,
+        retry_delay=opts.retry_delay,
+        max_attempts=opts.max_attempts,
+    )
 
 
 def states(ledger: Ledger, issue: str = "issue-2") -> dict[str, str]:
@@ -155,8 +170,8 @@ def test_refused_recipient_fails_and_the_connection_goes_on(
     summary = smtp_sender(email, base_settings, smtp_server, ledger).run(subs, 5)
     assert (summary.sent, summary.failed, summary.deferred) == (4, 1, 0)
     assert summary.exit_code == EXIT_FAILED
-    assert summary.failures == [(subs[1].email, "550 5.1.1 No such user")]
-    got = ledger.get("issue-2", subs[1].email)
+    assert list(summary.failures) == [(subs[1].email, "550 5.1.1 No such user")]
+    got = delivery(ledger, "issue-2", subs[1].email)
     assert got is not None and got.state == FAILED and got.attempts == 1
     assert got.last_reply == "550 5.1.1 No such user"
     # RSET, not a new connection: everything went through session 1.
@@ -173,7 +188,7 @@ def test_deferred_once_is_retried_in_the_same_run(
     assert (summary.sent, summary.failed, summary.deferred, summary.retries) == (4, 0, 0, 1)
     assert summary.exit_code == EXIT_OK
     assert smtp_server.by_recipient() == {s.email: 1 for s in subs}
-    got = ledger.get("issue-2", subs[0].email)
+    got = delivery(ledger, "issue-2", subs[0].email)
     assert got is not None and got.state == SENT and got.attempts == 2
     assert smtp_server.connections == 1
 
@@ -187,8 +202,8 @@ def test_always_deferred_stays_deferred(
     summary = sender.run(subs, 3)
     assert (summary.sent, summary.failed, summary.deferred) == (2, 0, 1)
     assert summary.exit_code == EXIT_TEMPFAIL
-    assert summary.failures == [(subs[2].email, "451 4.7.1 Try again later")]
-    got = ledger.get("issue-2", subs[2].email)
+    assert list(summary.failures) == [(subs[2].email, "451 4.7.1 Try again later")]
+    got = delivery(ledger, "issue-2", subs[2].email)
     assert got is not None and got.state == DEFERRED and got.attempts >= 3
     assert got.last_reply == "451 4.7.1 Try again later"
     assert smtp_server.by_recipient() == {subs[0].email: 1, subs[1].email: 1}
@@ -202,7 +217,7 @@ def test_non_throttling_4xx_uses_exactly_max_attempts(
     summary = scripted(email, base_settings, script, ledger, max_attempts=4).run(people(3), 3)
     assert [to for to, _ in script.sends].count("r001@example.com") == 4
     assert (summary.sent, summary.deferred, summary.slowdowns) == (2, 1, 0)
-    got = ledger.get("issue-2", "r001@example.com")
+    got = delivery(ledger, "issue-2", "r001@example.com")
     assert got is not None and (got.state, got.attempts) == (DEFERRED, 4)
     assert got.last_reply == "452 4.2.2 Mailbox full"
 
@@ -214,7 +229,7 @@ def test_one_greylisted_recipient_gets_max_attempts_and_no_slowdown(
     smtp_server.defer.add(subs[2].email)
     sender = smtp_sender(email, base_settings, smtp_server, ledger, max_attempts=3)
     summary = sender.run(subs, 3)
-    got = ledger.get("issue-2", subs[2].email)
+    got = delivery(ledger, "issue-2", subs[2].email)
     assert got is not None and (got.state, got.attempts) == (DEFERRED, 3)
     assert summary.slowdowns == 0
 
@@ -298,7 +313,7 @@ def test_message_that_cannot_be_built_fails_alone(
     summary = sender.run(subs, 3)
     assert (summary.sent, summary.failed) == (2, 1)
     assert smtp_server.by_recipient() == {subs[0].email: 1, subs[2].email: 1}
-    got = ledger.get("issue-2", subs[1].email)
+    got = delivery(ledger, "issue-2", subs[1].email)
     assert got is not None and got.state == FAILED and "cannot build" in got.last_reply
 
 
@@ -363,6 +378,7 @@ def scripted(
         script.factory,
         ledger,
         opts,
+        audience=history(ledger, opts),
         clock=lambda: float(next(clock)),
         sleep=sleep,
     )
@@ -474,7 +490,7 @@ def test_ledger_skips_who_was_sent_and_failed(
     again = Script(lambda to, n: OK, lambda n: False)
     summary = scripted(email, base_settings, again, ledger, retry_failed=True).run(people(5), 5)
     assert [to for to, _ in again.sends] == ["r001@example.com"]
-    assert ledger.get("issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
+    assert delivery(ledger, "issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
 
 
 def test_deferred_earlier_waits_for_its_backoff(
@@ -501,7 +517,7 @@ def test_deferred_out_of_tries_gets_new_tries_in_a_later_run(
     summary = sender.run(people(2), 2)
     assert sorted(to for to, _ in script.sends) == ["r000@example.com", "r001@example.com"]
     assert summary.sent == 2
-    assert ledger.get("issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
+    assert delivery(ledger, "issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
 
 
 def test_dry_run_writes_samples_and_never_records(
@@ -511,7 +527,9 @@ def test_dry_run_writes_samples_and_never_records(
     out = tmp_path / "eml"
     transport = DryRunTransport(out, keep=3)
     composer = Composer(email, base_settings)
-    sender = Sender(email, composer, lambda: transport, ledger, SendOptions(), dry_run=True)
+    opts = SendOptions().unpaced()
+    audience = history(ledger, opts)
+    sender = Sender(email, composer, lambda: transport, NullRecorder(), opts, audience=audience)
     summary = sender.run(people(6), 6)
     assert (summary.sent, summary.already_done) == (5, 1)
     assert sorted(p.name for p in out.iterdir()) == [

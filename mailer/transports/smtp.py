@@ -1,44 +1,18 @@
-"""Where messages go: an SMTP server, or nowhere (dry run). Both speak open / send / close."""
+"""SMTP over smtplib: one reused connection, STARTTLS or implicit TLS, AUTH, SMTPUTF8."""
 
 from __future__ import annotations
 
 import contextlib
-import re
 import smtplib
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
-from .config import Settings
-from .errors import SMTPAuthError, SMTPUnavailable
-from .ledger import DEFERRED, FAILED, SENT
-from .message import Message
+from ..config import Settings
+from ..errors import SMTPAuthError, SMTPUnavailable
+from ..message import Message
+from ..states import DeliveryState
+from .base import Result
 
-THROTTLE_CODES = frozenset({421, 450, 451, 454})
-
-
-@dataclass(frozen=True)
-class Result:
-    """What became of one message: its state, the server's code and words."""
-
-    state: str
-    code: int
-    reply: str
-    dropped: bool = False  # the connection is gone; open a new one before the next message
-
-    @property
-    def throttled(self) -> bool:
-        return self.state == DEFERRED and self.code in THROTTLE_CODES
-
-
-class Transport(Protocol):
-    """One connection's worth of sending."""
-
-    def open(self) -> None: ...
-    def send(self, message: Message) -> Result: ...
-    def close(self) -> None: ...
+SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -46,7 +20,7 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {' '.join(words.split())}".strip()
 
 
-def _state_for(code: int) -> str:
+def _state_for(code: int) -> DeliveryState:
     return DEFERRED if 400 <= code < 500 else FAILED
 
 
@@ -177,7 +151,7 @@ class SMTPTransport:
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
 
-    def _session_refused(self, code: int, text: bytes) -> SMTPAuthError | SMTPUnavailable:
+    def _session_refused(self, code: int, text: bytes | str) -> SMTPAuthError | SMTPUnavailable:
         """MAIL FROM refused for good: no reader can get the issue; nobody is marked."""
         s, reply = self.settings, _reply(code, text)
         where = f"{s.smtp_host}:{s.smtp_port}"
@@ -195,13 +169,15 @@ class SMTPTransport:
             hint="check `from` in mailer.toml",
         )
 
-    def _refused(self, code: int, text: bytes) -> Result:
+    def _refused(self, code: int, text: bytes | str) -> Result:
         dropped = code == 421  # "service closing": the server hangs up after saying it
         if dropped:
             self.close()
         else:
             try:
-                self.smtp.rset()  # type: ignore[union-attr]
+                if self.smtp is None:
+                    raise smtplib.SMTPServerDisconnected("no connection")
+                self.smtp.rset()
             except (smtplib.SMTPException, OSError):
                 self.smtp, dropped = None, True
         return Result(_state_for(code), code, _reply(code, text), dropped)
@@ -213,32 +189,3 @@ class SMTPTransport:
                 smtp.quit()
             except (TimeoutError, smtplib.SMTPException, OSError):
                 smtp.close()
-
-
-class DryRunTransport:
-    """Accepts everything and talks to no one; keeps the first few messages as .eml files."""
-
-    def __init__(self, out_dir: Path | None = None, keep: int = 3) -> None:
-        self.out_dir = out_dir
-        self.keep = keep
-        self.written: list[Path] = []
-        self.count = 0
-
-    def open(self) -> None:
-        pass
-
-    def send(self, message: Message) -> Result:
-        self.count += 1
-        if self.out_dir is not None and len(self.written) < self.keep:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            safe = re.sub(r"[^\w.@+-]", "_", message.recipient)  # `/` is valid in an address
-            path = self.out_dir / f"{len(self.written) + 1:02d}-{safe}.eml"
-            path.write_bytes(message.data)
-            self.written.append(path)
-        return Result(SENT, 250, "250 dry run")
-
-    def close(self) -> None:
-        pass
-
-
-TransportFactory = Callable[[], Transport]

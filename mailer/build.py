@@ -1,0 +1,46 @@
+"""`mailer build`: an issue's email.html and email.txt as an example reader would get them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as config_mod
+from .campaign import load
+from .config import Settings
+from .message import Composer
+from .render import Email
+from .subscribers import Subscriber
+
+
+@dataclass(frozen=True)
+class Built:
+    """What `build` wrote, and how long it took."""
+
+    email: Email
+    html_path: Path
+    text_path: Path
+    elapsed: float  # seconds
+
+
+def sample(settings: Settings, email: Email) -> tuple[str, str]:
+    """The HTML and text as an example reader would see them (a stand-in From if none)."""
+    if not settings.from_:
+        settings = config_mod.with_overrides(settings, from_=config_mod.EXAMPLE_FROM)
+    composer = Composer(email, settings)
+    reader = Subscriber(email=config_mod.EXAMPLE_READER, name="", fields={}, line=0)
+    return composer.personalise(reader, composer.unsubscribe_url(reader.email) or "#unsubscribe")
+
+
+def build(settings: Settings, issue: str, out: Path | None = None) -> Built:
+    """Render `issue` and write email.html and email.txt to `out` (build/ISSUE)."""
+    started = time.perf_counter()
+    email = load(settings, issue)
+    out = out or settings.root / "build" / email.issue.slug
+    out.mkdir(parents=True, exist_ok=True)
+    html, text = sample(settings, email)
+    html_path, text_path = out / "email.html", out / "email.txt"
+    html_path.write_text(html, encoding="utf-8")
+    text_path.write_text(text, encoding="utf-8")
+    return Built(email, html_path, text_path, time.perf_counter() - started)

@@ -1,0 +1,412 @@
+"""One issue to one list: plan it, send it (for real, as a dry run, or one test copy), cron's
+due sends, and what is left to do. The CLI calls these and prints what they return.
+
+    plan()       render once, check, and count who is owed a copy: a frozen Plan
+    send()       the real send under the issue's lock, recorded in the ledger
+    dry_run()    the same loop through the dry-run transport, recording nothing
+    test_copy()  one copy to one address through the same loop, recording nothing
+    send_due()   every scheduled issue whose time has come (cron)
+    pick_issue() the newest issue someone on the list is still owed
+    status()     sent / deferred / failed / pending for one issue
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from . import issue as issue_mod
+from . import schedule
+from .audience import Audience
+from .config import EXAMPLE_SUBSCRIBERS, Settings
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
+from .ledger import DB_NAME, Delivery, Ledger, lock
+from .message import Composer
+from .preflight import check_preflight
+from .render import Email, render
+from .send import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
+from .states import DeliveryState, Skip
+from .subscribers import Problem, Subscriber, SubscriberList, check_email
+from .transports import DryRunTransport, Transport
+
+SAMPLES = 3  # .eml files a dry run keeps
+SHOWN_PROBLEMS = 20  # list problems a plan carries for display; the counts are exact
+
+
+def load(settings: Settings, name: str) -> Email:
+    """Read, repair, parse and render an issue by name (issues/NAME.md) or path."""
+    path = issue_mod.resolve(name, settings.root)
+    parsed = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
+    return render(parsed, settings)
+
+
+def ledger(settings: Settings) -> Ledger:
+    """The project's ledger, created on first use."""
+    return Ledger(settings.state_path)
+
+
+def existing_ledger(settings: Settings) -> Ledger | None:
+    """The project's ledger, or None when nothing was ever recorded (nothing is created)."""
+    if not (settings.state_path / DB_NAME).exists():
+        return None
+    return Ledger(settings.state_path)
+
+
+def subscriber_file(settings: Settings, given: Path | None, *, dry_run: bool) -> Path:
+    """--subscribers, else `subscribers`; a dry run falls back to the bundled example list."""
+    if given is not None:
+        return given
+    default = settings.root / settings.subscribers
+    example = settings.root / EXAMPLE_SUBSCRIBERS
+    if not default.exists() and dry_run and example.exists():
+        return example
+    if not default.exists():
+        raise InputError(
+            f"no subscriber list at {default}",
+            hint="pass --subscribers FILE or set `subscribers` in mailer.toml",
+        )
+    return default
+
+
+# -- planning -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A send worked out before anything goes out: who is owed a copy, batches, duration."""
+
+    email: Email
+    composer: Composer
+    subscribers: Path
+    options: SendOptions
+    rows: int  # data rows in the file
+    owed: int  # valid subscribers owed a copy now
+    already_done: int
+    suppressed: int
+    not_due: int
+    invalid: int
+    skipped: int  # unsubscribed or duplicate rows in the list itself
+    problems: tuple[Problem, ...]  # the first invalid rows
+    skipped_rows: tuple[Problem, ...]  # the first skipped rows
+
+    @property
+    def issue(self) -> str:
+        return self.email.issue.slug
+
+    @property
+    def batches(self) -> int:
+        return -(-self.owed // self.options.batch_size) if self.owed else 0
+
+    @property
+    def estimate(self) -> float:
+        """Seconds the real send would take at the chosen rate, batches and pauses."""
+        return estimate(self.owed, self.options)
+
+
+def plan(
+    settings: Settings, issue: str, subscribers: Path, options: SendOptions, *, dry_run: bool
+) -> Plan:
+    """Render `issue` once, refuse what must not be sent, and count who is owed a copy."""
+    email = load(settings, issue)
+    check_preflight(email, settings, dry_run=dry_run)
+    composer = Composer(email, settings)
+    listing = SubscriberList(subscribers)
+    composer.check_fields(set(listing.columns))
+    with _history(settings) as ledger:
+        audience = _audience(ledger, email.issue.slug, options)
+    skips = dict.fromkeys(Skip, 0)
+    owed = 0
+    for subscriber in listing:
+        skip = audience.skip(subscriber)
+        if skip is None:
+            owed += 1
+        else:
+            skips[skip] += 1
+    return Plan(
+        email,
+        composer,
+        subscribers,
+        options,
+        rows=listing.rows_in_file,
+        owed=owed,
+        already_done=skips[Skip.ALREADY_DONE],
+        suppressed=skips[Skip.SUPPRESSED],
+        not_due=skips[Skip.NOT_DUE],
+        invalid=listing.problem_count,
+        skipped=listing.skipped_count,
+        problems=tuple(listing.problems[:SHOWN_PROBLEMS]),
+        skipped_rows=tuple(listing.skipped[:SHOWN_PROBLEMS]),
+    )
+
+
+class _history:
+    """`with _history(settings) as ledger`: the ledger if one exists (None if not), closed after."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ledger = existing_ledger(settings)
+
+    def __enter__(self) -> Ledger | None:
+        return self.ledger
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
+
+
+def _audience(ledger: Ledger | None, slug: str, options: SendOptions) -> Audience:
+    return Audience.of(
+        ledger,
+        slug,
+        retry_failed=options.retry_failed,
+        retry_delay=options.retry_delay,
+        max_attempts=options.max_attempts,
+    )
+
+
+# -- sending ------------------------------------------------------------------------------
+
+
+def _finish(summary: Summary, listing: SubscriberList, *, dry_run: bool = False) -> Summary:
+    return dataclasses.replace(
+        summary,
+        dry_run=dry_run,
+        invalid=listing.problem_count,
+        skipped=listing.skipped_count,
+    )
+
+
+def smtp(settings: Settings, composer: Composer) -> Callable[[], Transport]:
+    """The transport factory for a real send: one SMTP connection per call."""
+    from .transports.smtp import SMTPTransport
+
+    return lambda: SMTPTransport(settings, composer.envelope_from)
+
+
+def send(
+    settings: Settings,
+    planned: Plan,
+    *,
+    on_start: Callable[[], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Summary:
+    """Send for real, holding the issue's lock; the ledger is re-read once the lock is held."""
+    slug = planned.issue
+    book = ledger(settings)
+    try:
+        with lock(settings.state_path, f"send-{slug}"):
+            listing = SubscriberList(planned.subscribers)
+            sender = Sender(
+                planned.email,
+                planned.composer,
+                smtp(settings, planned.composer),
+                book,
+                planned.options,
+                audience=_audience(book, slug, planned.options),
+            )
+            if on_start is not None:
+                on_start()
+            summary = sender.run(listing, listing.rows_in_file, on_progress)
+    except LockedError as exc:
+        raise LockedError(
+            f"another mailer run is sending {slug} ({exc.message}); not starting a second one",
+            hint="wait for it to finish; re-running afterwards is safe",
+        ) from None
+    finally:
+        book.close()
+    return _finish(summary, listing)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a dry run found: the summary of the loop, and the sample messages it wrote."""
+
+    summary: Summary
+    samples: tuple[Path, ...]
+
+
+def dry_run(settings: Settings, planned: Plan) -> DryRun:
+    """The whole send loop through the dry-run transport: nothing sent, nothing recorded."""
+    out = settings.root / "build" / planned.issue / "dry-run"
+    for old in out.glob("*.eml"):
+        old.unlink()
+    transport = DryRunTransport(out, keep=SAMPLES)
+    listing = SubscriberList(planned.subscribers)
+    with _history(settings) as ledger:
+        audience = _audience(ledger, planned.issue, planned.options)
+    sender = Sender(
+        planned.email,
+        planned.composer,
+        lambda: transport,
+        NullRecorder(),
+        planned.options.unpaced(),
+        audience=audience,
+    )
+    summary = sender.run(listing, listing.rows_in_file)
+    return DryRun(_finish(summary, listing, dry_run=True), tuple(transport.written))
+
+
+@dataclass(frozen=True)
+class TestCopy:
+    """One copy to one address: what the server said, or where the dry run wrote it."""
+
+    issue: str
+    address: str
+    state: DeliveryState
+    reply: str
+    path: Path | None = None  # the .eml a dry run wrote
+
+    @property
+    def exit_code(self) -> int:
+        if self.state == DeliveryState.SENT:
+            return EXIT_OK
+        return EXIT_FAILED if self.state == DeliveryState.FAILED else EXIT_TEMPFAIL
+
+
+def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> TestCopy:
+    """Send (or with dry_run, write) one copy to `to`: the same loop, no ledger entry.
+
+    Raises ValueError when `to` is not an address.
+    """
+    address = check_email(to)
+    email = load(settings, issue)
+    check_preflight(email, settings, dry_run=dry_run)
+    composer = Composer(email, settings)
+    slug = email.issue.slug
+    out = settings.root / "build" / slug
+    dry = DryRunTransport(out, keep=1, name="test-copy.eml")
+    transports = (lambda: dry) if dry_run else smtp(settings, composer)
+    recorder = NullRecorder()
+    options = dataclasses.replace(SendOptions(), max_attempts=1).unpaced()
+    reader = Subscriber(address, "", {}, 0)
+    Sender(email, composer, transports, recorder, options).run([reader], 1)
+    state, reply = recorder.replies.get(address, (DeliveryState.DEFERRED, "no reply"))
+    return TestCopy(slug, address, state, reply, dry.written[0] if dry.written else None)
+
+
+# -- cron ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueEvent:
+    """One thing cron's run did or refused: `kind` is "problem", "stale", "locked" or "sent"."""
+
+    kind: str
+    issue: str = ""
+    text: str = ""
+    entry: schedule.Entry | None = None
+    plan: Plan | None = None
+    summary: Summary | None = None
+    samples: tuple[Path, ...] = ()  # a dry run's sample messages
+
+
+def send_due(
+    settings: Settings,
+    options: SendOptions,
+    now: datetime,
+    *,
+    force: bool,
+    dry: bool,
+    subscribers: Path | None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Iterator[DueEvent]:
+    """Send every scheduled issue whose time has come, one event per thing worth saying."""
+    with ledger(settings) as book:
+        entries, problems = schedule.entries(settings, book)
+    for problem in problems:
+        yield DueEvent("problem", text=problem)
+    to_send, stale = schedule.due(entries, now, settings.max_late, force=force)
+    for entry in stale:
+        yield DueEvent("stale", entry.issue, entry=entry)
+    for entry in sorted(to_send, key=lambda e: e.send_at):
+        path = subscriber_file(settings, subscribers, dry_run=dry)
+        planned = plan(settings, entry.issue, path, options, dry_run=dry)
+        samples: tuple[Path, ...] = ()
+        try:
+            if dry:
+                rehearsal = dry_run(settings, planned)
+                summary, samples = rehearsal.summary, rehearsal.samples
+            else:
+                summary = send(settings, planned, on_progress=on_progress)
+        except LockedError:
+            yield DueEvent("locked", entry.issue, entry=entry)
+            continue
+        if not dry:
+            finished = not (summary.deferred or summary.not_due or summary.interrupted)
+            with ledger(settings) as book:
+                schedule.record_run(
+                    book,
+                    entry,
+                    finished=finished and not summary.error,
+                    started=bool(summary.attempted or summary.already_done),
+                )
+        yield DueEvent(
+            "sent", entry.issue, entry=entry, plan=planned, summary=summary, samples=samples
+        )
+        if summary.interrupted:
+            return
+
+
+def due_exit_code(events: list[DueEvent]) -> int:
+    """0 when every due issue went out (or waits for its retries), 1 when something failed
+    for good or was refused as too late, 75 when interrupted; a failed send's own code wins."""
+    code = EXIT_OK
+    for event in events:
+        if event.kind in ("problem", "stale"):
+            code = max(code, EXIT_FAILED)
+        elif event.summary is not None:
+            if event.summary.interrupted:
+                return EXIT_TEMPFAIL
+            if event.summary.failed or event.summary.error:
+                code = max(code, event.summary.exit_code)
+    return code
+
+
+# -- what is left -------------------------------------------------------------------------
+
+
+def pick_issue(settings: Settings, subscribers: Path) -> str:
+    """The newest issue (by file time) that some active subscriber has not been sent yet."""
+    issues_dir = settings.root / "issues"
+    paths = sorted(issues_dir.glob("*.md"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not paths:
+        raise InputError(f"no issues in {issues_dir}", hint="create issues/NAME.md")
+    with _history(settings) as ledger:
+        if ledger is None:
+            return paths[0].stem
+        for path in paths:
+            audience = Audience.of(ledger, path.stem)
+            gone = (Skip.SUPPRESSED, Skip.ALREADY_DONE)  # a deferred reader is still owed
+            if any(audience.skip(s) not in gone for s in SubscriberList(subscribers)):
+                return path.stem
+    raise InputError("every issue in issues/ has been sent to everyone on the list")
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where one issue's send stands."""
+
+    issue: str
+    counts: dict[DeliveryState, int]
+    pending: int | None  # None: no subscriber list to count against
+    problems: tuple[Delivery, ...]  # failed and deferred rows, oldest first
+
+
+def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
+    """Counts from the ledger; pending = on the list, not suppressed, never attempted."""
+    slug = Path(name).stem
+    with _history(settings) as ledger:
+        if ledger is None:
+            raise InputError(f"nothing has been sent yet (no ledger in {settings.state_path})")
+        deliveries = list(ledger.deliveries(slug))
+        counts = ledger.counts(slug)
+        suppressed = ledger.suppressed_set()
+    path = subscribers or settings.root / settings.subscribers
+    pending = None
+    if path.exists():
+        skip = {d.email for d in deliveries} | suppressed
+        pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in skip)
+    problems = tuple(d for d in deliveries if d.state != DeliveryState.SENT)
+    return Status(slug, counts, pending, problems)

@@ -1,0 +1,84 @@
+"""What every command shares: the project's settings, warnings, and a few ways of printing."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from ..config import Settings
+from ..errors import MailerError
+from ..issue import Notice
+from ..render import Email
+from ..when import now as current_time
+from ..when import parse_when
+
+
+@dataclass
+class Context:
+    """What every command gets: the project's settings, read once."""
+
+    settings: Settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def warn(text: str) -> None:
+    click.secho(f"warning: {text}", fg="yellow", err=True)
+
+
+def print_notices(email: Email, fold: bool = True) -> None:
+    """Warnings; unless `build` asks for all, runs of one kind fold into one line."""
+    by_code: dict[str, list[Notice]] = {}
+    for notice in email.notices:
+        by_code.setdefault(notice.code, []).append(notice)
+    for notices in by_code.values():
+        if len(notices) <= 3 or not fold:
+            for notice in notices:
+                warn(str(notice))
+            continue
+        lines = ", ".join(str(n.line) for n in notices if n.line)
+        what = notices[0].message.split(":")[0]
+        warn(f"{len(notices)} times: {what} (lines {lines}; `mailer build` lists them)")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one, refuse unless --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise MailerError(
+            "refusing a real send without a terminal to confirm on",
+            hint="add --yes (cron), or --dry-run to see what would happen",
+        )
+    if not click.confirm(question, default=False):
+        raise click.Abort()
+
+
+def now_option(text: str | None) -> datetime:
+    """--now, else MAILER_NOW, else the clock."""
+    try:
+        return parse_when(text) if text else current_time()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--now" if text else "MAILER_NOW") from None
+
+
+def rate_text(rate: float) -> str:
+    return "unlimited" if rate == float("inf") else f"{rate:g}/s"
+
+
+def shown(path: Path, root: Path) -> Path:
+    """A path relative to the project when it is inside it."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
+def human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,297 @@
+"""`mailer send`: parse the flags, call the campaign, print what it did."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from .. import campaign
+from ..campaign import DueEvent, Plan
+from ..config import format_duration, with_overrides
+from ..send import Progress, SendOptions, Summary, estimate
+from .common import Context, confirm, human, now_option, pass_ctx, print_notices, rate_text, shown
+
+
+@click.command()
+@click.argument("issue", required=False)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Do everything but connect: print the plan, write sample .eml files.",
+)
+@click.option(
+    "--to", "to", metavar="ADDRESS", help="Send one test copy to ADDRESS (no ledger entry)."
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
+@click.option(
+    "--subscribers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Subscriber CSV [subscribers.csv].",
+)
+@click.option("--rate", help="Pace over all connections: N/s, N/min, N/h, or 'off' [10/s].")
+@click.option("--batch-size", type=int, help="Messages per connection before reconnecting [100].")
+@click.option("--pause", type=float, help="Seconds to wait between batches [0].")
+@click.option("--connections", type=int, help="Parallel SMTP connections [1].")
+@click.option("--max-attempts", type=int, help="Tries per recipient on 4xx replies [5].")
+@click.option(
+    "--retry-delay", type=float, help="Seconds before the first retry, doubling after [30]."
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Also resend to recipients whose server said 5xx."
+)
+@click.option(
+    "--due", is_flag=True, help="Send every scheduled issue whose time has come (for cron)."
+)
+@click.option("--force", is_flag=True, help="With --due: also send schedules older than max_late.")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="TIME",
+    help="Pretend it is TIME (ISO 8601 with offset), for testing schedules.",
+)
+@pass_ctx
+def send(
+    ctx: Context,
+    issue: str | None,
+    dry_run: bool,
+    to: str | None,
+    yes: bool,
+    subscribers: Path | None,
+    rate: str | None,
+    batch_size: int | None,
+    pause: float | None,
+    connections: int | None,
+    max_attempts: int | None,
+    retry_delay: float | None,
+    retry_failed: bool,
+    due: bool,
+    force: bool,
+    now_text: str | None,
+) -> None:
+    """Send ISSUE to every subscriber who has not had it yet.
+
+    \b
+    Without ISSUE: the newest issue in issues/ not yet sent to everyone.
+    Re-running is always safe: the ledger (.mailer/ledger.db) remembers who got
+    what, so an interrupted send resumes where it stopped, without duplicates.
+
+    \b
+    Examples:
+      mailer send issue-2 --dry-run            the plan and sample .eml files
+      mailer send issue-2 --to me@example.org  one test copy
+      mailer send issue-2 --yes --rate 20/s --batch-size 200 --connections 2
+      mailer send --due --yes                  from cron (see `mailer schedule --help`)
+
+    \b
+    Exit codes: 0 all sent, 1 some failed for good (5xx), 75 some deferred
+    (retry later) or another run holds the lock, 2 usage/config, 65 bad input,
+    69 server unreachable, 77 login refused.
+    """
+    settings = with_overrides(
+        ctx.settings,
+        rate=rate,
+        batch_size=batch_size,
+        pause=pause,
+        connections=connections,
+        max_attempts=max_attempts,
+        retry_delay=retry_delay,
+    )
+    ctx.settings = settings
+    options = SendOptions.from_settings(settings, retry_failed=retry_failed)
+    if due:
+        sys.exit(_due(ctx, options, now_option(now_text), force, dry_run, subscribers))
+    if to:
+        sys.exit(_test_copy(ctx, issue, to, dry_run))
+    path = campaign.subscriber_file(settings, subscribers, dry_run=dry_run)
+    if subscribers is None and path != settings.root / settings.subscribers:
+        click.echo(f"no {settings.subscribers}: using {path.name} for this dry run")
+    if issue is None:
+        issue = campaign.pick_issue(settings, path)
+        click.echo(f"no ISSUE given: {issue} is the newest issue not yet sent to everyone")
+    planned = campaign.plan(settings, issue, path, options, dry_run=dry_run)
+    print_notices(planned.email)
+    if dry_run:
+        rehearsal = campaign.dry_run(settings, planned)
+        _print_dry_run(ctx, planned, rehearsal.summary, rehearsal.samples)
+        sys.exit(rehearsal.summary.exit_code)
+    confirm(f"Send {planned.issue!r} to up to {planned.rows} subscribers in {path.name}?", yes)
+    bar = _Progress(ctx, planned, quiet=False)
+    try:
+        summary = campaign.send(settings, planned, on_start=bar.start, on_progress=bar.update)
+    finally:
+        bar.close()
+    _report(summary, planned, quiet=False)
+    sys.exit(summary.exit_code)
+
+
+class _Progress:
+    """A progress bar on a terminal; in logs (cron) a plain line every 10 seconds."""
+
+    def __init__(self, ctx: Context, planned: Plan | None, *, quiet: bool) -> None:
+        self.ctx, self.planned, self.quiet = ctx, planned, quiet
+        self.bar: object | None = None
+        self.seen = 0
+        self.last = time.monotonic()
+
+    def start(self) -> None:
+        if self.quiet or self.planned is None:
+            return
+        s, o = self.ctx.settings, self.planned.options
+        click.echo(
+            f"sending {self.planned.issue} via {s.smtp_host}:{s.smtp_port}"
+            f" ({o.connections} connection(s), rate {rate_text(o.rate)})"
+        )
+        if sys.stderr.isatty():
+            bar = click.progressbar(
+                length=max(self.planned.rows, 1),
+                label="sending",
+                show_eta=True,
+                show_pos=True,
+                file=sys.stderr,
+            )
+            self.bar = bar.__enter__()
+
+    def update(self, p: Progress) -> None:
+        if self.bar is not None:
+            if p.done > self.seen:
+                self.bar.update(p.done - self.seen)  # type: ignore[attr-defined]
+                self.seen = p.done
+        elif time.monotonic() - self.last >= 10:
+            self.last = time.monotonic()
+            click.echo(
+                f"  {p.done}/{p.total}: {p.sent} sent, {p.deferred} deferred, {p.failed} failed",
+                err=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)  # type: ignore[attr-defined]
+            self.bar = None
+
+
+def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
+    if quiet and not (s.attempted or s.error or s.interrupted):
+        return
+    rate = s.sent / s.elapsed if s.elapsed else 0.0
+    click.echo(
+        f"{s.issue}: sent {s.sent}, deferred {s.deferred}, failed {s.failed}"
+        f" in {s.elapsed:.1f}s ({rate:.0f}/s)"
+    )
+    extras = [
+        (s.already_done, "already sent earlier"),
+        (s.suppressed, "suppressed (unsubscribed/bounced)"),
+        (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
+        (s.invalid, "invalid rows"),
+        (s.not_due, "deferred earlier, retry not due yet"),
+        (s.slowdowns, "slow-downs for a throttling server"),
+    ]
+    for count, what in extras:
+        if count:
+            click.echo(f"  {count} {what}")
+    for problem in planned.problems:
+        click.echo(f"  line {problem.line}: {problem.reason} {problem.email!r}".rstrip(), err=True)
+    for address, reply in s.failures[:20]:
+        click.echo(f"  {address}: {reply}", err=True)
+    if s.error:
+        click.secho(f"error: {s.error}", fg="red", err=True)
+    if s.interrupted:
+        click.echo(
+            f"interrupted: run `mailer send {s.issue}` again to resume (nobody gets two copies)"
+        )
+    elif s.deferred:
+        click.echo(f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them")
+
+
+def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path, ...]) -> None:
+    options = planned.options
+    batches = -(-s.sent // options.batch_size) if s.sent else 0
+    click.echo(f"dry run of {s.issue}: nothing was sent, the ledger is untouched")
+    click.echo(f"  subject      {planned.email.subject}")
+    click.echo(f"  from         {ctx.settings.from_}")
+    click.echo(f"  rows read    {s.rows + s.invalid + s.skipped}")
+    click.echo(f"  recipients   {s.sent}")
+    for count, what in [
+        (s.already_done, "already sent"),
+        (s.suppressed, "suppressed"),
+        (s.not_due, "retry later"),
+        (s.skipped, "skipped"),
+        (s.invalid, "invalid"),
+    ]:
+        if count:
+            click.echo(f"  {what:<12} {count}")
+    for problem in planned.skipped_rows + planned.problems:
+        click.echo(f"    line {problem.line}: {problem.email or '-'}: {problem.reason}")
+    click.echo(
+        f"  batches      {batches} of up to {options.batch_size},"
+        f" {options.connections} connection(s)"
+    )
+    duration = human(estimate(s.sent, options))
+    click.echo(f"  duration     ~{duration} at {rate_text(options.rate)}")
+    click.echo(f"  html         {planned.email.html_bytes / 1024:.1f} KB")
+    for path in samples:
+        click.echo(f"  sample       {shown(path, ctx.settings.root)}")
+
+
+def _test_copy(ctx: Context, issue: str | None, to: str, dry_run: bool) -> int:
+    if issue is None:
+        raise click.UsageError("--to needs an ISSUE")
+    try:
+        copy = campaign.test_copy(ctx.settings, issue, to, dry_run=dry_run)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    if copy.path is not None:
+        where = shown(copy.path, ctx.settings.root)
+        click.echo(f"dry run: the test copy for {copy.address} is {where}")
+    else:
+        click.echo(f"test copy of {copy.issue} to {copy.address}: {copy.reply}")
+    return copy.exit_code
+
+
+def _due(
+    ctx: Context,
+    options: SendOptions,
+    now: datetime,
+    force: bool,
+    dry_run: bool,
+    subscribers: Path | None,
+) -> int:
+    """Cron's entry point: one line per action, silence when nothing is due."""
+    events: list[DueEvent] = []
+    log = _Progress(ctx, None, quiet=True)
+    for event in campaign.send_due(
+        ctx.settings,
+        options,
+        now,
+        force=force,
+        dry=dry_run,
+        subscribers=subscribers,
+        on_progress=log.update,
+    ):
+        events.append(event)
+        _print_due(ctx, event)
+    return campaign.due_exit_code(events)
+
+
+def _print_due(ctx: Context, event: DueEvent) -> None:
+    if event.kind == "problem":
+        click.echo(f"error: {event.text}", err=True)
+    elif event.kind == "stale" and event.entry is not None:
+        click.echo(
+            f"{event.issue}: not sent: it was due {event.entry.send_at:%Y-%m-%d %H:%M} UTC,"
+            f" more than {format_duration(ctx.settings.max_late)} ago; send it with --due --force"
+            f" (or `mailer send {event.issue}`), or cancel it",
+            err=True,
+        )
+    elif event.kind == "locked":
+        click.echo(f"{event.issue}: another mailer run is sending it; leaving it to that run")
+    elif event.summary is not None and event.plan is not None:
+        if event.summary.dry_run:
+            _print_dry_run(ctx, event.plan, event.summary, event.samples)
+        else:
+            _report(event.summary, event.plan, quiet=True)

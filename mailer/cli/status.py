@@ -1,0 +1,151 @@
+"""`mailer status`, the subscriber list, the suppression list and `mailer config`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+
+from .. import campaign, lists
+from ..config import env_name
+from ..states import DeliveryState, Reason
+from .common import Context, pass_ctx
+
+
+@click.command()
+@click.argument("issue")
+@click.option(
+    "--failed",
+    "only_failed",
+    is_flag=True,
+    help="List who did not get it (failed and deferred) and why.",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="With --failed: CSV (email,state,attempts,reply,updated_at).",
+)
+@click.option(
+    "--subscribers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Count pending against this list.",
+)
+@pass_ctx
+def status(
+    ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None
+) -> None:
+    """Show how ISSUE's send went: sent, deferred, failed, pending."""
+    st = campaign.status(ctx.settings, issue, subscribers)
+    if only_failed:
+        if as_csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["email", "state", "attempts", "reply", "updated_at"])
+            for d in st.problems:
+                writer.writerow(
+                    [d.email, d.state, d.attempts, d.last_reply, d.updated_at.isoformat()]
+                )
+            return
+        for d in st.problems:
+            click.echo(f"{d.email}  {d.state}  attempts={d.attempts}  {d.last_reply}")
+        return
+    click.echo(st.issue)
+    click.echo(f"  sent      {st.counts[DeliveryState.SENT]}")
+    click.echo(f"  deferred  {st.counts[DeliveryState.DEFERRED]}")
+    click.echo(f"  failed    {st.counts[DeliveryState.FAILED]}")
+    pending = st.pending if st.pending is not None else "? (no subscriber list)"
+    click.echo(f"  pending   {pending}")
+    if st.problems:
+        click.echo("  last problems:")
+        for d in st.problems[-5:]:
+            click.echo(f"    {d.email}: {d.last_reply}")
+
+
+@click.group()
+def subscribers() -> None:
+    """Check or export the subscriber list."""
+
+
+@subscribers.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@pass_ctx
+def subscribers_check(ctx: Context, path: Path | None) -> None:
+    """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
+    checked = lists.check(path or ctx.settings.root / ctx.settings.subscribers)
+    click.echo(
+        f"{checked.path}: {checked.good} subscribers, {len(checked.invalid)} invalid,"
+        f" {len(checked.skipped)} skipped"
+    )
+    for p in checked.skipped[:50]:
+        click.echo(f"  line {p.line}: skipped: {p.email or '-'}: {p.reason}")
+    for p in checked.invalid[:200]:
+        click.echo(f"  line {p.line}: invalid: {p.email or '-'}: {p.reason}")
+    if checked.invalid:
+        sys.exit(65)
+
+
+@subscribers.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@pass_ctx
+def subscribers_export(ctx: Context, path: Path | None) -> None:
+    """Print the list (CSV) with suppressed, invalid and duplicate rows left out."""
+    export = lists.export(ctx.settings, path or ctx.settings.root / ctx.settings.subscribers)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["email", "name", *export.columns])
+    kept = 0
+    for sub in export.rows:
+        writer.writerow([sub.email, sub.name, *(sub.fields.get(c, "") for c in export.columns)])
+        kept += 1
+    left_out = export.listing.problem_count + export.listing.skipped_count
+    click.echo(
+        f"{kept} exported, {left_out} rows left out, {len(export.suppressed)} suppressed addresses",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("address")
+@click.option(
+    "--reason",
+    type=click.Choice([r.value for r in Reason]),
+    default=Reason.MANUAL.value,
+    show_default=True,
+)
+@pass_ctx
+def unsubscribe(ctx: Context, address: str, reason: str) -> None:
+    """Suppress ADDRESS by hand (a reply asking to be removed); every later send skips it."""
+    try:
+        normalised, new = lists.suppress(ctx.settings, address, Reason(reason))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ADDRESS") from None
+    click.echo(f"{normalised}: {'suppressed' if new else 'was already suppressed'} ({reason})")
+
+
+@click.command()
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output (email,reason,source,created_at).")
+@pass_ctx
+def suppressed(ctx: Context, as_csv: bool) -> None:
+    """List suppressed addresses: who, why, since when."""
+    rows = lists.suppressions(ctx.settings)
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["email", "reason", "source", "created_at"])
+        for r in rows:
+            writer.writerow([r.email, r.reason, r.source, r.created_at.isoformat()])
+        return
+    for r in rows:
+        click.echo(f"{r.email}  {r.reason}  {r.source}  {r.created_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{len(rows)} suppressed", err=True)
+
+
+@click.command("config")
+@pass_ctx
+def show_config(ctx: Context) -> None:
+    """Print the settings in force and where each came from (secrets masked)."""
+    s = ctx.settings
+    click.echo(f"# project {s.root}")
+    for key, value in s.masked().items():
+        source = s.sources.get(key, "default")
+        click.echo(f"{key:<18} = {value!r:<44} # {env_name(key)}, from {source}")

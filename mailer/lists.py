@@ -1,0 +1,68 @@
+"""The subscriber list and the suppression list: check, export, suppress by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .campaign import existing_ledger, ledger
+from .config import Settings
+from .ledger import Suppression
+from .states import Reason
+from .subscribers import Problem, Subscriber, SubscriberList, check_email
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A list read through: how many are good, and every problem (with its line)."""
+
+    path: Path
+    good: int
+    invalid: tuple[Problem, ...]
+    skipped: tuple[Problem, ...]
+
+
+def check(path: Path) -> Checked:
+    """Read the whole list, collecting what is wrong with each row."""
+    listing = SubscriberList(path)
+    good = sum(1 for _ in listing)
+    return Checked(path, good, tuple(listing.problems), tuple(listing.skipped))
+
+
+@dataclass
+class Export:
+    """The rows `export` kept, streamed; the counts are complete once iterated."""
+
+    columns: tuple[str, ...]
+    rows: Iterator[Subscriber]
+    listing: SubscriberList
+    suppressed: frozenset[str]
+
+
+def export(settings: Settings, path: Path) -> Export:
+    """The list without suppressed, invalid or duplicate rows."""
+    book = existing_ledger(settings)
+    suppressed: frozenset[str] = frozenset()
+    if book is not None:
+        with book:
+            suppressed = frozenset(book.suppressed_set())
+    listing = SubscriberList(path)
+    rows = (s for s in listing if s.email.lower() not in suppressed)
+    return Export(tuple(sorted(listing.columns)), rows, listing, suppressed)
+
+
+def suppress(settings: Settings, address: str, reason: Reason) -> tuple[str, bool]:
+    """(normalised address, newly suppressed) — ValueError if it is no address."""
+    normalised = check_email(address)
+    with ledger(settings) as book:
+        return normalised, book.suppress(normalised, reason, "cli")
+
+
+def suppressions(settings: Settings) -> list[Suppression]:
+    """The suppression list, oldest first (empty when nothing was ever recorded)."""
+    book = existing_ledger(settings)
+    if book is None:
+        return []
+    with book:
+        return book.suppressions()
