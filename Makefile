@@ -6,6 +6,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# A plain sys.path entry for the checkout: templates/ ships as mailer.templates, and
+# setuptools' default editable finder warns about that layout on every install.
+EDITABLE := --config-settings editable_mode=compat
 
 .PHONY: demo test lint fmt bench clean system
 
@@ -34,15 +37,15 @@ $(VENV)/bin/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e . $(EDITABLE)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[test,dev]' $(EDITABLE)
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q -e '.[bench]' $(EDITABLE)
 	touch $@
 
 # Debian packages the tests use for real: chromium (browser tests), postfix (a real MTA).
