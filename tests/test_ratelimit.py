@@ -6,6 +6,7 @@ No test here waits for real time: the clock is a counter that `sleep` moves forw
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +18,7 @@ from mailer.message import Message
 from mailer.ratelimit import RateLimiter
 from mailer.send import Sender, SendOptions, estimate
 from mailer.subscribers import Subscriber
-from mailer.transports import Result
+from mailer.transports import Outbox, Result
 
 
 class FakeClock:
@@ -177,34 +178,25 @@ class StubComposer:
         return Message(subscriber.email, f"<{subscriber.email}>", b"Subject: x\r\n\r\nx\r\n")
 
 
-class ClockedTransport:
-    """Records when (on the fake clock) each message went out; each send takes `work`."""
+def taking(clock: FakeClock, work: float) -> Callable[[Message, int], Result]:
+    """An Outbox reply: accepts each message after `work` seconds on the fake clock."""
 
-    def __init__(self, clock: FakeClock, log: list[float], lock: threading.Lock, work: float):
-        self.clock, self.log, self.lock, self.work = clock, log, lock, work
-
-    def open(self) -> None:
-        pass
-
-    def send(self, message: Message) -> Result:
-        with self.lock:
-            self.log.append(self.clock())
-        self.clock.advance(self.work)
+    def reply(message: Message, n: int) -> Result:
+        clock.advance(work)  # the send itself takes time
         return Result(SENT, 250, "250 ok")
 
-    def close(self) -> None:
-        pass
+    return reply
 
 
 def paced_send(rate: float, connections: int, n: int, work: float = 0.0) -> list[float]:
+    """When (on the fake clock) each of n messages went out."""
     clock = FakeClock()
-    log: list[float] = []
-    lock = threading.Lock()
+    outbox = Outbox(clock=clock, reply=taking(clock, work))
     email = SimpleNamespace(issue=SimpleNamespace(slug="issue-2"))
     sender = Sender(
         email,  # type: ignore[arg-type]
         StubComposer(),  # type: ignore[arg-type]
-        lambda: ClockedTransport(clock, log, lock, work),
+        outbox.transport,
         None,
         SendOptions(rate=rate, connections=connections, batch_size=10_000),
         clock=clock,
@@ -213,7 +205,8 @@ def paced_send(rate: float, connections: int, n: int, work: float = 0.0) -> list
     subs = (Subscriber(f"r{i}@example.com", "", {}, i + 2) for i in range(n))
     summary = sender.run(subs, n)
     assert summary.sent == n and summary.exit_code == 0
-    return log
+    assert len(outbox.messages) == n
+    return outbox.sent_at
 
 
 @pytest.mark.parametrize("connections", [1, 2, 4])

@@ -1,10 +1,8 @@
-"""The send loop (mailer.send.Sender) against the real aiosmtpd server and scripted transports."""
+"""The send loop (mailer.send.Sender) against the real aiosmtpd server and a scripted Outbox."""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from mailer.errors import (
     EXIT_OK,
     EXIT_TEMPFAIL,
     EXIT_UNAVAILABLE,
+    MailerError,
     SMTPAuthError,
     SMTPUnavailable,
 )
@@ -30,7 +29,7 @@ from mailer.message import Composer, Message
 from mailer.render import Email
 from mailer.send import NullRecorder, Sender, SendOptions
 from mailer.subscribers import Subscriber
-from mailer.transports import DryRunTransport, Result
+from mailer.transports import DryRunTransport, Outbox, Result
 from mailer.transports.smtp import SMTPTransport, dot_stuff
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,9 +212,9 @@ def test_non_throttling_4xx_uses_exactly_max_attempts(
     email: Email, base_settings: config.Settings, ledger: Ledger
 ) -> None:
     full = Result(DEFERRED, 452, "452 4.2.2 Mailbox full")
-    script = Script(lambda to, n: full if to == "r001@example.com" else OK, lambda n: False)
-    summary = scripted(email, base_settings, script, ledger, max_attempts=4).run(people(3), 3)
-    assert [to for to, _ in script.sends].count("r001@example.com") == 4
+    outbox = outbox_of(lambda to, n: full if to == "r001@example.com" else OK)
+    summary = scripted(email, base_settings, outbox, ledger, max_attempts=4).run(people(3), 3)
+    assert outbox.recipients.count("r001@example.com") == 4
     assert (summary.sent, summary.deferred, summary.slowdowns) == (2, 1, 0)
     got = delivery(ledger, "issue-2", "r001@example.com")
     assert got is not None and (got.state, got.attempts) == (DEFERRED, 4)
@@ -317,52 +316,30 @@ def test_message_that_cannot_be_built_fails_alone(
     assert got is not None and got.state == FAILED and "cannot build" in got.last_reply
 
 
-# -- scripted transports ------------------------------------------------------------------
-
-
-class Script:
-    """Transports whose replies come from a function of (recipient, nth send overall)."""
-
-    def __init__(self, reply: Callable[[str, int], Result], open_fails: Callable[[int], bool]):
-        self.reply = reply
-        self.open_fails = open_fails
-        self.sends: list[tuple[str, float]] = []  # (recipient, time.monotonic())
-        self.opens = 0
-        self.lock = threading.Lock()
-
-    def factory(self) -> ScriptedTransport:
-        return ScriptedTransport(self)
-
-
-class ScriptedTransport:
-    def __init__(self, script: Script) -> None:
-        self.script = script
-
-    def open(self) -> None:
-        with self.script.lock:
-            self.script.opens += 1
-            n = self.script.opens
-        if self.script.open_fails(n):
-            raise SMTPUnavailable(f"cannot reach the SMTP server (open #{n})")
-
-    def send(self, message: Message) -> Result:
-        with self.script.lock:
-            self.script.sends.append((message.recipient, time.monotonic()))
-            n = len(self.script.sends)
-        return self.script.reply(message.recipient, n)
-
-    def close(self) -> None:
-        pass
-
+# -- scripted transports: an Outbox whose replies the test decides ------------------------
 
 OK = Result(SENT, 250, "250 ok")
 THROTTLE = Result(DEFERRED, 451, "451 4.7.1 slow down")
 
 
+def outbox_of(
+    reply: Callable[[str, int], Result] = lambda to, n: OK,
+    open_fails: Callable[[int], bool] = lambda n: False,
+) -> Outbox:
+    """An Outbox answering reply(recipient, nth send overall); open #n fails if open_fails(n)."""
+
+    def refuse_open(n: int) -> MailerError | None:
+        if open_fails(n):
+            return SMTPUnavailable(f"cannot reach the SMTP server (open #{n})")
+        return None
+
+    return Outbox(reply=lambda message, n: reply(message.recipient, n), refuse_open=refuse_open)
+
+
 def scripted(
     email: Email,
     settings: config.Settings,
-    script: Script,
+    outbox: Outbox,
     ledger: Ledger | None,
     *,
     sleeps: list[float] | None = None,
@@ -375,7 +352,7 @@ def scripted(
     return Sender(
         email,
         composer,
-        script.factory,
+        outbox.transport,
         ledger,
         opts,
         audience=history(ledger, opts),
@@ -395,14 +372,14 @@ def test_retries_back_off_exponentially_within_a_run(
     def reply(to: str, n: int) -> Result:
         return THROTTLE if to == "r000@example.com" and n <= 3 else OK
 
-    script = Script(reply, lambda n: False)
+    outbox = outbox_of(reply)
     # throttle_streak high: this is about one recipient's backoff, not about slowing down.
     sender = scripted(
-        email, base_settings, script, ledger, retry_delay=0.15, max_attempts=5, throttle_streak=100
+        email, base_settings, outbox, ledger, retry_delay=0.15, max_attempts=5, throttle_streak=100
     )
     summary = sender.run(people(1), 1)
     assert summary.sent == 1 and summary.retries == 3
-    times = [t for to, t in script.sends]
+    times = outbox.sent_at
     assert len(times) == 4
     g1, g2, g3 = (b - a for a, b in zip(times, times[1:], strict=False))
     # 0.15, 0.3, 0.6 s: each wait about twice the one before (ratios, not absolute times).
@@ -414,19 +391,19 @@ def test_pause_between_batches(
     email: Email, base_settings: config.Settings, ledger: Ledger
 ) -> None:
     sleeps: list[float] = []
-    script = Script(lambda to, n: OK, lambda n: False)
-    sender = scripted(email, base_settings, script, ledger, sleeps=sleeps, batch_size=3, pause=7.5)
+    outbox = outbox_of()
+    sender = scripted(email, base_settings, outbox, ledger, sleeps=sleeps, batch_size=3, pause=7.5)
     assert sender.run(people(7), 7).sent == 7
     assert sleeps.count(7.5) == 2  # batches of 3, 3, 1: two pauses between them
-    assert script.opens == 3
+    assert outbox.opens == 3
 
 
 def test_no_pause_after_the_last_batch(
     email: Email, base_settings: config.Settings, ledger: Ledger
 ) -> None:
     sleeps: list[float] = []
-    script = Script(lambda to, n: OK, lambda n: False)
-    sender = scripted(email, base_settings, script, ledger, sleeps=sleeps, batch_size=3, pause=60.0)
+    outbox = outbox_of()
+    sender = scripted(email, base_settings, outbox, ledger, sleeps=sleeps, batch_size=3, pause=60.0)
     assert sender.run(people(6), 6).sent == 6
     assert sleeps.count(60.0) == 1
 
@@ -443,8 +420,8 @@ def test_throttling_server_slows_the_send_down(
         tried.add(to)
         return THROTTLE
 
-    script = Script(reply, lambda n: False)
-    sender = scripted(email, base_settings, script, ledger, rate=20.0, max_attempts=3)
+    outbox = outbox_of(reply)
+    sender = scripted(email, base_settings, outbox, ledger, rate=20.0, max_attempts=3)
     summary = sender.run(people(6), 6)
     assert summary.sent == 6 and summary.deferred == 0
     assert summary.slowdowns >= 1
@@ -455,8 +432,8 @@ def test_throttling_does_not_burn_attempts(
     email: Email, base_settings: config.Settings, ledger: Ledger
 ) -> None:
     # The server answers the first 8 commands with 451 (whoever they are for), then accepts.
-    script = Script(lambda to, n: THROTTLE if n <= 8 else OK, lambda n: False)
-    sender = scripted(email, base_settings, script, ledger, rate=50.0, max_attempts=2)
+    outbox = outbox_of(lambda to, n: THROTTLE if n <= 8 else OK)
+    sender = scripted(email, base_settings, outbox, ledger, rate=50.0, max_attempts=2)
     summary = sender.run(people(4), 4)
     assert summary.slowdowns >= 1
     assert (summary.sent, summary.deferred) == (4, 0)
@@ -466,8 +443,8 @@ def test_server_lost_mid_run_stops_with_an_error(
     email: Email, base_settings: config.Settings, ledger: Ledger
 ) -> None:
     # The first connection works for one batch; every later connection attempt fails.
-    script = Script(lambda to, n: OK, lambda n: n > 1)
-    sender = scripted(email, base_settings, script, ledger, batch_size=2)
+    outbox = outbox_of(open_fails=lambda n: n > 1)
+    sender = scripted(email, base_settings, outbox, ledger, batch_size=2)
     summary = sender.run(people(6), 6)
     assert summary.sent == 2
     assert "cannot reach the SMTP server" in summary.error
@@ -482,14 +459,14 @@ def test_ledger_skips_who_was_sent_and_failed(
     ledger.record("issue-2", "r000@example.com", SENT, "250 ok")
     ledger.record("issue-2", "r001@example.com", FAILED, "550 no")
     ledger.suppress("r002@example.com", "unsubscribed", "web")
-    script = Script(lambda to, n: OK, lambda n: False)
-    summary = scripted(email, base_settings, script, ledger).run(people(5), 5)
-    assert sorted(to for to, _ in script.sends) == ["r003@example.com", "r004@example.com"]
+    outbox = outbox_of()
+    summary = scripted(email, base_settings, outbox, ledger).run(people(5), 5)
+    assert sorted(outbox.recipients) == ["r003@example.com", "r004@example.com"]
     assert (summary.sent, summary.already_done, summary.suppressed) == (2, 2, 1)
 
-    again = Script(lambda to, n: OK, lambda n: False)
+    again = outbox_of()
     summary = scripted(email, base_settings, again, ledger, retry_failed=True).run(people(5), 5)
-    assert [to for to, _ in again.sends] == ["r001@example.com"]
+    assert again.recipients == ["r001@example.com"]
     assert delivery(ledger, "issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
 
 
@@ -499,10 +476,10 @@ def test_deferred_earlier_waits_for_its_backoff(
     ledger.record("issue-2", "r000@example.com", DEFERRED, "451 later")  # just now
     for _ in range(3):
         ledger.record("issue-2", "r001@example.com", DEFERRED, "451 later")  # out of tries
-    script = Script(lambda to, n: OK, lambda n: False)
-    sender = scripted(email, base_settings, script, ledger, retry_delay=3600.0, max_attempts=3)
+    outbox = outbox_of()
+    sender = scripted(email, base_settings, outbox, ledger, retry_delay=3600.0, max_attempts=3)
     summary = sender.run(people(3), 3)
-    assert [to for to, _ in script.sends] == ["r002@example.com"]
+    assert outbox.recipients == ["r002@example.com"]
     assert summary.not_due == 2  # r001's backoff stops growing at max_attempts, but it waits
     assert summary.exit_code == EXIT_TEMPFAIL
 
@@ -512,10 +489,10 @@ def test_deferred_out_of_tries_gets_new_tries_in_a_later_run(
 ) -> None:
     for _ in range(3):
         ledger.record("issue-2", "r001@example.com", DEFERRED, "451 later")
-    script = Script(lambda to, n: OK, lambda n: False)
-    sender = scripted(email, base_settings, script, ledger, retry_delay=0.0, max_attempts=3)
+    outbox = outbox_of()
+    sender = scripted(email, base_settings, outbox, ledger, retry_delay=0.0, max_attempts=3)
     summary = sender.run(people(2), 2)
-    assert sorted(to for to, _ in script.sends) == ["r000@example.com", "r001@example.com"]
+    assert sorted(outbox.recipients) == ["r000@example.com", "r001@example.com"]
     assert summary.sent == 2
     assert delivery(ledger, "issue-2", "r001@example.com").state == SENT  # type: ignore[union-attr]
 
