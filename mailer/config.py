@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -21,6 +22,8 @@ CONFIG_FILE = "mailer.toml"
 ENV_PREFIX = "MAILER_"
 SECRET_KEYS = frozenset({"smtp_password", "secret"})
 SECURITY_MODES = ("starttls", "ssl", "none")
+# MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
+OWN_VARIABLES = frozenset({"MAILER_NOW"})
 
 # The bundled example list, and who stands in for a reader or a sender in previews and samples.
 EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
@@ -65,9 +68,17 @@ class Settings:
     max_attempts: int = 5
     retry_delay: float = 30.0
     max_late: timedelta = field(default=timedelta(hours=24), metadata={"kind": "duration"})
+    # Postfix's queue model: in-run retries only within retry_window after the last fresh
+    # reader was tried; later runs (cron) retry the rest; after give_up_after they fail.
+    retry_window: timedelta = field(default=timedelta(minutes=2), metadata={"kind": "duration"})
+    give_up_after: timedelta = field(default=timedelta(days=3), metadata={"kind": "duration"})
+    # This many timeouts or dropped connections in a row, across readers, stop the run.
+    circuit_breaker: int = 5
     # Where the settings were read from, for `mailer config`; not a setting itself.
     root: Path = field(default=Path("."), compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # What the user should hear about (a misspelt MAILER_* variable); the CLI prints them.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def state_path(self) -> Path:
@@ -113,7 +124,7 @@ def show(f: Field[Any], value: Any) -> str:
 
 
 def _setting_fields() -> list[Field[Any]]:
-    return [f for f in fields(Settings) if f.name not in ("root", "sources")]
+    return [f for f in fields(Settings) if f.name not in ("root", "sources", "warnings")]
 
 
 def _key(name: str) -> str:
@@ -143,6 +154,7 @@ def load(
     root = find_root(root)
     environ = os.environ if environ is None else environ
     layers: list[tuple[str, Mapping[str, Any]]] = []
+    warnings: list[str] = []
 
     toml_path = root / CONFIG_FILE
     if toml_path.is_file():
@@ -162,7 +174,9 @@ def load(
                 hint="save .env as UTF-8",
             ) from None
         layers.append((".env", _from_env(dotenv)))
+        warnings += _unknown_variables(dotenv, env_file)
     layers.append(("environment", _from_env(environ)))
+    warnings += _unknown_variables(environ)
     if overrides:
         layers.append(("flag", {k: v for k, v in overrides.items() if v is not None}))
 
@@ -173,7 +187,7 @@ def load(
         for name, raw in layer.items():
             values[name] = _coerce(known[name], raw, source)
             sources[_key(name)] = source
-    settings = Settings(root=root, sources=sources, **values)
+    settings = Settings(root=root, sources=sources, warnings=tuple(warnings), **values)
     _validate(settings)
     return settings
 
@@ -189,8 +203,11 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
                 hint=f"put it in .env (git-ignored) as {env_name(name)}",
             )
         if name is None:
+            close = difflib.get_close_matches(key.lower(), list(known), n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{path}: unknown setting {key!r}", hint="`mailer config` lists every setting"
+                f"{path}: unknown setting {key!r}{guess}",
+                hint="`mailer config` lists every setting",
             )
         out[name] = value
     return out
@@ -203,6 +220,34 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if value is not None and value != "":
             out[f.name] = value
     return out
+
+
+def _unknown_variables(variables: Mapping[str, Any], env_file: Path | None = None) -> list[str]:
+    """A warning for each MAILER_* variable that is no setting, with the closest name."""
+    known = [env_name(f.name) for f in _setting_fields()]
+    out = []
+    for name in sorted(variables):
+        if not name.startswith(ENV_PREFIX) or name in known or name in OWN_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        where = ""
+        if env_file is not None:
+            line = _line_of(env_file, name)
+            where = f"{env_file}:{line}: " if line else f"{env_file}: "
+        out.append(f"{where}{name} is not a setting{guess}")
+    return out
+
+
+def _line_of(env_file: Path, name: str) -> int | None:
+    """The line of .env that sets `name` (the last one, as python-dotenv lets it win)."""
+    pattern = re.compile(rf"^\s*(?:export\s+)?{re.escape(name)}\s*=")
+    found = None
+    # The file was read as UTF-8 a moment ago, so this cannot fail to decode.
+    for number, text in enumerate(env_file.read_text(encoding="utf-8").splitlines(), 1):
+        if pattern.match(text):
+            found = number
+    return found
 
 
 _KIND_NAMES = {
@@ -334,7 +379,7 @@ def _validate(s: Settings) -> None:
         )
     if not 0 < s.smtp_port < 65536:
         raise ConfigError(f"smtp_port must be 1-65535, got {s.smtp_port}")
-    for name in ("batch_size", "connections", "max_attempts"):
+    for name in ("batch_size", "connections", "max_attempts", "circuit_breaker"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
     if s.smtp_timeout <= 0:

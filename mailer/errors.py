@@ -12,6 +12,7 @@ EXIT_DATA = 65  # bad input: issue, template, subscriber list
 EXIT_UNAVAILABLE = 69  # the SMTP server cannot be reached
 EXIT_TEMPFAIL = 75  # try again later: recipients deferred, another run holds the lock
 EXIT_NOPERM = 77  # the SMTP server refused our credentials
+EXIT_ABORTED = 130  # ctrl-C (or end of input) at a question: nothing was done (128 + SIGINT)
 
 
 class MailerError(click.ClickException):

@@ -22,7 +22,7 @@ from typing import cast
 
 from .config import Settings
 from .errors import ConfigError, InputError
-from .render import SLOT_RE, Email, fill_slots
+from .render import SLOT_RE, Email, fill_slots, unescape
 from .subscribers import Subscriber
 from .tokens import sign
 
@@ -87,7 +87,8 @@ class _Part:
 
     def __init__(self, content: str, escape: bool) -> None:
         pieces = SLOT_RE.split(content)
-        self.literals = [_qp(p) for p in pieces[0::2]]
+        # unescape: slot syntax the issue itself holds is text again, after the cut
+        self.literals = [_qp(unescape(p)) for p in pieces[0::2]]
         self.slots = [int(i) for i in pieces[1::2]]
         self.escape = escape
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import html as html_mod
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 import jinja2
@@ -37,15 +39,49 @@ _SLOT_LIKE = re.compile(r"%%mailer:[^%\s]*%%", re.I)
 _UNFILLED = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 _CODE = re.compile(r"<(pre|code)\b.*?</\1>", re.S | re.I)
 
+# The issue's own text must never reach a slot: "%%mailer:0%%" written in an issue would give
+# each reader their own unsubscribe link, "%%mailer:99%%" would crash. Before rendering, a '%'
+# that would start one ("%%mailer:") becomes LITERAL_PERCENT (a private-use character, which
+# no text means); once a part is cut at its real slots, unescape() turns it back into '%', so
+# the reader sees exactly what was written.
+LITERAL_PERCENT = "\ue025"
+_SLOT_START = re.compile(r"%(?=%mailer:)", re.I)
+_ESCAPED = re.compile(
+    # lxml writes a non-ASCII character in href and src as its UTF-8, percent-encoded
+    f"(?:{LITERAL_PERCENT}|%EE%80%A5)(?=%mailer:)",
+    re.I,
+)
+
+
+def neutralise(text: str) -> str:
+    """Issue text with no slot in it: the first '%' of every "%%mailer:" escaped."""
+    return _SLOT_START.sub(LITERAL_PERCENT, text) if "%" in text else text
+
+
+def unescape(piece: str) -> str:
+    """A literal piece of a rendered part (between slots) as the reader gets it."""
+    return _ESCAPED.sub("%", piece) if LITERAL_PERCENT in piece else piece
+
+
+def _neutralise_value(value: Any) -> Any:
+    """Front matter as the templates see it: every string in it neutralised."""
+    if isinstance(value, str):
+        return neutralise(value)
+    if isinstance(value, Mapping):
+        return {k: _neutralise_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_neutralise_value(v) for v in value)
+    return value
+
 
 def fill_slots(content: str, values: list[str], *, escape: bool) -> str:
     """Put each slot's value in place (HTML-escaped for the HTML part); not the send hot path."""
-
-    def value(match: re.Match[str]) -> str:
-        text = values[int(match.group(1))]
-        return html_mod.escape(text, quote=True) if escape else text
-
-    return SLOT_RE.sub(value, content)
+    pieces = SLOT_RE.split(content)
+    out = [unescape(pieces[0])]
+    for index, literal in zip(pieces[1::2], pieces[2::2], strict=True):
+        text = values[int(index)]
+        out += (html_mod.escape(text, quote=True) if escape else text, unescape(literal))
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -177,11 +213,13 @@ def render(issue: Issue, settings: Settings) -> Email:
     env.filters["fallback"] = lambda value, default: (
         slots(value.field, default) if isinstance(value, _SlotText) else value or default
     )
-    body_html = _html_body(issue)
+    body_html = neutralise(_html_body(issue))
     body_text, urls = render_text(issue.tokens)
+    body_text, urls = neutralise(body_text), [neutralise(u) for u in urls]
+    shown = _neutralised(issue)  # what the templates see of the issue
     context: dict[str, Any] = {
-        "issue": issue,
-        "meta": issue.meta,
+        "issue": shown,
+        "meta": shown.meta,
         "subscriber": _Subscriber(slots),
         "unsubscribe_url": slots("unsubscribe_url"),
         "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}"
@@ -199,11 +237,11 @@ def render(issue: Issue, settings: Settings) -> Email:
     )
     compiled = compile_mjml(mjml_source)
     # mjml-python copies the title into an attribute without escaping it: a quote would end it.
-    for written in (html_mod.escape(issue.subject, quote=False), issue.subject):
+    for written in (html_mod.escape(shown.subject, quote=False), shown.subject):
         compiled = compiled.replace(
-            f'aria-label="{written}"', f'aria-label="{html_mod.escape(issue.subject)}"'
+            f'aria-label="{written}"', f'aria-label="{html_mod.escape(shown.subject)}"'
         )
-    html = inline_css(compiled)
+    html = _ESCAPED.sub(LITERAL_PERCENT, inline_css(compiled))
     notices = list(issue.notices)
     if _STYLESHEET_LINK.search(html) or _IMPORT.search(html):
         html = _IMPORT.sub("", _STYLESHEET_LINK.sub("", html))
@@ -230,6 +268,18 @@ def render(issue: Issue, settings: Settings) -> Email:
     if not email.has_unsubscribe_link():
         notices.append(Notice("unsubscribe", "the template has no {{ unsubscribe_url }} link"))
     return replace(email, notices=tuple(notices))
+
+
+def _neutralised(issue: Issue) -> Issue:
+    """The issue with slot syntax in its title, subject, preheader and front matter escaped."""
+    meta = _neutralise_value(dict(issue.meta))
+    return replace(
+        issue,
+        title=neutralise(issue.title),
+        subject=neutralise(issue.subject),
+        preheader=neutralise(issue.preheader),
+        meta=MappingProxyType(meta),
+    )
 
 
 def _html_body(issue: Issue) -> str:

@@ -196,7 +196,7 @@ class SubscriberList:
                 if not _blank(cells):
                     self.rows_in_file += 1
         # The merge-field columns, known before iterating (templates are checked against them).
-        self.columns: tuple[str, ...] = tuple(name for name, _ in header.fields) if header else ()
+        self.columns: tuple[str, ...] = tuple(name for name, _ in header.fields)
 
     def __iter__(self) -> Iterator[Subscriber]:
         if self._iterated:
@@ -266,8 +266,8 @@ class SubscriberList:
                         hint="save the list as 'CSV UTF-8' (Excel: Save As > CSV UTF-8)",
                     ) from None
 
-    def _parse_header(self, records: Iterator[tuple[int, list[str]]]) -> _Header | None:
-        """The first non-blank record (None for an empty file); InputError without 'email'."""
+    def _parse_header(self, records: Iterator[tuple[int, list[str]]]) -> _Header:
+        """The first non-blank record; InputError without 'email' (an empty file has none)."""
         for line, cells in records:
             if _blank(cells):
                 continue
@@ -298,14 +298,18 @@ class SubscriberList:
                 ),
                 width=len(names),
             )
-        return None
+        # Empty (or only blank lines): most likely a failed export, not a list of nobody.
+        # A header without rows is the way to say "nobody".
+        raise InputError(
+            "no 'email' column: the file is empty",
+            path=self.path,
+            hint="a subscriber list starts with a header line such as 'email,name'",
+        )
 
     def _rows(self) -> Iterator[Subscriber]:
         """The generator behind __iter__."""
         with closing(self._records()) as records:
             header = self._parse_header(records)
-            if header is None:
-                return
             dedupe = _Dedupe()
             try:
                 for line, cells in records:

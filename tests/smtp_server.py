@@ -13,11 +13,15 @@ As a subprocess (for tests that need a server outside the pytest process)::
 
 prints ``READY <port>`` once listening, writes each message to DIR/<n>.eml and
 appends one line per recipient to DIR/recipients.log, until SIGTERM (or SIGINT).
+``--delay-250 SECONDS`` waits that long after end-of-data (the message is already written)
+before answering 250, so a client has a message in flight for that long.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import collections
 import email
 import email.message
@@ -29,7 +33,8 @@ import ssl
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -50,6 +55,7 @@ class Received:
     data: bytes
     peer: tuple
     session_id: int  # 1 for the first SMTP connection, 2 for the next, ...
+    at: float = field(default_factory=time.time)  # arrival: time.time() at end-of-data
 
     def message(self) -> email.message.EmailMessage:
         """Parsed with policy.default. CRLF -> LF first: the parser keeps CRs in bodies."""
@@ -156,6 +162,17 @@ class SMTPServer:
       drop_after  once this many messages were accepted in total, the next DATA is read
                   but neither recorded nor answered: the connection is closed (once;
                   setting drop_after again re-arms it)
+      rcpt_replies    {address: reply}: RCPT -> that reply, always ("452 4.2.2 Mailbox
+                      full"); a reply starting with 421 also closes the connection after it
+      mail_reply      MAIL FROM -> this reply for everyone (e.g. "530 5.7.0 ..."); None: 250
+      drop_after_250  DATA for these addresses is recorded and answered 250, then the
+                      server closes the connection (every time)
+      hang_data       DATA for these addresses is recorded, then never answered: the server
+                      waits until the client gives up and hangs up (every time)
+      hang_all        the same for every message
+      delay_250       seconds to wait after end-of-data (the message already recorded)
+                      before answering 250; a hang-up meanwhile leaves it recorded
+    Each Received carries its arrival time (``at``); ``arrivals(address)`` lists them.
     With ``auth``, MAIL before a successful AUTH gets 530.
     """
 
@@ -166,6 +183,8 @@ class SMTPServer:
         tls: TLSFiles | None = None,
         require_starttls: bool = False,
         implicit_tls: bool = False,
+        echo_auth: bool = False,
+        auth_mechanisms: tuple[str, ...] | None = None,
     ) -> None:
         if (require_starttls or implicit_tls) and tls is None:
             raise ValueError("require_starttls and implicit_tls need tls=TLSFiles")
@@ -175,11 +194,21 @@ class SMTPServer:
         self.tls = tls
         self.require_starttls = require_starttls
         self.implicit_tls = implicit_tls
+        # echo_auth: a refused AUTH is answered with a 535 that repeats the client's AUTH data
+        # (base64 as sent, and decoded), as some servers do. auth_mechanisms: offer only these.
+        self.echo_auth = echo_auth
+        self.auth_mechanisms = auth_mechanisms
         self.received: list[Received] = []
         self.defer: set[str] = set()
         self.defer_once: set[str] = set()
         self.reject: set[str] = set()
         self.drop_after = None
+        self.rcpt_replies: dict[str, str] = {}
+        self.mail_reply: str | None = None
+        self.drop_after_250: set[str] = set()
+        self.hang_data: set[str] = set()
+        self.hang_all = False
+        self.delay_250 = 0.0
         self.connections = 0
         self.logins = 0
         self._lock = threading.Lock()
@@ -202,6 +231,7 @@ class SMTPServer:
             "server_hostname": "localhost",  # else aiosmtpd calls socket.getfqdn() per session
             "auth_require_tls": False,  # True would refuse AUTH on plain and implicit TLS
             "authenticator": self._authenticate,
+            **self._auth_options(),
         }
         if self.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -231,6 +261,13 @@ class SMTPServer:
         with self._lock:
             return collections.Counter(r.lower() for m in self.received for r in m.rcpt_tos)
 
+    def arrivals(self, address: str) -> list[float]:
+        """When each copy for this address arrived (time.time() at end-of-data)."""
+        with self._lock:
+            return [
+                m.at for m in self.received if any(r.lower() == address.lower() for r in m.rcpt_tos)
+            ]
+
     def record(self, message: Received) -> None:
         with self._lock:
             self.received.append(message)
@@ -246,11 +283,21 @@ class SMTPServer:
             with self._lock:
                 self.logins += 1
         # handled=False makes aiosmtpd reply 535; the default (True) sends no reply at all.
+        if not ok and self.echo_auth and isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False, message=_echo(mechanism, auth_data))
         return AuthResult(success=ok, handled=False)
+
+    def _auth_options(self) -> dict:
+        if self.auth_mechanisms is None:
+            return {}
+        offered = {m.upper() for m in self.auth_mechanisms}
+        return {"auth_exclude_mechanism": [m for m in ("LOGIN", "PLAIN") if m not in offered]}
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
         if self.auth is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
+        if self.mail_reply is not None:
+            return self.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -261,6 +308,13 @@ class SMTPServer:
                 return "451 4.7.1 Try again later"
             if _find(self.reject, address):
                 return "550 5.1.1 No such user"
+            scripted = _find(set(self.rcpt_replies), address)
+            reply = self.rcpt_replies.get(scripted) if scripted is not None else None
+        if reply is not None:
+            if reply.startswith("421"):
+                # aiosmtpd writes the reply as soon as we return; the close runs after it.
+                server.loop.call_soon(server.transport.close)
+            return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
@@ -282,7 +336,28 @@ class SMTPServer:
                 session_id=server.session_id,
             )
         )
+        rcpts = envelope.rcpt_tos
+        with self._lock:
+            hang = self.hang_all or any(_find(self.hang_data, r) for r in rcpts)
+            hang_up = any(_find(self.drop_after_250, r) for r in rcpts)
+            delay = self.delay_250
+        if hang:
+            await server.loop.create_future()  # never answer; connection_lost cancels us
+        if delay:
+            await asyncio.sleep(delay)  # a hang-up meanwhile cancels us: recorded, unanswered
+        if hang_up:
+            server.loop.call_soon(server.transport.close)  # after the 250 below is written
         return "250 OK"
+
+
+def _echo(mechanism: str, data: LoginPassword) -> str:
+    """A 535 that gives the AUTH data back: what the client sent in base64, then decoded."""
+    if mechanism == "PLAIN":
+        sent = base64.b64encode(b"\0" + data.login + b"\0" + data.password).decode()
+    else:
+        sent = f"{base64.b64encode(data.login).decode()} {base64.b64encode(data.password).decode()}"
+    decoded = f"{data.login.decode('utf-8', 'replace')}:{data.password.decode('utf-8', 'replace')}"
+    return f"535 5.7.8 {mechanism} {sent} ({decoded}) rejected"
 
 
 def _find(addresses: set[str], address: str) -> str | None:
@@ -299,9 +374,10 @@ def _take(addresses: set[str], address: str) -> bool:
 class _FileSMTPServer(SMTPServer):
     """Subprocess mode: also write DIR/<n>.eml and DIR/recipients.log."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, delay_250: float = 0.0) -> None:
         super().__init__()
         self.out = out
+        self.delay_250 = delay_250
 
     def record(self, message: Received) -> None:
         with self._lock:
@@ -318,12 +394,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--delay-250",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long after end-of-data (message already written) before the 250",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = _FileSMTPServer(args.out)
+    server = _FileSMTPServer(args.out, delay_250=args.delay_250)
     server.port = args.port
     with server:
         print(f"READY {server.port}", flush=True)

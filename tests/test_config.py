@@ -282,3 +282,38 @@ def test_masked_never_returns_secret_values():
 def test_smtp_timeout_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="smtp_timeout must be more than 0"):
         config.load(tmp_path, environ={"MAILER_SMTP_TIMEOUT": "-1"})
+
+
+# -- misspelt names --------------------------------------------------------------------------
+
+
+def test_unknown_key_in_toml_names_the_closest(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        config.load(project(tmp_path, toml='smtp_hots = "typo"\n'), environ={})
+    assert str(err.value).endswith("unknown setting 'smtp_hots' (did you mean 'smtp_host'?)")
+    with pytest.raises(ConfigError) as err:
+        config.load(project(tmp_path / "2", toml='zzzzzz = "x"\n'), environ={})
+    assert str(err.value).endswith("unknown setting 'zzzzzz'")
+
+
+def test_misspelt_variables_are_warnings_not_printed(tmp_path, capsys):
+    root = project(tmp_path, dotenv="MAILER_RATE=5/s\nexport MAILER_PAUZE=3\n")
+    environ = {"MAILER_SMTP_HSOT": "x", "MAILER_NOW": "2026-01-01T00:00:00Z", "OTHER": "1"}
+    settings = config.load(root, environ=environ)
+    assert settings.warnings == (
+        f"{root.resolve()}/.env:2: MAILER_PAUZE is not a setting (did you mean MAILER_PAUSE?)",
+        "MAILER_SMTP_HSOT is not a setting (did you mean MAILER_SMTP_HOST?)",
+    )
+    assert settings.smtp_host == "localhost" and settings.pause == 0
+    assert capsys.readouterr() == ("", "")  # config never prints; the CLI does
+    # Warnings are not settings: they do not make two equal configurations differ.
+    assert settings == config.load(root, environ={"MAILER_NOW": "2026-01-01T00:00:00Z"})
+    assert "warnings" not in settings.masked()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+@pytest.mark.parametrize("name", ["smtp_timeout", "pause", "retry_delay"])
+def test_nan_and_inf_are_refused(tmp_path, name, value):
+    with pytest.raises(ConfigError) as err:
+        config.load(project(tmp_path), environ={f"MAILER_{name.upper()}": value})
+    assert str(err.value) == f"setting {name} (from environment) must be a number, got {value!r}"

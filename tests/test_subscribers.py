@@ -229,8 +229,14 @@ def test_missing_file(tmp_path: Path) -> None:
         SubscriberList(tmp_path / "nope.csv")
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "\ufeff", "email,name\n", "email,name\n,\n\n"])
-def test_empty_or_header_only_yields_nothing(tmp_path: Path, text: str) -> None:
+@pytest.mark.parametrize("text", ["", "\n\n", "\ufeff"])
+def test_an_empty_file_has_no_email_column(tmp_path: Path, text: str) -> None:
+    with pytest.raises(InputError, match="no 'email' column: the file is empty"):
+        SubscriberList(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text", ["email,name\n", "email,name\n,\n\n"])
+def test_header_only_yields_nothing(tmp_path: Path, text: str) -> None:
     got, sl = read_all(write(tmp_path, text))
     assert got == []
     assert (sl.total_rows, sl.rows_in_file, sl.problem_count, sl.skipped_count) == (0, 0, 0, 0)

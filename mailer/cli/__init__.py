@@ -10,7 +10,7 @@ import click
 
 from .. import config as config_mod
 from .build import build
-from .common import Context
+from .common import Context, warn
 from .schedule import schedule
 from .send import send
 from .serve import preview, serve
@@ -51,6 +51,8 @@ def main(ctx: click.Context, project: Path | None, templates: Path | None) -> No
     settings = config_mod.load(
         Path.cwd(), overrides={"templates": str(templates) if templates else None}
     )
+    for warning in settings.warnings:
+        warn(warning)
     ctx.obj = Context(settings)
 
 

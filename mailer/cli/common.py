@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..config import Settings
-from ..errors import MailerError
+from ..errors import EXIT_ABORTED, EXIT_OK, MailerError
 from ..issue import Notice
 from ..render import Email
 from ..when import now as current_time
@@ -47,7 +47,11 @@ def print_notices(email: Email, fold: bool = True) -> None:
 
 
 def confirm(question: str, yes: bool) -> None:
-    """Ask on a terminal; without one, refuse unless --yes."""
+    """Ask on a terminal; without one, refuse unless --yes.
+
+    "n" is an answer, not a failure: "not sent", exit 0. Ctrl-C or end of input at the
+    question: "aborted: nothing was sent", exit 130 (1 would read as "some readers failed").
+    """
     if yes:
         return
     if not sys.stdin.isatty():
@@ -55,8 +59,15 @@ def confirm(question: str, yes: bool) -> None:
             "refusing a real send without a terminal to confirm on",
             hint="add --yes (cron), or --dry-run to see what would happen",
         )
-    if not click.confirm(question, default=False):
-        raise click.Abort()
+    try:
+        answer = click.confirm(question, default=False)
+    except click.Abort:
+        click.echo()  # end the question's line
+        click.echo("aborted: nothing was sent", err=True)
+        raise click.exceptions.Exit(EXIT_ABORTED) from None
+    if not answer:
+        click.echo("not sent")
+        raise click.exceptions.Exit(EXIT_OK)
 
 
 def now_option(text: str | None) -> datetime:

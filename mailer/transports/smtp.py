@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import hmac
+import re
 import smtplib
 import ssl
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, overload
 
 from ..config import Settings
 from ..errors import SMTPAuthError, SMTPUnavailable
@@ -12,12 +18,109 @@ from ..message import Message
 from ..states import DeliveryState
 from .base import Result
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
 
+MASK = "********"  # as `mailer config` shows a secret
+# A word of a reply that may be base64 (AUTH data echoed back): decoded to look for a secret.
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/]{4,}={0,2}")
 
-def _reply(code: int, text: bytes | str) -> str:
+
+class Secrets:
+    """What a server reply must never show: the password (and the secret), as typed and as AUTH
+    sent them in base64 (PLAIN's `\\0user\\0password`, LOGIN's password on its own)."""
+
+    def __init__(self, user: str, secrets: Iterable[str]) -> None:
+        self.raw = tuple(sorted({v for v in secrets if v}, key=len, reverse=True))
+        forms = set(self.raw)
+        for value in self.raw:
+            data = value.encode("utf-8")
+            forms.add(base64.b64encode(data).decode("ascii"))
+            forms.add(base64.b64encode(b"\0" + user.encode("utf-8") + b"\0" + data).decode())
+        self.forms = tuple(sorted(forms, key=len, reverse=True))  # longest first
+
+    def mask(self, text: str) -> str:
+        """`text` with every form of every secret replaced by ********."""
+        if not self.raw:
+            return text
+        for form in self.forms:
+            text = text.replace(form, MASK)
+        # Base64 the exact forms above miss (another authzid, a cut-off echo): decode and look.
+        return _BASE64_WORD.sub(self._mask_base64, text)
+
+    def _mask_base64(self, match: re.Match[str]) -> str:
+        word = match.group(0)
+        try:
+            data = base64.b64decode(word + "=" * (-len(word) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            return word
+        decoded = data.decode("utf-8", "replace")
+        return MASK if any(secret in decoded for secret in self.raw) else word
+
+
+def _reply(code: int, text: bytes | str, secrets: Secrets | None = None) -> str:
     words = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    if secrets is not None:  # before the whitespace is folded: a password may hold spaces
+        words = secrets.mask(words)
     return f"{code} {' '.join(words.split())}".strip()
+
+
+class _UTF8Auth(smtplib.SMTP):
+    """AUTH with the user and password in UTF-8 (smtplib sends only ASCII ones).
+
+    RFC 4616 defines PLAIN's data as UTF-8; LOGIN and CRAM-MD5 have no charset of their own
+    and servers (Dovecot, Postfix's Cyrus and Dovecot SASL, Exchange) take UTF-8 there too.
+    This is smtplib's `auth` with the one `.encode('ascii')` changed.
+    """
+
+    def auth(
+        self,
+        mechanism: str,
+        authobject: smtplib._AuthObject,
+        *,
+        initial_response_ok: bool = True,
+    ) -> tuple[int, bytes]:
+        mechanism = mechanism.upper()
+        initial = authobject() if initial_response_ok else None
+        # _auth_challenge_count as smtplib keeps it: auth_login reads it to know what to answer.
+        if initial is not None:
+            code, resp = self.docmd("AUTH", f"{mechanism} {_b64(initial)}")
+            self._auth_challenge_count = 1
+        else:
+            code, resp = self.docmd("AUTH", mechanism)
+            self._auth_challenge_count = 0
+        while code == 334:
+            self._auth_challenge_count += 1
+            code, resp = self.docmd(_b64(authobject(base64.decodebytes(resp))))
+            if self._auth_challenge_count > 5:  # smtplib's _MAXCHALLENGE
+                raise smtplib.SMTPException("the server's AUTH exchange never ends")
+        if code in (235, 503):
+            return code, resp
+        raise smtplib.SMTPAuthenticationError(code, resp)
+
+    @overload
+    def auth_cram_md5(self, challenge: None = None) -> None: ...
+    @overload
+    def auth_cram_md5(self, challenge: ReadableBuffer) -> str: ...
+    def auth_cram_md5(self, challenge: ReadableBuffer | None = None) -> str | None:
+        if challenge is None:  # CRAM-MD5 has no initial response
+            return None
+        digest = hmac.HMAC(self.password.encode("utf-8"), challenge, "md5").hexdigest()
+        return f"{self.user} {digest}"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class _SMTP(_UTF8Auth):
+    pass
+
+
+class _SMTP_SSL(_UTF8Auth, smtplib.SMTP_SSL):
+    pass
 
 
 def _state_for(code: int) -> DeliveryState:
@@ -49,6 +152,9 @@ class SMTPTransport:
         self.settings = settings
         self.envelope_from = envelope_from
         self.smtp: smtplib.SMTP | None = None
+        # Every reply mailer prints or records goes through _reply, which masks these.
+        self.secrets = Secrets(settings.smtp_user, (settings.smtp_password, settings.secret))
+        self._data_sent = False  # the whole message went out: a lost reply may hide delivery
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -62,11 +168,11 @@ class SMTPTransport:
         where = f"{s.smtp_host}:{s.smtp_port}"
         try:
             if s.smtp_security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp: smtplib.SMTP = _SMTP_SSL(
                     s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=self._tls_context()
                 )
             else:
-                smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
+                smtp = _SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
                 if s.smtp_security == "starttls":
                     smtp.starttls(context=self._tls_context())
             if s.smtp_user:
@@ -74,7 +180,7 @@ class SMTPTransport:
         except smtplib.SMTPAuthenticationError as exc:
             raise SMTPAuthError(
                 f"{where} refused the login for {s.smtp_user!r}:"
-                f" {_reply(exc.smtp_code, exc.smtp_error)}",
+                f" {_reply(exc.smtp_code, exc.smtp_error, self.secrets)}",
                 hint="check MAILER_SMTP_USER and MAILER_SMTP_PASSWORD in .env",
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
@@ -88,7 +194,9 @@ class SMTPTransport:
                 hint="fix the certificate; MAILER_SMTP_VERIFY=false turns checking off (unsafe)",
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise SMTPUnavailable(f"cannot reach the SMTP server at {where}: {exc}") from None
+            raise SMTPUnavailable(
+                f"cannot reach the SMTP server at {where}: {self.secrets.mask(str(exc))}"
+            ) from None
         self.smtp = smtp
 
     def send(self, message: Message) -> Result:
@@ -97,12 +205,14 @@ class SMTPTransport:
             raise RuntimeError("send before open")
         options = ["SMTPUTF8"] if not message.recipient.isascii() else []
         try:
+            self._data_sent = False
             self._sendmail(smtp, message.recipient, message.data, options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients[message.recipient]
             if code == 421:  # the server said goodbye and _abandon hung up
                 self.smtp = None
-            return Result(_state_for(code), code, _reply(code, text), dropped=code == 421)
+            reply = _reply(code, text, self.secrets)
+            return Result(_state_for(code), code, reply, dropped=code == 421)
         except smtplib.SMTPSenderRefused as exc:
             if exc.smtp_code >= 500:
                 self.close()
@@ -115,10 +225,12 @@ class SMTPTransport:
             return self._refused(exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPResponseException as exc:
             self.close()
-            return Result(DEFERRED, exc.smtp_code, _reply(exc.smtp_code, exc.smtp_error), True)
+            reply = _reply(exc.smtp_code, exc.smtp_error, self.secrets)
+            return Result(DEFERRED, exc.smtp_code, reply, True)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.smtp = None
-            return Result(DEFERRED, 0, f"connection lost: {exc or type(exc).__name__}", True)
+            lost = f"connection lost: {self.secrets.mask(str(exc) or type(exc).__name__)}"
+            return Result(DEFERRED, 0, lost, True, uncertain=self._data_sent)
         return Result(SENT, 250, "250 accepted")
 
     def _sendmail(
@@ -147,13 +259,14 @@ class SMTPTransport:
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
         smtp.send(dot_stuff(data) + b".\r\n")
+        self._data_sent = True
         code, reply = smtp.getreply()
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
 
     def _session_refused(self, code: int, text: bytes | str) -> SMTPAuthError | SMTPUnavailable:
         """MAIL FROM refused for good: no reader can get the issue; nobody is marked."""
-        s, reply = self.settings, _reply(code, text)
+        s, reply = self.settings, _reply(code, text, self.secrets)
         where = f"{s.smtp_host}:{s.smtp_port}"
         if code == 530 and "starttls" in reply.lower():
             return SMTPUnavailable(
@@ -180,7 +293,7 @@ class SMTPTransport:
                 self.smtp.rset()
             except (smtplib.SMTPException, OSError):
                 self.smtp, dropped = None, True
-        return Result(_state_for(code), code, _reply(code, text), dropped)
+        return Result(_state_for(code), code, _reply(code, text, self.secrets), dropped)
 
     def close(self) -> None:
         smtp, self.smtp = self.smtp, None
