@@ -15,14 +15,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import issue as issue_mod
 from . import schedule
-from .audience import Audience
+from .audience import Audience, LedgerWatch
 from .config import EXAMPLE_SUBSCRIBERS, Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
+from .journal import Journal, JournaledLedger
 from .ledger import DB_NAME, Delivery, Ledger, lock
 from .message import Composer
 from .preflight import check_preflight
@@ -31,6 +32,7 @@ from .send import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
 from .states import DeliveryState, Skip
 from .subscribers import Problem, Subscriber, SubscriberList, check_email
 from .transports import DryRunTransport, Transport
+from .when import now as current_time
 
 SAMPLES = 3  # .eml files a dry run keeps
 SHOWN_PROBLEMS = 20  # list problems a plan carries for display; the counts are exact
@@ -192,23 +194,39 @@ def send(
     on_start: Callable[[], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Summary:
-    """Send for real, holding the issue's lock; the ledger is re-read once the lock is held."""
+    """Send for real, holding the issue's lock; the ledger is re-read once the lock is held.
+
+    Under the lock, first: outcomes an earlier run could only journal are recorded, and
+    readers deferred for longer than give_up_after become failed.
+    """
     slug = planned.issue
     book = ledger(settings)
     try:
         with lock(settings.state_path, f"send-{slug}"):
+            journal = Journal(settings.state_path)
+            reconciled = journal.replay(book)
+            cutoff = current_time() - settings.give_up_after
+            book.give_up(slug, cutoff, _spoken(settings.give_up_after))
             listing = SubscriberList(planned.subscribers)
+            audience = _audience(book, slug, planned.options)
+            recorder = JournaledLedger(book)
             sender = Sender(
                 planned.email,
                 planned.composer,
                 smtp(settings, planned.composer),
-                book,
+                recorder,
                 planned.options,
-                audience=_audience(book, slug, planned.options),
+                audience=audience,
+                watch=LedgerWatch(book, audience.suppressed),
             )
+            journal.reserve()  # room for outcomes even if the disk fills up while sending
             if on_start is not None:
                 on_start()
-            summary = sender.run(listing, listing.rows_in_file, on_progress)
+            try:
+                summary = sender.run(listing, listing.rows_in_file, on_progress)
+            finally:
+                if not recorder.journalled:
+                    journal.discard()
     except LockedError as exc:
         raise LockedError(
             f"another mailer run is sending {slug} ({exc.message}); not starting a second one",
@@ -216,7 +234,17 @@ def send(
         ) from None
     finally:
         book.close()
-    return _finish(summary, listing)
+    return dataclasses.replace(_finish(summary, listing), reconciled=reconciled)
+
+
+def _spoken(span: timedelta) -> str:
+    """3 days, 2 hours, 90 minutes, 45 seconds."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 @dataclass(frozen=True)
@@ -399,10 +427,13 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
     slug = Path(name).stem
     with _history(settings) as ledger:
         if ledger is None:
+            issue_mod.resolve(name, settings.root)
             raise InputError(f"nothing has been sent yet (no ledger in {settings.state_path})")
         deliveries = list(ledger.deliveries(slug))
         counts = ledger.counts(slug)
         suppressed = ledger.suppressed_set()
+    if not deliveries:
+        issue_mod.resolve(name, settings.root)  # no such issue: say so, not "pending 20"
     path = subscribers or settings.root / settings.subscribers
     pending = None
     if path.exists():

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import functools
 import os
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from mailer import when
-from mailer.errors import LockedError, MailerError
+from mailer.errors import EXIT_TEMPFAIL, MailerError
+from mailer.locks import lock as lock  # re-exported: callers take the ledger's lock here
 from mailer.states import DeliveryState, Reason, ScheduleState
 
 DB_NAME = "ledger.db"
@@ -58,21 +55,31 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 2: when a deferred reader is next due (Postfix's queue model); NULL for the others.
+    ("ALTER TABLE deliveries ADD COLUMN next_try_at TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _RECORD_SQL = """
-    INSERT INTO deliveries (issue, email, state, attempts, last_reply, first_at, updated_at)
-    VALUES (?, ?, ?, 1, ?, ?, ?)
+    INSERT INTO deliveries
+        (issue, email, state, attempts, last_reply, first_at, updated_at, next_try_at)
+    VALUES (?, ?, ?, 1, ?, ?, ?, ?)
     ON CONFLICT (issue, email) DO UPDATE SET
         state = excluded.state,
         attempts = attempts + 1,
         last_reply = excluded.last_reply,
-        updated_at = excluded.updated_at
+        updated_at = excluded.updated_at,
+        next_try_at = excluded.next_try_at
     -- A copy that was accepted stays accepted: nothing may make a resume send it again.
     WHERE deliveries.state != 'sent'
 """
-_DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at"
+_DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at, next_try_at"
+
+
+class LedgerGone(MailerError):
+    """The ledger file was deleted or replaced while a run was using it."""
+
+    exit_code = EXIT_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,7 @@ class Delivery:
     last_reply: str
     first_at: datetime
     updated_at: datetime
+    next_try_at: datetime | None = None  # deferred only: when a run may try again
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,15 @@ def _from_text(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at path; None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _norm_email(email: str) -> str:
     """Normalise an address so that case and stray spaces never make two recipients of one."""
     norm = email.strip().lower()
@@ -135,9 +152,10 @@ def _norm_email(email: str) -> str:
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     """Build a Delivery from a row in _DELIVERY_COLUMNS order."""
-    issue, email, state, attempts, reply, first_at, updated_at = row
+    issue, email, state, attempts, reply, first_at, updated_at, next_try_at = row
     first, updated = _from_text(first_at), _from_text(updated_at)
-    return Delivery(issue, email, DeliveryState(state), attempts, reply, first, updated)
+    next_try = _from_text(next_try_at) if next_try_at else None
+    return Delivery(issue, email, DeliveryState(state), attempts, reply, first, updated, next_try)
 
 
 def _schedule(row: tuple[Any, ...]) -> Schedule:
@@ -190,6 +208,7 @@ class Ledger:
                 self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
             )
             self._setup()
+            self._identity = _identity(self.path)
         except sqlite3.DatabaseError as exc:
             if self._conn is not None:
                 self._conn.close()
@@ -283,18 +302,55 @@ class Ledger:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def check_identity(self) -> None:
+        """LedgerGone if the file this ledger opened is no longer the one at its path."""
+        if _identity(self.path) != self._identity:
+            raise LedgerGone(
+                f"{self.path} was deleted or replaced while sending; stopped so that the next"
+                " run does not mail everyone again",
+                hint="put the ledger back (or restore it from a backup) before sending again",
+            )
+
+    @_guarded
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (PRAGMA data_version)."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     # -- deliveries -----------------------------------------------------------------------
 
-    def record(self, issue: str, email: str, state: DeliveryState, reply: str = "") -> None:
+    def record(
+        self,
+        issue: str,
+        email: str,
+        state: DeliveryState,
+        reply: str = "",
+        next_try_at: datetime | None = None,
+    ) -> None:
         """Upsert one recipient's outcome: count the attempt, keep first_at, replace the rest."""
         now = _now()
-        params = (issue, _norm_email(email), DeliveryState(state).value, reply, now, now)
+        retry = _to_text(next_try_at) if next_try_at is not None else None
+        params = (issue, _norm_email(email), DeliveryState(state).value, reply, now, now, retry)
         # Inlined rather than @_guarded: this runs once per message sent.
         try:
             with self._lock:
                 self._db.execute(_RECORD_SQL, params)
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
+
+    @_guarded
+    def give_up(self, issue: str, first_before: datetime, after: str) -> int:
+        """Deferred readers first tried before `first_before` become failed; returns how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE deliveries SET state = 'failed', next_try_at = NULL, updated_at = ?,"
+                " last_reply = 'gave up after ' || attempts"
+                " || CASE attempts WHEN 1 THEN ' try' ELSE ' tries' END || ' over ' || ? || ': '"
+                " || last_reply"
+                " WHERE issue = ? AND state = 'deferred' AND first_at < ?",
+                (_now(), after, issue, _to_text(first_before)),
+            )
+        return cur.rowcount
 
     @_guarded
     def counts(self, issue: str) -> dict[DeliveryState, int]:
@@ -434,64 +490,3 @@ class Ledger:
                 (issue,),
             ).fetchone()
         return _schedule(row) if row else None
-
-
-# -- process lock ---------------------------------------------------------------------------
-
-_LOCK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-_POLL = 0.05  # seconds between tries while waiting; flock has no timed wait
-
-
-def _read_pid(fd: int) -> int | None:
-    """Read the holder's pid from a lock file; None if it has not written it yet."""
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-@contextmanager
-def lock(state_dir: Path, name: str, *, wait: float = 0.0) -> Iterator[None]:
-    """Flock state_dir/locks/<name>.lock; LockedError naming the holder's pid if busy past wait."""
-    if not _LOCK_NAME.fullmatch(name):
-        raise ValueError(f"lock name {name!r} must be letters, digits, '.', '_' or '-'")
-    path = Path(state_dir) / "locks" / f"{name}.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The file is never deleted: unlinking a flock file lets a waiter lock an orphaned
-        # inode while a newcomer locks a fresh one, and then both "hold" the lock.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise MailerError(f"{path}: cannot create the lock file: {exc.strerror or exc}") from exc
-    try:
-        deadline = time.monotonic() + max(wait, 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise MailerError(f"{path}: cannot lock: {exc.strerror or exc}") from exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pid = _read_pid(fd)
-                holder = f"process {pid}" if pid else "another process"
-                raise LockedError(
-                    f"{name}: locked by {holder} ({path})",
-                    hint="another mailer run is busy with this; the lock frees itself when "
-                    "that process ends",
-                )
-            time.sleep(min(_POLL, remaining))
-        # flock belongs to the open file, so the OS drops it when this process dies, even by
-        # kill -9; the pid is only there to name the holder in the message above.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        try:
-            yield
-        finally:
-            # Clear the pid while still holding the lock, so it never names a finished run.
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

@@ -7,13 +7,14 @@ Outbox) and a recorder (NullRecorder, the ledger) handed to the same loop.
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import itertools
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any, Protocol
 
 from .audience import Audience, backoff
 from .config import Settings
@@ -24,6 +25,8 @@ from .render import Email
 from .states import DeliveryState, Skip
 from .subscribers import Subscriber
 from .transports import Result, Transport, TransportFactory
+from .when import now as wall_now
+from .workqueue import WorkQueue
 
 KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
@@ -42,6 +45,8 @@ class SendOptions:
     retry_delay: float = 30.0  # first backoff after a 4xx; doubles each try
     retry_failed: bool = False  # send again to recipients marked failed
     throttle_streak: int = 3  # this many throttling replies in a row halve the rate
+    retry_window: float = 120.0  # in-run retries only this long after the last fresh reader
+    circuit_breaker: int = 5  # timeouts or drops in a row, across readers, that stop the run
 
     @classmethod
     def from_settings(cls, settings: Settings, *, retry_failed: bool = False) -> SendOptions:
@@ -53,6 +58,8 @@ class SendOptions:
             max_attempts=settings.max_attempts,
             retry_delay=settings.retry_delay,
             retry_failed=retry_failed,
+            retry_window=settings.retry_window.total_seconds(),
+            circuit_breaker=settings.circuit_breaker,
         )
 
     def unpaced(self) -> SendOptions:
@@ -67,7 +74,14 @@ class SendOptions:
 class Recorder(Protocol):
     """Where each outcome is written as it happens: the ledger, or nowhere."""
 
-    def record(self, issue: str, email: str, state: DeliveryState, reply: str = "") -> None: ...
+    def record(
+        self,
+        issue: str,
+        email: str,
+        state: DeliveryState,
+        reply: str = "",
+        next_try_at: datetime | None = None,
+    ) -> None: ...
 
 
 class NullRecorder:
@@ -76,8 +90,27 @@ class NullRecorder:
     def __init__(self) -> None:
         self.replies: dict[str, tuple[DeliveryState, str]] = {}
 
-    def record(self, issue: str, email: str, state: DeliveryState, reply: str = "") -> None:
+    def record(
+        self,
+        issue: str,
+        email: str,
+        state: DeliveryState,
+        reply: str = "",
+        next_try_at: datetime | None = None,
+    ) -> None:
         self.replies[email] = (state, reply)
+
+
+class Watch(Protocol):
+    """Asked before each message: is this reader suppressed now? (audience.LedgerWatch)"""
+
+    def suppressed(self, email: str) -> bool: ...
+
+
+class ServerNotAnswering(MailerError):
+    """Timeouts or dropped connections in a row, across readers: the circuit breaker."""
+
+    exit_code = EXIT_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,9 @@ class Summary:
     retries: int = 0
     slowdowns: int = 0
     interrupted: bool = False
+    signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
+    uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
+    reconciled: int = 0  # outcomes replayed from an earlier run's journal
     error: str = ""  # why the run stopped early (server gone, login refused...)
     error_code: int = EXIT_TEMPFAIL
     elapsed: float = 0.0
@@ -113,9 +149,11 @@ class Summary:
             return self.error_code
         if self.dry_run:
             return EXIT_OK
+        if self.interrupted:
+            return EXIT_TEMPFAIL
         if self.failed:
             return EXIT_FAILED
-        if self.deferred or self.interrupted or self.not_due:
+        if self.deferred or self.not_due:
             return EXIT_TEMPFAIL
         return EXIT_OK
 
@@ -131,6 +169,8 @@ class _Tally:
     skips: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
     retries: int = 0
     slowdowns: int = 0
+    uncertain: int = 0
+    drops: int = 0  # timeouts and dropped connections in a row (the circuit breaker)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -158,87 +198,16 @@ def estimate(recipients: int, options: SendOptions) -> float:
     return pace + max(0, batches_per_connection - 1) * options.pause
 
 
-@dataclass(order=True)
-class _Retry:
-    due: float
-    seq: int
-    subscriber: Subscriber = field(compare=False)
-    attempts: int = field(compare=False)
-
-
-class _Queue:
-    """Recipients for the worker threads: due retries first, then the next from the list.
-
-    Workers pull from the list themselves (under the lock), so there is no producer thread
-    to hand items over: on a GIL-bound send every hand-off costs time.
-    """
-
-    def __init__(self, source: Iterator[tuple[Subscriber, int]]) -> None:
-        self.cond = threading.Condition()
-        self.source = source
-        self.retries: list[_Retry] = []
-        self.producing = True
-        self.in_flight = 0
-        self.stopped = False
-        self._seq = itertools.count()
-        self._peeked: tuple[Subscriber, int] | None = None
-
-    def _next_fresh(self) -> tuple[Subscriber, int] | None:
-        """The next recipient from the list, looked at but not taken (call under the lock)."""
-        if self._peeked is None and self.producing:
-            self._peeked = next(self.source, None)
-            self.producing = self._peeked is not None
-        return self._peeked
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
-
-    def take(self) -> tuple[Subscriber, int] | None:
-        """The next recipient and its attempts so far, or None when everything is settled."""
-        with self.cond:
-            while not self.stopped:
-                now = time.monotonic()
-                if self.retries and self.retries[0].due <= now:
-                    item = heapq.heappop(self.retries)
-                    self.in_flight += 1
-                    return item.subscriber, item.attempts
-                fresh = self._next_fresh()
-                if fresh is not None:
-                    self.in_flight += 1
-                    self._peeked = None
-                    return fresh
-                if not self.in_flight and not self.retries:
-                    self.cond.notify_all()
-                    return None
-                wait = self.retries[0].due - now if self.retries else 0.5
-                self.cond.wait(min(max(wait, 0.001), 0.5))
-            return None
-
-    def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:
-        with self.cond:
-            self.in_flight -= 1
-            if retry is not None:
-                subscriber, attempts, delay = retry
-                heapq.heappush(
-                    self.retries,
-                    _Retry(time.monotonic() + delay, next(self._seq), subscriber, attempts),
-                )
-            self.cond.notify_all()
-
-    def has_work(self) -> bool:
-        """Anything left to send, now or later."""
-        with self.cond:
-            return bool(self.retries or self._next_fresh()) and not self.stopped
-
-    def leftover(self) -> Iterator[Subscriber]:
-        """Retries still waiting when the run ends."""
-        return (r.subscriber for r in self.retries)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Sender:
-    """Sends one Email to a list through a transport, recording every outcome as it happens."""
+    """Sends one Email to a list through a transport, recording every outcome as it happens.
+
+    SIGINT, SIGTERM and SIGHUP stop it gently: no new reader is taken, the replies already
+    owed are awaited (each at most smtp_timeout) and recorded. A second signal stops at once,
+    after the reply being recorded, if any, is recorded.
+    """
 
     def __init__(
         self,
@@ -249,8 +218,10 @@ class Sender:
         options: SendOptions,
         *,
         audience: Audience | None = None,
+        watch: Watch | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], datetime] = wall_now,
     ) -> None:
         self.issue = email.issue.slug
         self.composer = composer
@@ -258,16 +229,22 @@ class Sender:
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self.options = options
         self.audience = audience if audience is not None else Audience(self.issue)
+        self.watch = watch
         self.sleep = sleep
+        self.wall_clock = wall_clock
         self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
         self._tally = _Tally()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the tally, and each outcome's recording
         self._last_throttled: str | None = None  # reader of the last reply, if it was a throttle
         self._throttle_streak: set[str] = set()  # readers throttled in a row
         self._tries: dict[str, int] = {}  # deferrals per reader in this run
         self._errors: list[MailerError] = []
         self._total = 0
         self._on_progress: Callable[[Progress], None] | None = None
+        self._queue: WorkQueue | None = None
+        self._signal = ""
+        self._finished = threading.Event()  # every worker has ended, or a second signal came
+        self._live = 0
 
     # -- choosing who gets a copy --------------------------------------------------------
 
@@ -290,77 +267,105 @@ class Sender:
         total: int = 0,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> Summary:
-        """Send to everyone owed a copy; returns the summary (also on Ctrl-C)."""
+        """Send to everyone owed a copy; returns the summary (also after a signal)."""
         started = time.monotonic()
         self._total = total
         self._on_progress = on_progress
-        queue = _Queue(self._recipients(subscribers))
+        queue = self._queue = WorkQueue(self._recipients(subscribers), self.options.retry_window)
         if not queue.has_work():  # nobody is owed a copy: no connection, nothing to say
-            return self._summary(started, queue, interrupted=False)
+            return self._summary(started, queue)
         first = self.transports()
         first.open()  # a wrong password or a dead server stops us here, before anyone is marked
+        self._live = self.options.connections
         workers = [
             threading.Thread(
                 target=self._work,
                 args=(queue, first if i == 0 else None),
-                daemon=True,
+                daemon=True,  # only ever abandoned after a second signal, outcomes recorded
                 name=f"send-{i}",
             )
             for i in range(self.options.connections)
         ]
-        for worker in workers:
-            worker.start()
-        interrupted = False
+        previous = self._catch_signals()
         try:
             for worker in workers:
-                while worker.is_alive():
-                    worker.join(0.2)
-        except KeyboardInterrupt:
-            # Stop after the messages in flight; the ledger already holds everything sent.
-            interrupted = True
-            queue.stop()
-            for worker in workers:
-                worker.join()
-        return self._summary(started, queue, interrupted=interrupted)
+                worker.start()
+            self._finished.wait()
+            if self._signal and any(w.is_alive() for w in workers):
+                # A second signal: leave now, but never in the middle of recording an outcome.
+                self._lock.acquire()
+                return self._summary(started, queue, locked=True)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self._summary(started, queue)
 
-    def _summary(self, started: float, queue: _Queue, *, interrupted: bool) -> Summary:
+    def _catch_signals(self) -> dict[int, Any]:
+        """Our handlers for SIGINT/SIGTERM/SIGHUP while sending (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {signum: signal.signal(signum, self._on_signal) for signum in SIGNALS}
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self._signal:
+            self._signal = signal.Signals(signum).name
+            if self._queue is not None:
+                self._queue.stop()
+        else:
+            self._finished.set()
+
+    def _summary(self, started: float, queue: WorkQueue, *, locked: bool = False) -> Summary:
         t = self._tally
         error, code = "", EXIT_TEMPFAIL
-        if self._errors and not interrupted:
+        if self._errors and not self._signal:
             error, code = self._errors[0].format_message(), self._errors[0].exit_code
         return Summary(
             self.issue,
             rows=t.rows,
             sent=t.sent,
-            deferred=t.deferred + sum(1 for _ in queue.leftover()),
+            deferred=t.deferred + queue.leftover(),
             failed=t.failed,
             already_done=t.skips[Skip.ALREADY_DONE],
             suppressed=t.skips[Skip.SUPPRESSED],
             not_due=t.skips[Skip.NOT_DUE],
             retries=t.retries,
             slowdowns=t.slowdowns,
-            interrupted=interrupted,
+            interrupted=bool(self._signal),
+            signal=self._signal,
+            uncertain=t.uncertain,
             error=error,
             error_code=code,
             elapsed=time.monotonic() - started,
             failures=tuple(t.failures),
         )
 
-    def _work(self, queue: _Queue, transport: Transport | None) -> None:
+    def _work(self, queue: WorkQueue, transport: Transport | None) -> None:
         try:
             self._work_loop(queue, transport)
+        except MailerError as exc:  # the ledger is gone or cannot record: stop everyone
+            self._errors.append(exc)
+            queue.stop()
         except Exception as exc:
             # A worker must never die silently, nor print a traceback: the run stops with
             # the error as its summary, and the ledger still holds everything sent so far.
             self._errors.append(MailerError(f"sending stopped by an unexpected error: {exc!r}"))
             queue.stop()
+        finally:
+            with queue.cond:
+                self._live -= 1
+                if not self._live:
+                    self._finished.set()
 
-    def _work_loop(self, queue: _Queue, transport: Transport | None) -> None:
+    def _work_loop(self, queue: WorkQueue, transport: Transport | None) -> None:
         in_batch = 0
         open_failures = 0
         try:
             while (item := queue.take()) is not None:
                 subscriber, attempts = item
+                if self.watch is not None and self.watch.suppressed(subscriber.email):
+                    self._skip_suppressed()
+                    queue.done()
+                    continue
                 try:
                     if transport is None:
                         transport = self.transports()
@@ -370,7 +375,7 @@ class Sender:
                     transport = None
                     open_failures += 1
                     if open_failures >= 3:
-                        self._stop(queue, exc, subscriber, attempts)
+                        self._stop(queue, exc)
                         return
                     queue.done((subscriber, attempts, self.options.backoff(open_failures)))
                     continue
@@ -386,7 +391,7 @@ class Sender:
                     result = transport.send(message)
                 except MailerError as exc:  # the server refuses us, not this reader: stop
                     transport = None
-                    self._stop(queue, exc, subscriber, attempts)
+                    self._stop(queue, exc)
                     return
                 queue.done(self._settle(subscriber, attempts, result))
                 if result.dropped:
@@ -402,57 +407,86 @@ class Sender:
             if transport is not None:
                 transport.close()
 
-    def _stop(self, queue: _Queue, exc: MailerError, subscriber: Subscriber, attempts: int) -> None:
-        """End the run for everyone: the item goes back unmarked, the error is reported."""
+    def _stop(self, queue: WorkQueue, exc: MailerError) -> None:
+        """End the run for everyone: the reader in hand stays unmarked, the error is reported."""
         self._errors.append(exc)
-        queue.done((subscriber, attempts, 0))
+        queue.done()
         queue.stop()
+
+    def _skip_suppressed(self) -> None:
+        with self._lock:
+            self._tally.skips[Skip.SUPPRESSED] += 1
+            self._progress()
+
+    def _progress(self) -> None:
+        s = self._tally
+        if self._on_progress is not None:
+            done = s.sent + s.failed + s.deferred + s.skipped
+            self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
 
     def _settle(
         self, subscriber: Subscriber, attempts: int, result: Result
     ) -> tuple[Subscriber, int, float] | None:
         """Record one outcome; returns the retry to schedule, if any."""
-        s, opts = self._tally, self.options
-        self.recorder.record(self.issue, subscriber.email, result.state, result.reply)
-        retry = None
         with self._lock:
-            if result.state == SENT:
-                s.sent += 1
-                self._last_throttled = None
-                self._throttle_streak.clear()
-            elif result.state == FAILED:
-                s.failed += 1
-                self._last_throttled = None
-                self._throttle_streak.clear()
-                if len(s.failures) < KEEP_FAILURES:
-                    s.failures.append((subscriber.email, result.reply))
-            else:
-                spent = attempts + 1
-                tries = self._tries[subscriber.email] = self._tries.get(subscriber.email, 0) + 1
-                if result.throttled:
-                    # Throttling is the server pacing us (several readers deferred in a row), not
-                    # a problem with this reader: such tries are free, the rate goes down instead.
-                    # One reader deferred again and again is just that reader (greylisting).
-                    free = self._last_throttled not in (None, subscriber.email)
-                    if free and tries < FREE_TRIES_FACTOR * opts.max_attempts:
-                        spent = attempts
-                    self._throttle_streak.add(subscriber.email)
-                    if len(self._throttle_streak) >= opts.throttle_streak:
-                        self.limiter.slow_down()
-                        s.slowdowns += 1
-                        self._throttle_streak.clear()
-                    self._last_throttled = subscriber.email
-                else:
-                    self._last_throttled = None
-                    self._throttle_streak.clear()
-                if spent < opts.max_attempts:
-                    s.retries += 1
-                    retry = (subscriber, spent, opts.backoff(tries))
-                else:
-                    s.deferred += 1
-                    if len(s.failures) < KEEP_FAILURES:
-                        s.failures.append((subscriber.email, result.reply))
-            if self._on_progress is not None:
-                done = s.sent + s.failed + s.deferred + s.skipped
-                self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
+            retry, next_try = self._count(subscriber, attempts, result)
+            self.recorder.record(self.issue, subscriber.email, result.state, result.reply, next_try)
+            self._progress()
         return retry
+
+    def _count(
+        self, subscriber: Subscriber, attempts: int, result: Result
+    ) -> tuple[tuple[Subscriber, int, float] | None, datetime | None]:
+        """Update the tally for one outcome (under the lock): (retry to schedule, next try)."""
+        s, opts = self._tally, self.options
+        s.uncertain += result.uncertain
+        s.drops = s.drops + 1 if result.dropped else 0
+        if s.drops >= opts.circuit_breaker and self._queue is not None:
+            self._errors.append(
+                ServerNotAnswering(
+                    f"the server is not answering: {s.drops} timeouts or dropped connections in"
+                    f" a row (last: {result.reply}); stopped, nobody else was tried",
+                    hint="try again later: the ledger holds everything sent so far",
+                )
+            )
+            self._queue.stop()
+        if result.state == SENT:
+            s.sent += 1
+            self._last_throttled = None
+            self._throttle_streak.clear()
+            return None, None
+        if result.state == FAILED:
+            s.failed += 1
+            self._last_throttled = None
+            self._throttle_streak.clear()
+            if len(s.failures) < KEEP_FAILURES:
+                s.failures.append((subscriber.email, result.reply))
+            return None, None
+        spent = attempts + 1
+        tries = self._tries[subscriber.email] = self._tries.get(subscriber.email, 0) + 1
+        if result.throttled:
+            # Throttling is the server pacing us (several readers deferred in a row), not a
+            # problem with this reader: such tries are free, the rate goes down instead. One
+            # reader deferred again and again is just that reader (greylisting). The retry
+            # window still ends the run.
+            free = self._last_throttled not in (None, subscriber.email)
+            if free and tries < FREE_TRIES_FACTOR * opts.max_attempts:
+                spent = attempts
+            self._throttle_streak.add(subscriber.email)
+            if len(self._throttle_streak) >= opts.throttle_streak:
+                self.limiter.slow_down()
+                s.slowdowns += 1
+                self._throttle_streak.clear()
+            self._last_throttled = subscriber.email
+        else:
+            self._last_throttled = None
+            self._throttle_streak.clear()
+        delay = opts.backoff(tries)
+        next_try = self.wall_clock() + timedelta(seconds=delay)
+        if spent < opts.max_attempts and not (self._queue and self._queue.stopped):
+            s.retries += 1
+            return (subscriber, spent, delay), next_try
+        s.deferred += 1
+        if len(s.failures) < KEEP_FAILURES:
+            s.failures.append((subscriber.email, result.reply))
+        return None, next_try

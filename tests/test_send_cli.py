@@ -414,7 +414,7 @@ def _send_on_a_terminal(project: Path, server: SMTPServer, answer: bytes) -> tup
 def test_asks_on_a_terminal(project: Path, smtp_server: SMTPServer) -> None:
     code, out, err = _send_on_a_terminal(project, smtp_server, b"n\n")
     assert "Send 'issue-2' to up to 7 subscribers in subscribers.csv? [y/N]" in out
-    assert code == 1 and "Aborted" in err
+    assert code == 0 and "not sent" in out  # a "no" is an answer, not a failure
     assert smtp_server.connections == 0 and smtp_server.received == []
     code, out, err = _send_on_a_terminal(project, smtp_server, b"y\n")
     assert code == 0, out + err
@@ -502,8 +502,10 @@ def test_status_and_failed_csv(cli: Run, project: Path, smtp_server: SMTPServer)
     listing = cli("status", "issue-2", "--failed", "--csv")
     assert listing.exit_code == 0, listing.output
     rows = list(csv.reader(io.StringIO(listing.stdout)))
-    assert rows[0] == ["email", "state", "attempts", "reply", "updated_at"]
+    assert rows[0] == ["email", "state", "attempts", "reply", "updated_at", "next_try_at"]
     by_email = {r[0]: r for r in rows[1:]}
+    assert by_email["zoe@example.com"][5] == ""  # failed: never tried again
+    assert by_email["li@example.com"][5].endswith("+00:00")  # deferred: when it is due
     assert set(by_email) == {"zoe@example.com", "li@example.com"}
     assert by_email["zoe@example.com"][1:4] == ["failed", "1", "550 5.1.1 No such user"]
     assert by_email["li@example.com"][1] == "deferred"

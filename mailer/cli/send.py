@@ -140,8 +140,8 @@ class _Progress:
         self.last = time.monotonic()
 
     def start(self) -> None:
-        if self.quiet or self.planned is None:
-            return
+        if self.quiet or self.planned is None or not self.planned.owed:
+            return  # nobody is owed a copy: nothing will connect
         s, o = self.ctx.settings, self.planned.options
         click.echo(
             f"sending {self.planned.issue} via {s.smtp_host}:{s.smtp_port}"
@@ -198,14 +198,26 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
         click.echo(f"  line {problem.line}: {problem.reason} {problem.email!r}".rstrip(), err=True)
     for address, reply in s.failures[:20]:
         click.echo(f"  {address}: {reply}", err=True)
+    if s.reconciled:
+        many = "s" if s.reconciled != 1 else ""
+        click.echo(f"  {s.reconciled} outcome{many} of an earlier run recorded from its journal")
     if s.error:
         click.secho(f"error: {s.error}", fg="red", err=True)
+    doubt = (
+        f"{s.uncertain} copies were lost in flight after the whole message went out: those"
+        " readers may get a second copy"
+        if s.uncertain
+        else "nobody gets two copies"
+    )
     if s.interrupted:
         click.echo(
-            f"interrupted: run `mailer send {s.issue}` again to resume (nobody gets two copies)"
+            f"interrupted: run `mailer send {s.issue}` again to resume ({s.signal}; {doubt})"
         )
     elif s.deferred:
-        click.echo(f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them")
+        click.echo(
+            f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them"
+            " once their next try is due (`mailer status` shows when; cron's --due does it)"
+        )
 
 
 def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path, ...]) -> None:

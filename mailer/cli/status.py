@@ -10,8 +10,14 @@ import click
 
 from .. import campaign, lists
 from ..config import env_name
+from ..errors import EXIT_DATA
 from ..states import DeliveryState, Reason
+from ..subscribers import SubscriberList
 from .common import Context, pass_ctx
+
+# `subscribers check` lists this many rows of each kind, then says how many more there are.
+SHOW_SKIPPED = 50
+SHOW_INVALID = 200
 
 
 @click.command()
@@ -26,7 +32,7 @@ from .common import Context, pass_ctx
     "--csv",
     "as_csv",
     is_flag=True,
-    help="With --failed: CSV (email,state,attempts,reply,updated_at).",
+    help="With --failed: CSV (email,state,attempts,reply,updated_at,next_try_at).",
 )
 @click.option(
     "--subscribers",
@@ -42,18 +48,24 @@ def status(
     if only_failed:
         if as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(["email", "state", "attempts", "reply", "updated_at"])
+            writer.writerow(["email", "state", "attempts", "reply", "updated_at", "next_try_at"])
             for d in st.problems:
+                next_try = d.next_try_at.isoformat() if d.next_try_at else ""
                 writer.writerow(
-                    [d.email, d.state, d.attempts, d.last_reply, d.updated_at.isoformat()]
+                    [d.email, d.state, d.attempts, d.last_reply, d.updated_at.isoformat(), next_try]
                 )
             return
         for d in st.problems:
-            click.echo(f"{d.email}  {d.state}  attempts={d.attempts}  {d.last_reply}")
+            when = f"  next try {d.next_try_at:%Y-%m-%d %H:%M} UTC" if d.next_try_at else ""
+            click.echo(f"{d.email}  {d.state}  attempts={d.attempts}{when}  {d.last_reply}")
         return
     click.echo(st.issue)
     click.echo(f"  sent      {st.counts[DeliveryState.SENT]}")
-    click.echo(f"  deferred  {st.counts[DeliveryState.DEFERRED]}")
+    deferred = st.counts[DeliveryState.DEFERRED]
+    click.echo(f"  deferred  {deferred}")
+    upcoming = [d.next_try_at for d in st.problems if d.next_try_at is not None]
+    if upcoming and deferred:
+        click.echo(f"  next try  {min(upcoming):%Y-%m-%d %H:%M} UTC (the soonest)")
     click.echo(f"  failed    {st.counts[DeliveryState.FAILED]}")
     pending = st.pending if st.pending is not None else "? (no subscriber list)"
     click.echo(f"  pending   {pending}")
@@ -73,17 +85,21 @@ def subscribers() -> None:
 @pass_ctx
 def subscribers_check(ctx: Context, path: Path | None) -> None:
     """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
-    checked = lists.check(path or ctx.settings.root / ctx.settings.subscribers)
-    click.echo(
-        f"{checked.path}: {checked.good} subscribers, {len(checked.invalid)} invalid,"
-        f" {len(checked.skipped)} skipped"
-    )
-    for p in checked.skipped[:50]:
+    # The list itself, not lists.check: its counts stay exact past the rows it keeps.
+    listing = SubscriberList(path or ctx.settings.root / ctx.settings.subscribers)
+    good = sum(1 for _ in listing)
+    invalid, skipped = listing.problem_count, listing.skipped_count
+    click.echo(f"{listing.path}: {good} subscribers, {invalid} invalid, {skipped} skipped")
+    for p in listing.skipped[:SHOW_SKIPPED]:
         click.echo(f"  line {p.line}: skipped: {p.email or '-'}: {p.reason}")
-    for p in checked.invalid[:200]:
+    if skipped > SHOW_SKIPPED:
+        click.echo(f"  …and {skipped - SHOW_SKIPPED} more skipped rows")
+    for p in listing.problems[:SHOW_INVALID]:
         click.echo(f"  line {p.line}: invalid: {p.email or '-'}: {p.reason}")
-    if checked.invalid:
-        sys.exit(65)
+    if invalid > SHOW_INVALID:
+        click.echo(f"  …and {invalid - SHOW_INVALID} more invalid rows")
+    if invalid:
+        sys.exit(EXIT_DATA)
 
 
 @subscribers.command("export")

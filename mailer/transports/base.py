@@ -20,6 +20,7 @@ class Result:
     code: int
     reply: str
     dropped: bool = False  # the connection is gone; open a new one before the next message
+    uncertain: bool = False  # lost after the whole message was sent: it may have arrived
 
     @property
     def throttled(self) -> bool:

@@ -1,0 +1,104 @@
+"""A run's work: fresh readers from the list, and retries, for the sending threads."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .subscribers import Subscriber
+
+
+@dataclass(order=True)
+class Retry:
+    due: float
+    seq: int
+    subscriber: Subscriber = field(compare=False)
+    attempts: int = field(compare=False)
+
+
+class WorkQueue:
+    """Recipients for the worker threads: due retries first, then the next from the list.
+
+    Workers pull from the list themselves (under the lock), so there is no producer thread
+    to hand items over: on a GIL-bound send every hand-off costs time. Once the list is
+    used up, a retry is taken only if it falls due within `window` seconds of the last
+    fresh reader; the rest stay deferred for a later run, so every run ends.
+    """
+
+    def __init__(self, source: Iterator[tuple[Subscriber, int]], window: float) -> None:
+        self.cond = threading.Condition()
+        self.source = source
+        self.window = window
+        self.retries: list[Retry] = []
+        self.producing = True
+        self.in_flight = 0
+        self.stopped = False
+        self.fresh_at = time.monotonic()
+        self._seq = itertools.count()
+        self._peeked: tuple[Subscriber, int] | None = None
+
+    def _next_fresh(self) -> tuple[Subscriber, int] | None:
+        """The next recipient from the list, looked at but not taken (call under the lock)."""
+        if self._peeked is None and self.producing:
+            self._peeked = next(self.source, None)
+            self.producing = self._peeked is not None
+        return self._peeked
+
+    def _eligible(self) -> bool:
+        """Is the soonest retry one this run will still make? (call under the lock)"""
+        if not self.retries:
+            return False
+        return self.producing or self.retries[0].due <= self.fresh_at + self.window
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def take(self) -> tuple[Subscriber, int] | None:
+        """The next recipient and its attempts so far, or None when this run is done."""
+        with self.cond:
+            while not self.stopped:
+                now = time.monotonic()
+                if self.retries and self.retries[0].due <= now and self._eligible():
+                    item = heapq.heappop(self.retries)
+                    self.in_flight += 1
+                    return item.subscriber, item.attempts
+                fresh = self._next_fresh()
+                if fresh is not None:
+                    self.in_flight += 1
+                    self._peeked = None
+                    self.fresh_at = now
+                    return fresh
+                eligible = self._eligible()
+                if not self.in_flight and not eligible:
+                    self.cond.notify_all()
+                    return None
+                wait = self.retries[0].due - now if eligible else 0.5
+                self.cond.wait(min(max(wait, 0.001), 0.5))
+            return None
+
+    def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            if retry is not None:
+                subscriber, attempts, delay = retry
+                heapq.heappush(
+                    self.retries,
+                    Retry(time.monotonic() + delay, next(self._seq), subscriber, attempts),
+                )
+            self.cond.notify_all()
+
+    def has_work(self) -> bool:
+        """Anything left to send in this run, now or later."""
+        with self.cond:
+            return bool(self._next_fresh() or self._eligible()) and not self.stopped
+
+    def leftover(self) -> int:
+        """Retries still waiting when the run ends (deferred, with their next try stored)."""
+        with self.cond:
+            return len(self.retries)
