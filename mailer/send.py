@@ -170,7 +170,7 @@ class _Tally:
     retries: int = 0
     slowdowns: int = 0
     uncertain: int = 0
-    drops: int = 0  # timeouts and dropped connections in a row (the circuit breaker)
+    drops: set[str] = field(default_factory=set)  # readers lost in a row (circuit breaker)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -360,7 +360,7 @@ class Sender:
         in_batch = 0
         open_failures = 0
         try:
-            while (item := queue.take()) is not None:
+            while (item := queue.take(fresh_first=bool(self._tally.drops))) is not None:
                 subscriber, attempts = item
                 if self.watch is not None and self.watch.suppressed(subscriber.email):
                     self._skip_suppressed()
@@ -440,12 +440,17 @@ class Sender:
         """Update the tally for one outcome (under the lock): (retry to schedule, next try)."""
         s, opts = self._tally, self.options
         s.uncertain += result.uncertain
-        s.drops = s.drops + 1 if result.dropped else 0
-        if s.drops >= opts.circuit_breaker and self._queue is not None:
+        # Different readers in a row: one reader that always hangs is that reader's problem.
+        if result.dropped:
+            s.drops.add(subscriber.email)
+        else:
+            s.drops.clear()
+        if len(s.drops) >= opts.circuit_breaker and self._queue is not None:
             self._errors.append(
                 ServerNotAnswering(
-                    f"the server is not answering: {s.drops} timeouts or dropped connections in"
-                    f" a row (last: {result.reply}); stopped, nobody else was tried",
+                    f"the server is not answering: timeouts or dropped connections for"
+                    f" {len(s.drops)} readers in a row (last: {result.reply}); stopped,"
+                    " nobody else was tried",
                     hint="try again later: the ledger holds everything sent so far",
                 )
             )

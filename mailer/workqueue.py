@@ -59,12 +59,19 @@ class WorkQueue:
             self.stopped = True
             self.cond.notify_all()
 
-    def take(self) -> tuple[Subscriber, int] | None:
-        """The next recipient and its attempts so far, or None when this run is done."""
+    def take(self, *, fresh_first: bool = False) -> tuple[Subscriber, int] | None:
+        """The next recipient and its attempts so far, or None when this run is done.
+
+        fresh_first: the server just lost a reader; try a new one before any retry, so that
+        a dead server trips the circuit breaker on different readers, not on one reader's
+        attempts.
+        """
         with self.cond:
             while not self.stopped:
                 now = time.monotonic()
-                if self.retries and self.retries[0].due <= now and self._eligible():
+                if fresh_first and self._next_fresh() is not None:
+                    pass  # taken just below
+                elif self.retries and self.retries[0].due <= now and self._eligible():
                     item = heapq.heappop(self.retries)
                     self.in_flight += 1
                     return item.subscriber, item.attempts
