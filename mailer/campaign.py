@@ -206,7 +206,7 @@ def send(
             journal = Journal(settings.state_path)
             reconciled = journal.replay(book)
             cutoff = current_time() - settings.give_up_after
-            book.give_up(slug, cutoff, _spoken(settings.give_up_after))
+            given_up = book.give_up(slug, cutoff, _spoken(settings.give_up_after))
             listing = SubscriberList(planned.subscribers)
             audience = _audience(book, slug, planned.options)
             recorder = JournaledLedger(book)
@@ -234,7 +234,8 @@ def send(
         ) from None
     finally:
         book.close()
-    return dataclasses.replace(_finish(summary, listing), reconciled=reconciled)
+    finished = _finish(summary, listing)
+    return dataclasses.replace(finished, reconciled=reconciled, given_up=given_up)
 
 
 def _spoken(span: timedelta) -> str:
@@ -387,7 +388,7 @@ def due_exit_code(events: list[DueEvent]) -> int:
         elif event.summary is not None:
             if event.summary.interrupted:
                 return EXIT_TEMPFAIL
-            if event.summary.failed or event.summary.error:
+            if event.summary.failed or event.summary.given_up or event.summary.error:
                 code = max(code, event.summary.exit_code)
     return code
 

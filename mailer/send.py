@@ -134,6 +134,7 @@ class Summary:
     signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
     uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
     reconciled: int = 0  # outcomes replayed from an earlier run's journal
+    given_up: int = 0  # deferred longer than give_up_after: failed for good at this run's start
     error: str = ""  # why the run stopped early (server gone, login refused...)
     error_code: int = EXIT_TEMPFAIL
     elapsed: float = 0.0
@@ -151,7 +152,7 @@ class Summary:
             return EXIT_OK
         if self.interrupted:
             return EXIT_TEMPFAIL
-        if self.failed:
+        if self.failed or self.given_up:
             return EXIT_FAILED
         if self.deferred or self.not_due:
             return EXIT_TEMPFAIL

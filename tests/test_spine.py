@@ -91,7 +91,7 @@ def test_give_up_after_marks_old_deferrals_failed_with_the_count(
     assert first.exit_code == 75, first.output
     env["MAILER_NOW"] = "2026-12-04T09:00:01+00:00"  # just over 3 days after the first try
     second = CliRunner().invoke(main, ["-C", str(root), "send", "issue-2", "--yes"], env=env)
-    assert second.exit_code == 0, second.output  # nobody is owed a copy any more
+    assert second.exit_code == 1, second.output  # bob failed for good in this run
     with Ledger(root / ".mailer") as ledger:
         bob = delivery(ledger, "issue-2", "bob@example.com")
     assert bob is not None and bob.state == FAILED and bob.next_try_at is None

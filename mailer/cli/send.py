@@ -176,7 +176,7 @@ class _Progress:
 
 
 def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
-    if quiet and not (s.attempted or s.error or s.interrupted):
+    if quiet and not (s.attempted or s.error or s.interrupted or s.given_up):
         return
     rate = s.sent / s.elapsed if s.elapsed else 0.0
     click.echo(
@@ -198,6 +198,11 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
         click.echo(f"  line {problem.line}: {problem.reason} {problem.email!r}".rstrip(), err=True)
     for address, reply in s.failures[:20]:
         click.echo(f"  {address}: {reply}", err=True)
+    if s.given_up:
+        click.echo(
+            f"  {s.given_up} deferred for longer than give_up_after: now failed for good"
+            f" (`mailer status {s.issue} --failed` lists them)"
+        )
     if s.reconciled:
         many = "s" if s.reconciled != 1 else ""
         click.echo(f"  {s.reconciled} outcome{many} of an earlier run recorded from its journal")
