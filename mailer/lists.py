@@ -15,10 +15,13 @@ from .subscribers import Problem, Subscriber, SubscriberList, check_email
 
 @dataclass(frozen=True)
 class Checked:
-    """A list read through: how many are good, and every problem (with its line)."""
+    """A list read through: how many are good, the exact counts of bad and skipped rows,
+    and the first of them (with their lines) as the list keeps them."""
 
     path: Path
     good: int
+    invalid_count: int
+    skipped_count: int
     invalid: tuple[Problem, ...]
     skipped: tuple[Problem, ...]
 
@@ -27,7 +30,14 @@ def check(path: Path) -> Checked:
     """Read the whole list, collecting what is wrong with each row."""
     listing = SubscriberList(path)
     good = sum(1 for _ in listing)
-    return Checked(path, good, tuple(listing.problems), tuple(listing.skipped))
+    return Checked(
+        listing.path,
+        good,
+        listing.problem_count,
+        listing.skipped_count,
+        tuple(listing.problems),
+        tuple(listing.skipped),
+    )
 
 
 @dataclass

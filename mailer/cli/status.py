@@ -12,7 +12,6 @@ from .. import campaign, lists
 from ..config import env_name
 from ..errors import EXIT_DATA
 from ..states import DeliveryState, Reason
-from ..subscribers import SubscriberList
 from .common import Context, pass_ctx
 
 # `subscribers check` lists this many rows of each kind, then says how many more there are.
@@ -85,16 +84,14 @@ def subscribers() -> None:
 @pass_ctx
 def subscribers_check(ctx: Context, path: Path | None) -> None:
     """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
-    # The list itself, not lists.check: its counts stay exact past the rows it keeps.
-    listing = SubscriberList(path or ctx.settings.root / ctx.settings.subscribers)
-    good = sum(1 for _ in listing)
-    invalid, skipped = listing.problem_count, listing.skipped_count
-    click.echo(f"{listing.path}: {good} subscribers, {invalid} invalid, {skipped} skipped")
-    for p in listing.skipped[:SHOW_SKIPPED]:
+    checked = lists.check(path or ctx.settings.root / ctx.settings.subscribers)
+    invalid, skipped = checked.invalid_count, checked.skipped_count
+    click.echo(f"{checked.path}: {checked.good} subscribers, {invalid} invalid, {skipped} skipped")
+    for p in checked.skipped[:SHOW_SKIPPED]:
         click.echo(f"  line {p.line}: skipped: {p.email or '-'}: {p.reason}")
     if skipped > SHOW_SKIPPED:
         click.echo(f"  …and {skipped - SHOW_SKIPPED} more skipped rows")
-    for p in listing.problems[:SHOW_INVALID]:
+    for p in checked.invalid[:SHOW_INVALID]:
         click.echo(f"  line {p.line}: invalid: {p.email or '-'}: {p.reason}")
     if invalid > SHOW_INVALID:
         click.echo(f"  …and {invalid - SHOW_INVALID} more invalid rows")
