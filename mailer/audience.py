@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -88,10 +88,6 @@ class Audience:
             if (self.now - last).total_seconds() < wait:
                 return Skip.NOT_DUE
         return None
-
-    def owed(self, subscribers: Iterable[Subscriber]) -> Iterator[Subscriber]:
-        """The subscribers owed a copy now, in list order."""
-        return (s for s in subscribers if self.skip(s) is None)
 
 
 class LedgerWatch:

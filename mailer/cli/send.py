@@ -12,7 +12,7 @@ import click
 from .. import campaign
 from ..campaign import DueEvent, Plan
 from ..config import format_duration, with_overrides
-from ..send import Progress, SendOptions, Summary, estimate
+from ..send import Progress, SendOptions, Summary
 from .common import Context, confirm, human, now_option, pass_ctx, print_notices, rate_text, shown
 
 
@@ -227,7 +227,6 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
 
 def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path, ...]) -> None:
     options = planned.options
-    batches = -(-s.sent // options.batch_size) if s.sent else 0
     click.echo(f"dry run of {s.issue}: nothing was sent, the ledger is untouched")
     click.echo(f"  subject      {planned.email.subject}")
     click.echo(f"  from         {ctx.settings.from_}")
@@ -245,10 +244,10 @@ def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path,
     for problem in planned.skipped_rows + planned.problems:
         click.echo(f"    line {problem.line}: {problem.email or '-'}: {problem.reason}")
     click.echo(
-        f"  batches      {batches} of up to {options.batch_size},"
+        f"  batches      {planned.batches} of up to {options.batch_size},"
         f" {options.connections} connection(s)"
     )
-    duration = human(estimate(s.sent, options))
+    duration = human(planned.estimate)
     click.echo(f"  duration     ~{duration} at {rate_text(options.rate)}")
     click.echo(f"  html         {planned.email.html_bytes / 1024:.1f} KB")
     for path in samples:
