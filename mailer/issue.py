@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import yaml
 from markdown_it.token import Token
 
+from . import lang as lang_mod
 from . import markdown
 from .errors import InputError
 from .repair import repair_mojibake
@@ -26,6 +27,18 @@ _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _IMG_TAG = re.compile(r"<img\b[^>]*>", re.I)
 _ALT_ATTR = re.compile(r"\balt\s*=", re.I)
 _SRC_ATTR = re.compile(r"""\bsrc\s*=\s*["']?([^"'\s>]+)""", re.I)
+_LIQUID = re.compile(r"\{%.*?%\}|\{\{.*?\}\}")
+_REFERENCE = re.compile(r"\[[^\[\]\n]+\]\[[^\[\]\n]*\]")
+_FOOTNOTE_REF = re.compile(r"\[\^[^\[\]\s]+\]")
+EMAIL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+# Top-level domains a scheme-less link plausibly names; not file endings like .md, .py or .sh.
+_TLDS_NAMES = (
+    "com net org edu gov mil int info biz io ai co dev app me tv us uk ca de fr es it nl "
+    "eu ch jp cn br in au ru kr tw hk be se no fi dk at nz ie mx ar za news blog xyz tech "
+    "site online page cloud"
+)
+_TLDS = frozenset(_TLDS_NAMES.split())
 
 
 @dataclass(frozen=True)
@@ -136,13 +149,13 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     title = _text_key(meta, "title", path, required=True)
     subject = _text_key(meta, "subject", path) or title
     preheader = _text_key(meta, "preheader", path) or _text_key(meta, "excerpt", path)
-    lang = _text_key(meta, "lang", path) or default_lang
-    if not _LANG.match(lang):
+    given_lang = _text_key(meta, "lang", path)
+    if not _LANG.match(given_lang or default_lang):
         raise InputError(
-            f"front matter key 'lang' must be a language tag like en or pt-BR, got {lang!r}",
+            "front matter key 'lang' must be a language tag like en or pt-BR, "
+            f"got {given_lang or default_lang!r}",
             path=path,
         )
-    direction = "rtl" if lang.split("-")[0].lower() in RTL_LANGS else "ltr"
     send_at = None
     if meta.get("send_at") not in (None, ""):
         try:
@@ -151,8 +164,17 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
             raise InputError(f"front matter key 'send_at': {exc}", path=path) from None
 
     body = markdown.drop_spacers(body)
-    tokens = markdown.parser().parse(body)
-    notices += _check_links(tokens, body_line, base_url)
+    env: dict[str, Any] = {}
+    tokens = markdown.parser().parse(body, env)
+    lines = _Lines(body_line, env.get(markdown.LINES, ()))
+    notices += _check_links(tokens, lines, base_url)
+    notices += [Notice(f.code, f.message, lines.of(f.line)) for f in env.get(markdown.FINDINGS, [])]
+    notices.sort(key=lambda n: n.line or 0)
+    lang = given_lang or default_lang
+    if not given_lang:
+        lang, lang_notice = _detect_lang(title, tokens, default_lang)
+        notices += [lang_notice] if lang_notice else []
+    direction = "rtl" if lang.split("-")[0].lower() in RTL_LANGS else "ltr"
     if not preheader:
         preheader = _first_paragraph(tokens)
     return Issue(
@@ -235,42 +257,133 @@ def _fold_spaces(text: str) -> str:
     return re.sub(r"[ \t\r\n\f\v]+", " ", text).strip()
 
 
-def _check_links(tokens: list[Token], offset: int, base_url: str) -> list[Notice]:
-    """Make links absolute (or say why not), and note images without alt text and http links."""
+@dataclass(frozen=True)
+class _Lines:
+    """Parsed-text lines -> issue file lines (the parser's source pass moves some)."""
+
+    before_body: int  # lines of the file before the body
+    moved: tuple[int, ...]  # body line of each parsed line (empty: none moved)
+
+    def of(self, parsed: int | None) -> int | None:
+        if parsed is None:
+            return None
+        body_line = self.moved[parsed] if parsed < len(self.moved) else parsed
+        return self.before_body + body_line + 1
+
+
+def _check_links(tokens: list[Token], lines: _Lines, base_url: str) -> list[Notice]:
+    """Make links absolute (or say why not), and note what an email cannot show as written.
+
+    Images without alt text, http and scheme-less links, Liquid tags left in the text,
+    reference links whose definition is missing.
+    """
     notices: list[Notice] = []
-    line = offset
+    line: int | None = None
     for block in tokens:
         if block.map:
-            line = offset + block.map[0] + 1
-        for token in _walk([block]):
-            if token.type == "image":
-                src = str(token.attrs.get("src", ""))
-                token.attrs["src"] = _absolute(src, base_url, line, notices)
-                if not token.content.strip():
-                    notices.append(Notice("alt", f"image without alt text: {src}", line))
-            elif token.type == "link_open":
-                href = str(token.attrs.get("href", ""))
-                token.attrs["href"] = _absolute(href, base_url, line, notices)
-                if href.startswith("http://"):
-                    notices.append(Notice("http", f"link is not https: {href}", line))
-            elif token.type in ("html_block", "html_inline"):
-                for tag in _IMG_TAG.findall(token.content):
-                    if not _ALT_ATTR.search(tag):
-                        src_attr = _SRC_ATTR.search(tag)
-                        where = src_attr.group(1) if src_attr else tag[:60]
-                        notices.append(Notice("alt", f"image without alt text: {where}", line))
-                        token.content = token.content.replace(tag, tag[:4] + ' alt=""' + tag[4:], 1)
+            line = lines.of(block.map[0])
+        if block.type == "inline":
+            for child, parsed in markdown.inline_lines(block):
+                where = lines.of(parsed) if parsed is not None else line
+                _check_inline(child, where, base_url, notices)
+        elif block.type == "html_block":
+            _check_html(block, line, notices)
     return notices
 
 
-def _absolute(url: str, base_url: str, line: int, notices: list[Notice]) -> str:
+def _check_inline(token: Token, line: int | None, base_url: str, notices: list[Notice]) -> None:
+    if token.type == "image":
+        src = str(token.attrs.get("src", ""))
+        token.attrs["src"] = _absolute(src, base_url, line, notices, kind="image")
+        if not token.content.strip():
+            notices.append(Notice("alt", f"image without alt text: {src}", line))
+    elif token.type == "link_open":
+        href = str(token.attrs.get("href", ""))
+        token.attrs["href"] = _absolute(href, base_url, line, notices)
+        if href.startswith("http://"):
+            notices.append(Notice("http", f"link is not https: {href}", line))
+    elif token.type == "html_inline":
+        _check_html(token, line, notices)
+    elif token.type == "text":
+        _check_text(token.content, line, notices)
+
+
+def _check_html(token: Token, line: int | None, notices: list[Notice]) -> None:
+    for tag in _IMG_TAG.findall(token.content):
+        if not _ALT_ATTR.search(tag):
+            src_attr = _SRC_ATTR.search(tag)
+            where = src_attr.group(1) if src_attr else tag[:60]
+            notices.append(Notice("alt", f"image without alt text: {where}", line))
+            token.content = token.content.replace(tag, tag[:4] + ' alt=""' + tag[4:], 1)
+    for liquid in _LIQUID.findall(token.content):
+        notices.append(Notice("liquid", f"Liquid tag left in the text: {liquid}", line))
+
+
+def _check_text(text: str, line: int | None, notices: list[Notice]) -> None:
+    for liquid in _LIQUID.findall(text):
+        notices.append(Notice("liquid", f"Liquid tag left in the text: {liquid}", line))
+    for ref in _REFERENCE.finditer(text):
+        notices.append(
+            Notice("reference", f"reference link with no definition: {ref.group(0)}", line)
+        )
+    for note in _FOOTNOTE_REF.finditer(text):
+        notices.append(Notice("reference", f"footnote with no definition: {note.group(0)}", line))
+
+
+def _absolute(
+    url: str, base_url: str, line: int | None, notices: list[Notice], kind: str = "link"
+) -> str:
     parts = urlsplit(url)
-    if parts.scheme or url.startswith("#") or not url:
+    if parts.scheme:
+        scheme = parts.scheme.lower()
+        if kind == "link" and scheme not in EMAIL_SCHEMES:
+            notices.append(
+                Notice(
+                    "scheme",
+                    f"link with an unknown scheme '{scheme}:' "
+                    f"(email links are http, https, mailto or tel): {url}",
+                    line,
+                )
+            )
+        return url
+    if url.startswith("#") or not url:
+        return url
+    if _looks_like_host(url):
+        notices.append(Notice("scheme", f"{kind} has no https:// in front: {url}", line))
         return url
     if base_url:
         return urljoin(base_url, url)
     notices.append(Notice("relative", f"relative link cannot work in an email: {url}", line))
     return url
+
+
+def _looks_like_host(url: str) -> bool:
+    """`news.mit.edu/2020/x`, `www.example.org`: a host name where a path would start."""
+    if url.startswith(("/", ".")):
+        return False
+    host = re.split(r"[/?#]", url, maxsplit=1)[0].lower()
+    labels = host.split(".")
+    if len(labels) < 2 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return False
+    return labels[0] == "www" or labels[-1] in _TLDS
+
+
+def _detect_lang(title: str, tokens: list[Token], default_lang: str) -> tuple[str, Notice | None]:
+    """The detected language and a notice saying so, or the default and no notice."""
+    found = lang_mod.detect(title, lang_mod.prose(tokens))
+    if found is None or _same_lang(found.lang, default_lang):
+        return default_lang, None
+    message = (
+        f"front matter has no 'lang': detected {found.lang} {found.how}; "
+        f"add 'lang: {found.lang}' to say so"
+    )
+    return found.lang, Notice("lang", message)
+
+
+def _same_lang(found: str, default: str) -> bool:
+    """pt (py3langid's answer) is no news when the default is pt-BR."""
+    found, default = found.lower(), default.lower()
+    return found == default or ("-" not in found and found == default.split("-")[0])
 
 
 def _first_paragraph(tokens: list[Token], limit: int = 150) -> str:
