@@ -2,7 +2,8 @@
 
 Only 127.0.0.1 is reachable: every other request is aborted, so remote images never load.
 The `local-images` variant points the images at a 1200x600 placeholder served on 127.0.0.1,
-so their sizes are real when we measure whether they fit.
+so their sizes are real when we measure whether they fit; the `big-images` variant at a
+2400x1200 PNG, to see that the width attributes keep Outlook-like rendering in the column.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ SCREENSHOTS = PROJECT / "build"
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1024, "height": 768}
 PLACEHOLDER = (1200, 600)
+BIG = (2400, 1200)
+# Outlook desktop ignores max-width on images: this is what it would do to the page.
+NO_MAX_WIDTH = "img { max-width: none !important; }"
 
 
 def png(width: int, height: int) -> bytes:
@@ -78,10 +82,13 @@ def site(tmp_path_factory) -> Iterator[str]:
         os.chdir(cwd)
     build = root / "build"
     (build / "placeholder.png").write_bytes(png(*PLACEHOLDER))
+    (build / "big.png").write_bytes(png(*BIG))
     for html in build.glob("*/email.html"):
         text = html.read_text(encoding="utf-8")
         local = re.sub(r'(<img\b[^>]*\bsrc=")https?://[^"]+', r"\1/placeholder.png", text)
         (html.parent / "email-local-images.html").write_text(local, encoding="utf-8")
+        big = re.sub(r'(<img\b[^>]*\bsrc=")https?://[^"]+', r"\1/big.png", text)
+        (html.parent / "email-big-images.html").write_text(big, encoding="utf-8")
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -100,8 +107,10 @@ def site(tmp_path_factory) -> Iterator[str]:
 class Visit:
     """A page of one width, with every request off 127.0.0.1 aborted and recorded."""
 
-    def __init__(self, browser, viewport: dict[str, int]) -> None:
-        self.context = browser.new_context(viewport=viewport, device_scale_factor=1)
+    def __init__(self, browser, viewport: dict[str, int], color_scheme: str = "light") -> None:
+        self.context = browser.new_context(
+            viewport=viewport, device_scale_factor=1, color_scheme=color_scheme
+        )
         self.page = self.context.new_page()
         self.aborted: list[str] = []
         self.allowed: list[str] = []
@@ -128,8 +137,8 @@ class Visit:
 def visit(browser):
     opened: list[Visit] = []
 
-    def make(url: str, viewport: dict[str, int]) -> Visit:
-        v = Visit(browser, viewport)
+    def make(url: str, viewport: dict[str, int], color_scheme: str = "light") -> Visit:
+        v = Visit(browser, viewport, color_scheme)
         opened.append(v)
         return v.open(url)
 
@@ -226,3 +235,123 @@ def test_screenshots(site, visit):
         v.page.screenshot(path=str(target), full_page=True)
         assert target.stat().st_size > 10_000
         assert target.read_bytes()[1:4] == b"PNG"
+
+
+# -- Outlook's image sizing: max-width ignored, the width attribute rules -------------------------
+
+WIDTHS_JS = """() => ({
+  scroll: document.scrollingElement.scrollWidth,
+  widest: Math.max(...Array.from(document.querySelectorAll('.page *'))
+                    .map((e) => e.getBoundingClientRect().width)),
+  images: Array.from(document.images).map((img) => ({
+    src: img.src, width: img.getBoundingClientRect().width, natural: img.naturalWidth,
+    attribute: img.getAttribute('width'), complete: img.complete})),
+})"""
+
+
+def open_big(visit, site: str, slug: str, viewport: dict[str, int]) -> dict:
+    v = visit(f"{site}/{slug}/email-big-images.html", viewport)
+    v.page.add_style_tag(content=NO_MAX_WIDTH)
+    v.page.wait_for_function("() => Array.from(document.images).every((i) => i.complete)")
+    return v.page.evaluate(WIDTHS_JS)
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_big_images_without_max_width_stay_in_the_column_at_1024(site, visit, slug):
+    seen = open_big(visit, site, slug, DESKTOP)
+    assert seen["images"]
+    for image in seen["images"]:
+        assert image["natural"] == BIG[0], image  # the 2400px image did load
+        assert image["width"] <= 600, image
+        assert image["width"] == int(image["attribute"]) == 552, image
+    assert seen["scroll"] == 1024  # no sideways scrolling
+    assert seen["widest"] <= 600  # nothing inside the email is wider than its column
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_big_images_without_max_width_do_not_scroll_at_375(site, visit, slug):
+    seen = open_big(visit, site, slug, PHONE)
+    assert seen["scroll"] <= 375
+    assert seen["widest"] <= 375
+    for image in seen["images"]:
+        assert image["width"] <= 375 - 2 * 24, image
+
+
+def test_outlook_sizes_images_by_their_width_attribute(site, visit):
+    """Word: no max-width, no width:100% either: the width attribute alone sizes the image."""
+    v = visit(f"{site}/issue-2/email-big-images.html", DESKTOP)
+    v.page.evaluate(
+        """() => Array.from(document.images).forEach((img) => {
+             img.style.removeProperty('width'); img.style.removeProperty('max-width'); })"""
+    )
+    seen = v.page.evaluate(WIDTHS_JS)
+    for image in seen["images"]:
+        assert image["width"] == 552, image
+    assert seen["scroll"] == 1024
+
+
+def test_footer_links_are_24px_tap_targets(site, visit):
+    v = visit(f"{site}/issue-2/email-local-images.html", PHONE)
+    heights = v.page.evaluate(
+        """() => Array.from(document.querySelectorAll('.footer a, .browser a'))
+                 .map((a) => [a.textContent, a.getBoundingClientRect().height])"""
+    )
+    assert [text for text, _ in heights] == [
+        "View this email in your browser",
+        "Unsubscribe",
+        "View online",
+    ]
+    assert all(height >= 24 for _, height in heights), heights
+
+
+# -- dark mode ------------------------------------------------------------------------------------
+
+COLOURS_JS = """() => {
+  const colour = (el, prop) => getComputedStyle(el)[prop];
+  return {
+    body: colour(document.body, 'backgroundColor'),
+    page: colour(document.querySelector('.page'), 'backgroundColor'),
+    card: colour(document.querySelector('.card'), 'backgroundColor'),
+    text: colour(document.querySelector('.content p'), 'color'),
+    title: colour(document.querySelector('.title h1'), 'color'),
+    link: colour(document.querySelector('.content a'), 'color'),
+    image: colour(document.querySelector('.content img'), 'backgroundColor'),
+  };
+}"""
+
+
+def luminance(css: str) -> float:
+    """Relative luminance (WCAG) of an rgb()/rgba() colour."""
+    r, g, b = (int(v) / 255 for v in re.findall(r"\d+", css)[:3])
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+
+
+def contrast(a: str, b: str) -> float:
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_dark_mode(site, visit):
+    v = visit(f"{site}/issue-2/email-local-images.html", DESKTOP, color_scheme="dark")
+    colours = v.page.evaluate(COLOURS_JS)
+    assert luminance(colours["body"]) < 0.05, colours
+    assert luminance(colours["page"]) < 0.05, colours
+    assert luminance(colours["card"]) < 0.05, colours
+    assert luminance(colours["text"]) > 0.7, colours
+    assert luminance(colours["title"]) > 0.7, colours
+    assert contrast(colours["link"], colours["card"]) >= 4.5, colours
+    assert colours["image"] == "rgb(255, 255, 255)"  # transparent images stay readable
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target = SCREENSHOTS / "dark-issue-2.png"
+    v.page.screenshot(path=str(target), full_page=True)
+    assert target.read_bytes()[1:4] == b"PNG"
+
+
+def test_light_mode_is_light(site, visit):
+    colours = visit(f"{site}/issue-2/email-local-images.html", DESKTOP).page.evaluate(COLOURS_JS)
+    assert luminance(colours["card"]) == 1.0
+    assert luminance(colours["text"]) < 0.05

@@ -669,9 +669,14 @@ def test_live_preview_in_a_browser(browser, server: PreviewServer, project: Path
     page.click("#tab-btn-email")
     page.click("#dark-toggle")
     expect(page.locator("#dark-toggle")).to_have_attribute("aria-checked", "true")
+    # The email has its own dark styles: the preview puts the frame in dark mode and they apply
+    # (the card turns #161b22), rather than inverting the colours itself.
     page.wait_for_function(
         "() => { const f = document.querySelector('#desktop iframe.live');"
-        " return f && f.contentDocument.documentElement.style.backgroundColor !== ''; }"
+        " if (!f || f.style.colorScheme !== 'dark') return false;"
+        " const card = f.contentDocument.querySelector('.card');"
+        " return f.contentDocument.documentElement.style.backgroundColor === ''"
+        " && card && getComputedStyle(card).backgroundColor === 'rgb(22, 27, 34)'; }"
     )
     page.wait_for_timeout(300)
     _shot(page, "dark")

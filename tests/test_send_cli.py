@@ -313,7 +313,7 @@ def test_personalisation_renders_once(
 def test_subscriber_data_is_html_escaped(cli: Run, project: Path, smtp_server: SMTPServer) -> None:
     (project / "templates").mkdir()
     source = (BUILTIN_TEMPLATES / "newsletter.mjml.j2").read_text(encoding="utf-8")
-    marker = '<mj-body background-color="#f3f4f6" width="600px">'
+    marker = '<mj-body background-color="#f3f4f6" width="600px" css-class="page">'
     assert marker in source
     greeting = (
         "<mj-section><mj-column><mj-text>Hello {{ subscriber.name }} from {{ subscriber.city }}"
