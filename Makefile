@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # setuptools' default editable finder warns about that layout on every install.
 EDITABLE := --config-settings editable_mode=compat
 
-.PHONY: demo test lint fmt bench clean system
+.PHONY: demo test lint fmt bench clean system caniemail
 
 demo: $(VENV)/.installed
 	$(BIN)/mailer send --dry-run issue-2
@@ -31,6 +31,10 @@ fmt: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
+
+# Refresh mailer/data/caniemail.json (what `mailer lint` checks) from npm's `caniemail`.
+caniemail:
+	sh tools/refresh-caniemail.sh
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

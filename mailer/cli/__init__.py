@@ -9,8 +9,11 @@ from pathlib import Path
 import click
 
 from .. import config as config_mod
+from .bounces import bounces
 from .build import build
 from .common import Context, warn
+from .deliverability import dkim, dns
+from .lint import lint
 from .schedule import schedule
 from .send import send
 from .serve import preview, serve
@@ -58,6 +61,8 @@ def main(ctx: click.Context, project: Path | None, templates: Path | None) -> No
 
 for command in (
     build,
+    lint,
+    bounces,
     preview,
     send,
     schedule,
@@ -67,6 +72,8 @@ for command in (
     suppressed,
     serve,
     show_config,
+    dkim,
+    dns,
 ):
     main.add_command(command)
 
