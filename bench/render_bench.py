@@ -14,7 +14,7 @@ from common import ISSUE, MAILER, mailer_env, median, run_process, timed
 
 # The stages of mailer.render.render, by the module-level function that does each. They are
 # wrapped while render() runs, so the figures are those of the real pipeline, not a copy of it.
-STAGES = ("_html_body", "_render_template", "compile_mjml", "inline_css", "render_text")
+STAGES = ("_html_body", "_render_template", "compile_mjml", "inline_css", "render_plain")
 
 
 @dataclass
@@ -23,6 +23,7 @@ class RenderFigures:
     parse: float  # issue.read, seconds (median)
     stages: dict[str, float]  # label -> seconds (median), "n/a" labels absent
     total: float  # render(), seconds (median)
+    lint: float  # lint.lint() on the rendered email, seconds (median, warm)
     cold_build: float  # `mailer build` as a process, seconds (median of 5)
     cold_runs: list[float]
     mjml_html: str  # MJML's output, input of the inliner comparison
@@ -94,8 +95,12 @@ def bench_render(project: Path, runs: int = 20) -> RenderFigures:
         "template: Jinja -> MJML source": per_render("jinja_html"),
         "MJML -> HTML (mjml-python)": per_render("compile_mjml"),
         "inline CSS (premailer)": per_render("inline_css"),
-        "text: tokens -> text + Jinja": per_render("render_text", "jinja_text"),
+        "text: tokens -> text + Jinja": per_render("render_plain", "jinja_text"),
     }
+    from mailer import lint as lint_mod
+
+    email = render_mod.render(issue, settings)
+    lint_s = median(timed(lambda: lint_mod.lint(email, settings), runs))
     mjml_html = captured.get("mjml_html") or render_mod.compile_mjml(
         _mjml_source(render_mod, issue, settings)
     )
@@ -112,6 +117,7 @@ def bench_render(project: Path, runs: int = 20) -> RenderFigures:
         parse=parse,
         stages={k: v for k, v in stages.items() if v is not None},
         total=median(totals),
+        lint=lint_s,
         cold_build=median(cold),
         cold_runs=cold,
         mjml_html=mjml_html,

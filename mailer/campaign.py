@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from . import dkim as dkim_mod
 from . import issue as issue_mod
 from . import schedule
 from .audience import Audience, LedgerWatch
@@ -112,9 +113,10 @@ def plan(
     settings: Settings, issue: str, subscribers: Path, options: SendOptions, *, dry_run: bool
 ) -> Plan:
     """Render `issue` once, refuse what must not be sent, and count who is owed a copy."""
+    signer = dkim_mod.load(settings)  # a bad DKIM key stops here, before anything is rendered
     email = load(settings, issue)
     check_preflight(email, settings, dry_run=dry_run)
-    composer = Composer(email, settings)
+    composer = Composer(email, settings, signer=signer)
     listing = SubscriberList(subscribers)
     composer.check_fields(set(listing.columns))
     with _history(settings) as ledger:
@@ -181,7 +183,11 @@ def _finish(summary: Summary, listing: SubscriberList, *, dry_run: bool = False)
 
 
 def smtp(settings: Settings, composer: Composer) -> Callable[[], Transport]:
-    """The transport factory for a real send: one SMTP connection per call."""
+    """The transport factory for a real send: one SMTP connection per call.
+
+    Each Message carries its own envelope sender (VERP); composer.envelope_from (the bounce
+    address, else From) is what a bare Message gets.
+    """
     from .transports.smtp import SMTPTransport
 
     return lambda: SMTPTransport(settings, composer.envelope_from)
@@ -300,9 +306,10 @@ def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> Test
     Raises ValueError when `to` is not an address.
     """
     address = check_email(to)
+    signer = dkim_mod.load(settings)
     email = load(settings, issue)
     check_preflight(email, settings, dry_run=dry_run)
-    composer = Composer(email, settings)
+    composer = Composer(email, settings, signer=signer)
     slug = email.issue.slug
     out = settings.root / "build" / slug
     dry = DryRunTransport(out, keep=1, name="test-copy.eml")

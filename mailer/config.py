@@ -20,7 +20,11 @@ from .errors import ConfigError
 
 CONFIG_FILE = "mailer.toml"
 ENV_PREFIX = "MAILER_"
-SECRET_KEYS = frozenset({"smtp_password", "secret"})
+SECRET_KEYS = frozenset(
+    {"smtp_password", "secret", "bounce_imap_password", "dkim_key", "dkim_ed25519_key"}
+)
+# Never read from mailer.toml: the secrets, and where the DKIM private keys are (per machine).
+ENV_ONLY_KEYS = SECRET_KEYS | {"dkim_key_file", "dkim_ed25519_key_file"}
 SECURITY_MODES = ("starttls", "ssl", "none")
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
 OWN_VARIABLES = frozenset({"MAILER_NOW"})
@@ -74,6 +78,32 @@ class Settings:
     give_up_after: timedelta = field(default=timedelta(days=3), metadata={"kind": "duration"})
     # This many timeouts or dropped connections in a row, across readers, stop the run.
     circuit_breaker: int = 5
+    # `mailer bounces`: this many soft bounces on consecutive issues suppress a reader;
+    # --imap reads this mailbox over TLS (the password only from .env or the environment,
+    # the CA file only to trust a private CA, as the tests do).
+    soft_bounce_limit: int = 3
+    bounce_imap_host: str = ""
+    bounce_imap_port: int = 993
+    bounce_imap_user: str = ""
+    bounce_imap_password: str = ""
+    bounce_imap_folder: str = "INBOX"
+    bounce_imap_cafile: str = ""
+    # Deliverability (mailer/dkim.py, mailer/verp.py, `mailer dns`). DKIM signs with the key
+    # in MAILER_DKIM_KEY_FILE or MAILER_DKIM_KEY (rsa, or ed25519 by its content) under
+    # dkim_selector, and with MAILER_DKIM_ED25519_KEY(_FILE) too under dkim_ed25519_selector
+    # (default "<dkim_selector>-ed25519"); dkim_domain defaults to the From domain. The keys
+    # come only from .env or the environment. bounce_address is the envelope sender; with
+    # verp each copy's is bounces+TOKEN@domain. dns_resolver: "host[:port]" for `mailer dns`.
+    dkim_selector: str = "mail"
+    dkim_ed25519_selector: str = ""
+    dkim_domain: str = ""
+    dkim_key_file: str = ""
+    dkim_key: str = ""
+    dkim_ed25519_key_file: str = ""
+    dkim_ed25519_key: str = ""
+    bounce_address: str = ""
+    verp: bool = True
+    dns_resolver: str = ""
     # Where the settings were read from, for `mailer config`; not a setting itself.
     root: Path = field(default=Path("."), compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -197,7 +227,7 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
     out = {}
     for key, value in data.items():
         name = known.get(key.lower())
-        if name in SECRET_KEYS:
+        if name in ENV_ONLY_KEYS:
             raise ConfigError(
                 f"{path}: {key} does not belong in a file that is committed",
                 hint=f"put it in .env (git-ignored) as {env_name(name)}",
@@ -379,7 +409,10 @@ def _validate(s: Settings) -> None:
         )
     if not 0 < s.smtp_port < 65536:
         raise ConfigError(f"smtp_port must be 1-65535, got {s.smtp_port}")
-    for name in ("batch_size", "connections", "max_attempts", "circuit_breaker"):
+    if not 0 < s.bounce_imap_port < 65536:
+        raise ConfigError(f"bounce_imap_port must be 1-65535, got {s.bounce_imap_port}")
+    counts = ("batch_size", "connections", "max_attempts", "circuit_breaker", "soft_bounce_limit")
+    for name in counts:
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
     if s.smtp_timeout <= 0:
@@ -390,6 +423,38 @@ def _validate(s: Settings) -> None:
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    _validate_deliverability(s)
+
+
+MAX_VERP_LOCAL = 39  # mailer/verp.py: 64 octets - "+" - its 24-character token
+SELECTOR_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*$")
+_RESOLVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s\[\]]+))(?::(?P<port>\d+))?$")
+
+
+def _validate_deliverability(s: Settings) -> None:
+    """The DKIM selectors and domain, the bounce address and the DNS resolver's form."""
+    for name in ("dkim_selector", "dkim_ed25519_selector", "dkim_domain"):
+        value = getattr(s, name)
+        if value and not SELECTOR_RE.match(value):
+            raise ConfigError(f"{name} must be DNS labels like 'mail' or 'news2026', got {value!r}")
+    if s.bounce_address:
+        local, _, domain = s.bounce_address.rpartition("@")
+        if not local or "." not in domain or parseaddr(s.bounce_address)[1] != s.bounce_address:
+            raise ConfigError(
+                f"bounce_address must be a bare address like bounces@example.org,"
+                f" got {s.bounce_address!r}"
+            )
+        if s.verp and len(local.encode()) > MAX_VERP_LOCAL:
+            raise ConfigError(
+                f"bounce_address {s.bounce_address!r}: with verp its local part may have at most"
+                f" {MAX_VERP_LOCAL} characters (RFC 5321 allows 64; +TOKEN takes 25)",
+                hint="use a shorter address like bounces@, or set verp = false",
+            )
+    match = _RESOLVER.match(s.dns_resolver) if s.dns_resolver else None
+    if s.dns_resolver and (match is None or not 0 < int(match["port"] or 53) < 65536):
+        raise ConfigError(
+            f"dns_resolver must be host[:port] like 127.0.0.1:5353, got {s.dns_resolver!r}"
+        )
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -4,6 +4,12 @@ The rendered HTML and text are cut at their slots and each literal piece is quot
 encoded once. A message is then the constant pieces joined with the reader's few values,
 each encoded on its own between soft line breaks (`=` CRLF), so every line stays within
 QP's 76 characters and nothing is re-rendered or re-encoded per reader.
+
+With a DKIM Signer (mailer/dkim.py), each message is signed over its final bytes. The body
+hash is taken over the same pieces: the constant runs between values are canonicalised once
+per issue, only the values per reader (see dkim.relaxed_fragment for why that is exact).
+Each message also carries its envelope sender (mailer/verp.py): the From address, the
+bounce address, or with VERP one address per copy.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from email.headerregistry import BaseHeader
 from email.utils import formataddr, formatdate, parseaddr
 from typing import cast
 
+from . import verp as verp_mod
 from .config import Settings
+from .dkim import Signer, relaxed_body, relaxed_fragment
 from .errors import ConfigError, InputError
 from .render import SLOT_RE, Email, fill_slots, unescape
 from .subscribers import Subscriber
@@ -39,6 +47,7 @@ class Message:
     recipient: str
     message_id: str
     data: bytes  # CRLF line endings, every line under 998 octets
+    envelope_from: str = ""  # MAIL FROM; "" leaves it to the transport's own
 
 
 def clean_header_text(value: str) -> str:
@@ -94,18 +103,28 @@ class _Part:
 
     def encode(self, values: list[str]) -> bytes:
         out = [self.literals[0]]
-        for slot, literal in zip(self.slots, self.literals[1:], strict=True):
-            value = values[slot]
-            if self.escape:
-                value = html.escape(value, quote=True)
-            out += (SOFT_BREAK, _qp(value), SOFT_BREAK, literal)
+        for value, literal in zip(self.encoded(values), self.literals[1:], strict=True):
+            out += (SOFT_BREAK, value, SOFT_BREAK, literal)
         return b"".join(out)
+
+    def encoded(self, values: list[str]) -> list[bytes]:
+        """Each slot's value, escaped (HTML) and quoted-printable, in slot order."""
+        if self.escape:
+            return [_qp(html.escape(values[slot], quote=True)) for slot in self.slots]
+        return [_qp(values[slot]) for slot in self.slots]
 
 
 class Composer:
     """Builds each subscriber's message from one rendered Email."""
 
-    def __init__(self, email: Email, settings: Settings, *, secret: str | None = None) -> None:
+    def __init__(
+        self,
+        email: Email,
+        settings: Settings,
+        *,
+        secret: str | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self.email = email
         self.settings = settings
         self.secret = secret if secret is not None else settings.signing_secret
@@ -116,8 +135,10 @@ class Composer:
                 f"from must be an address like 'Name <news@example.org>', got {self.sender!r}",
                 hint="set `from` in mailer.toml or MAILER_FROM",
             )
-        self.envelope_from = address
+        self.envelope = verp_mod.Envelope(settings, email.issue.slug, address)
+        self.envelope_from = self.envelope.fixed  # the transport's own, for a bare Message
         self.domain = address.rsplit("@", 1)[1]
+        self.signer = signer
         self.list_id = settings.list_id_effective
         self.slots = email.slots
         self.boundary = "=_mailer_" + hashlib.sha256(email.html.encode()).hexdigest()[:24]
@@ -136,6 +157,29 @@ class Composer:
         ).encode()
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
         self._mailto = settings.unsubscribe_mailto
+        self._runs = self._constant_runs()
+        # Canonicalised once: relaxed_fragment for the runs between values, the whole body's
+        # rules (trailing blank lines) for the last one.
+        self._canonical_runs = [relaxed_fragment(r) for r in self._runs[:-1]] + [
+            relaxed_body(self._runs[-1])
+        ]
+
+    def _constant_runs(self) -> list[bytes]:
+        """The body's constant bytes between one reader's values (one more than the values).
+
+        Every value sits between two soft line breaks, which end the run before it and
+        start the run after it.
+        """
+        runs: list[bytes] = []
+        current = self._parts_head
+        for part, after in ((self._text, self._html_head), (self._html, self._tail)):
+            current += part.literals[0]
+            for literal in part.literals[1:]:
+                runs.append(current + SOFT_BREAK)
+                current = SOFT_BREAK + literal
+            current += after
+        runs.append(current)
+        return runs
 
     def _constant_headers(self, list_name: str) -> bytes:
         s = self.settings
@@ -234,16 +278,19 @@ class Composer:
         ]
         if targets:
             head += [b"List-Unsubscribe: ", ",\r\n ".join(targets).encode(), CRLF]
-        data = b"".join(
-            [
-                self._head,
-                *head,
-                CRLF,
-                self._parts_head,
-                self._text.encode(values),
-                self._html_head,
-                self._html.encode(values),
-                self._tail,
-            ]
-        )
-        return Message(address, message_id, data)
+        encoded = self._text.encoded(values) + self._html.encoded(values)
+        runs = self._runs
+        body = [runs[0]]
+        for value, run in zip(encoded, runs[1:], strict=True):
+            body += (value, run)
+        header = b"".join([self._head, *head])
+        signatures = b""
+        if self.signer is not None:  # over the final bytes: every value is in place
+            digest = hashlib.sha256(self._canonical_runs[0])
+            for value, run in zip(encoded, self._canonical_runs[1:], strict=True):
+                digest.update(relaxed_fragment(value))
+                digest.update(run)
+            bh = binascii.b2a_base64(digest.digest(), newline=False)
+            signatures = self.signer.signatures(header, bh)
+        data = b"".join([signatures, header, CRLF, *body])
+        return Message(address, message_id, data, self.envelope.sender(subscriber.email))

@@ -65,11 +65,8 @@ def greeting(tmp_path_factory: pytest.TempPathFactory) -> tuple[config.Settings,
     shutil.copy(ROOT / "mailer.toml", root)
     (root / "templates").mkdir()
     source = (BUILTIN_TEMPLATES / "newsletter.mjml.j2").read_text(encoding="utf-8")
-    source = source.replace(
-        '<mj-body background-color="#f3f4f6" width="600px">',
-        '<mj-body background-color="#f3f4f6" width="600px">' + GREETING,
-        1,
-    )
+    # After the <mj-body ...> tag, whatever its attributes are today.
+    source = re.sub(r"(<mj-body\b[^>]*>)", lambda m: m.group(1) + GREETING, source, count=1)
     assert GREETING in source
     (root / "templates" / "newsletter.mjml.j2").write_text(source, encoding="utf-8")
     text = (BUILTIN_TEMPLATES / "newsletter.txt.j2").read_text(encoding="utf-8")
@@ -409,5 +406,8 @@ def test_unknown_template_field_is_an_input_error(
 def test_from_display_name_is_parsed(rendered: Email, settings: config.Settings) -> None:
     composer = Composer(rendered, settings)
     assert composer.envelope_from == "newsletter@example.org"
+    # Without bounce_address every copy's envelope sender is the From address, as before.
+    message = composer.compose(Subscriber("ada@example.com", "Ada", {}, 2))
+    assert message.envelope_from == "newsletter@example.org"
     assert composer.domain == "example.org"
     assert parseaddr(settings.from_)[0] == "NLP Newsletter"

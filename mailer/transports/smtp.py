@@ -146,11 +146,16 @@ def _abandon(smtp: smtplib.SMTP, code: int) -> None:
 
 
 class SMTPTransport:
-    """A reused SMTP connection: one login per connection, RSET after a refusal."""
+    """A reused SMTP connection: one login per connection, RSET after a refusal.
+
+    MAIL FROM is each message's own envelope_from (a VERP address, see mailer/verp.py),
+    else the one given here.
+    """
 
     def __init__(self, settings: Settings, envelope_from: str) -> None:
         self.settings = settings
         self.envelope_from = envelope_from
+        self._sender = envelope_from  # the current message's, for error messages
         self.smtp: smtplib.SMTP | None = None
         # Every reply mailer prints or records goes through _reply, which masks these.
         self.secrets = Secrets(settings.smtp_user, (settings.smtp_password, settings.secret))
@@ -203,10 +208,13 @@ class SMTPTransport:
         smtp = self.smtp
         if smtp is None:
             raise RuntimeError("send before open")
-        options = ["SMTPUTF8"] if not message.recipient.isascii() else []
+        sender = message.envelope_from or self.envelope_from
+        self._sender = sender
+        ascii_only = message.recipient.isascii() and sender.isascii()
+        options = [] if ascii_only else ["SMTPUTF8"]
         try:
             self._data_sent = False
-            self._sendmail(smtp, message.recipient, message.data, options)
+            self._sendmail(smtp, sender, message.recipient, message.data, options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients[message.recipient]
             if code == 421:  # the server said goodbye and _abandon hung up
@@ -234,7 +242,7 @@ class SMTPTransport:
         return Result(SENT, 250, "250 accepted")
 
     def _sendmail(
-        self, smtp: smtplib.SMTP, recipient: str, data: bytes, options: list[str]
+        self, smtp: smtplib.SMTP, sender: str, recipient: str, data: bytes, options: list[str]
     ) -> None:
         """smtplib's sendmail for one recipient, with a faster dot-stuffing.
 
@@ -247,10 +255,10 @@ class SMTPTransport:
         mail_options = [*options]
         if smtp.does_esmtp and smtp.has_extn("size"):
             mail_options.append(f"SIZE={len(data)}")
-        code, reply = smtp.mail(self.envelope_from, mail_options)
+        code, reply = smtp.mail(sender, mail_options)
         if code != 250:
             _abandon(smtp, code)
-            raise smtplib.SMTPSenderRefused(code, reply, self.envelope_from)
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
         code, reply = smtp.rcpt(recipient)
         if code not in (250, 251):
             _abandon(smtp, code)
@@ -274,12 +282,16 @@ class SMTPTransport:
             )
         if code == 530 or reply[4:9].startswith("5.7."):
             return SMTPAuthError(
-                f"{where} refused to relay for {self.envelope_from}: {reply}",
+                f"{where} refused to relay for {self._sender}: {reply}",
                 hint="set MAILER_SMTP_USER and MAILER_SMTP_PASSWORD in .env",
             )
         return SMTPUnavailable(
-            f"{where} refused the sender {self.envelope_from}: {reply}",
-            hint="check `from` in mailer.toml",
+            f"{where} refused the sender {self._sender}: {reply}",
+            hint=(
+                "check bounce_address (MAILER_BOUNCE_ADDRESS)"
+                if self.settings.bounce_address
+                else "check `from` in mailer.toml"
+            ),
         )
 
     def _refused(self, code: int, text: bytes | str) -> Result:
