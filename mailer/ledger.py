@@ -1,4 +1,5 @@
-"""The send ledger: who was sent which issue, the suppression list and the schedule, in SQLite."""
+"""The send ledger: who was sent which issue, the suppression list, the schedule, and what came
+back (bounces, complaints: `mailer bounces`), in SQLite."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from mailer import when
 from mailer.errors import EXIT_TEMPFAIL, MailerError
 from mailer.locks import lock as lock  # re-exported: callers take the ledger's lock here
-from mailer.states import DeliveryState, Reason, ScheduleState
+from mailer.states import DeliveryState, Feedback, Reason, ScheduleState
 
 DB_NAME = "ledger.db"
 _BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
@@ -57,6 +58,67 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: when a deferred reader is next due (Postfix's queue model); NULL for the others.
     ("ALTER TABLE deliveries ADD COLUMN next_try_at TEXT",),
+    # 3: bounces and complaints. SQLite cannot change a CHECK: both tables are rebuilt with
+    # the new values ('bounced' rows, 'complained' suppressions), their rows copied. Every
+    # message `mailer bounces` handled is kept by its Message-ID (a second read is a no-op),
+    # and what it said about each reader and issue, which the soft-bounce count reads.
+    (
+        """
+        CREATE TABLE deliveries_v3 (
+            issue       TEXT NOT NULL,
+            email       TEXT NOT NULL,
+            state       TEXT NOT NULL
+                        CHECK (state IN ('sent', 'deferred', 'failed', 'bounced')),
+            attempts    INTEGER NOT NULL,
+            last_reply  TEXT NOT NULL,
+            first_at    TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            next_try_at TEXT,
+            PRIMARY KEY (issue, email)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO deliveries_v3 (issue, email, state, attempts, last_reply, first_at,"
+        " updated_at, next_try_at) SELECT issue, email, state, attempts, last_reply, first_at,"
+        " updated_at, next_try_at FROM deliveries",
+        "DROP TABLE deliveries",
+        "ALTER TABLE deliveries_v3 RENAME TO deliveries",
+        """
+        CREATE TABLE suppressions_v3 (
+            email      TEXT PRIMARY KEY,
+            reason     TEXT NOT NULL
+                       CHECK (reason IN ('unsubscribed', 'bounced', 'manual', 'complained')),
+            source     TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO suppressions_v3 (email, reason, source, created_at)"
+        " SELECT email, reason, source, created_at FROM suppressions",
+        "DROP TABLE suppressions",
+        "ALTER TABLE suppressions_v3 RENAME TO suppressions",
+        """
+        CREATE TABLE feedback_messages (
+            message_id  TEXT PRIMARY KEY,
+            kind        TEXT NOT NULL
+                        CHECK (kind IN ('hard', 'soft', 'complaint', 'unsubscribe')),
+            source      TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE feedback (
+            message_id TEXT NOT NULL REFERENCES feedback_messages (message_id),
+            email      TEXT NOT NULL,
+            issue      TEXT NOT NULL,
+            kind       TEXT NOT NULL
+                       CHECK (kind IN ('hard', 'soft', 'complaint', 'unsubscribe')),
+            status     TEXT NOT NULL,
+            detail     TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (message_id, email)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX feedback_by_reader ON feedback (email, issue, kind)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -71,7 +133,8 @@ _RECORD_SQL = """
         updated_at = excluded.updated_at,
         next_try_at = excluded.next_try_at
     -- A copy that was accepted stays accepted: nothing may make a resume send it again.
-    WHERE deliveries.state != 'sent'
+    -- A bounced one was accepted too (and its reader is suppressed): it stays as it is.
+    WHERE deliveries.state NOT IN ('sent', 'bounced')
 """
 _DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at, next_try_at"
 
@@ -104,6 +167,27 @@ class Suppression:
     reason: Reason
     source: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """What one incoming message said about one reader (and, when known, one issue)."""
+
+    email: str
+    kind: Feedback
+    issue: str = ""  # "" when the message did not say which issue
+    status: str = ""  # the DSN's status code (5.1.1), the ARF feedback type (abuse), ...
+    detail: str = ""  # the diagnostic, for the delivery row and `mailer bounces -v`
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What recording one FeedbackEvent changed."""
+
+    event: FeedbackEvent
+    suppressed: bool  # newly on the suppression list
+    bounced: bool  # a `sent` delivery row became `bounced`
+    streak: int = 0  # soft: consecutive issues with a soft bounce, counting this one
 
 
 @dataclass(frozen=True)
@@ -383,6 +467,16 @@ class Ledger:
             return self._db.execute(sql + " ORDER BY first_at, email", params).fetchall()
 
     @_guarded
+    def delivery(self, issue: str, email: str) -> Delivery | None:
+        """One reader's row for one issue, or None if never attempted."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE issue = ? AND email = ?",
+                (issue, _norm_email(email)),
+            ).fetchone()
+        return _delivery(row) if row else None
+
+    @_guarded
     def issues(self) -> list[str]:
         """Return every issue with a delivery, ordered by its first delivery, oldest first."""
         with self._lock:
@@ -432,6 +526,165 @@ class Ledger:
                 " ORDER BY created_at, email"
             ).fetchall()
         return [Suppression(e, Reason(r), s, _from_text(c)) for e, r, s, c in rows]
+
+    # -- feedback: bounces, complaints, mailed unsubscribes -------------------------------
+
+    @_guarded
+    def feedback_seen(self, message_id: str) -> bool:
+        """Tell whether the incoming message with this id was already handled."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM feedback_messages WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        return row is not None
+
+    @_guarded
+    def is_reader(self, email: str) -> bool:
+        """Tell whether this address was ever sent (or tried with) a copy of any issue."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM deliveries WHERE email = ? LIMIT 1", (_norm_email(email),)
+            ).fetchone()
+        return row is not None
+
+    @_guarded
+    def last_issue(self, email: str) -> str | None:
+        """The newest issue whose copy our server accepted for this address, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT issue FROM deliveries WHERE email = ? AND state IN ('sent', 'bounced')"
+                " ORDER BY first_at DESC, issue DESC LIMIT 1",
+                (_norm_email(email),),
+            ).fetchone()
+        return row[0] if row else None
+
+    @_guarded
+    def feedback_counts(self, issue: str) -> dict[Feedback, int]:
+        """Readers of an issue per kind of feedback about it; every kind is present."""
+        result = dict.fromkeys(Feedback, 0)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, count(DISTINCT email) FROM feedback WHERE issue = ? GROUP BY kind",
+                (issue,),
+            ).fetchall()
+        result.update((Feedback(kind), count) for kind, count in rows)
+        return result
+
+    @_guarded
+    def soft_streak(self, email: str) -> int:
+        """Consecutive issues, newest first, whose accepted copy to `email` soft-bounced.
+
+        Only issues our server accepted (`sent` or `bounced` rows) are in the sequence, in
+        the order they were first sent; deferred and failed rows never reached the reader's
+        server and neither count nor break it. The newest accepted issue without a soft
+        bounce ends the run: a later copy that did not come back resets the count. Worked
+        out from the whole history each time, so the order DSNs arrive in does not matter.
+        """
+        with self._lock:
+            return self._soft_streak(_norm_email(email))
+
+    def _soft_streak(self, email: str) -> int:
+        rows = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM feedback f WHERE f.email = d.email"
+            " AND f.issue = d.issue AND f.kind = 'soft')"
+            " FROM deliveries d WHERE d.email = ? AND d.state IN ('sent', 'bounced')"
+            " ORDER BY d.first_at DESC, d.issue DESC",
+            (email,),
+        ).fetchall()
+        streak = 0
+        for (bounced,) in rows:
+            if not bounced:
+                break
+            streak += 1
+        return streak
+
+    @_guarded
+    def record_feedback(
+        self,
+        message_id: str,
+        kind: Feedback,
+        events: Sequence[FeedbackEvent],
+        *,
+        source: str,
+        soft_limit: int,
+    ) -> list[FeedbackOutcome] | None:
+        """Record one incoming message and act on it, all in one transaction.
+
+        None when a message with this id was handled before: nothing changes. Otherwise:
+        a hard bounce moves the reader's `sent` row for that issue to `bounced` and
+        suppresses the reader (`bounced`); a soft one is kept, and when it makes
+        `soft_limit` consecutive issues (see soft_streak) it does the same; a complaint
+        suppresses as `complained`, a mailed unsubscribe as `unsubscribed`. An address that
+        is already suppressed keeps its first reason.
+        """
+        kind = Feedback(kind)
+        now = _now()
+        with self._lock:
+            conn = self._db
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "INSERT INTO feedback_messages (message_id, kind, source, received_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+                    (message_id, kind.value, source, now),
+                )
+                if cur.rowcount != 1:
+                    conn.execute("ROLLBACK")
+                    return None
+                outcomes = [self._apply(message_id, e, now, soft_limit) for e in events]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    conn.execute("ROLLBACK")
+                raise
+        return outcomes
+
+    def _apply(
+        self, message_id: str, event: FeedbackEvent, now: str, soft_limit: int
+    ) -> FeedbackOutcome:
+        """One event inside record_feedback's transaction (the lock is held)."""
+        conn = self._db
+        email = _norm_email(event.email)
+        kind = Feedback(event.kind)
+        conn.execute(
+            "INSERT INTO feedback (message_id, email, issue, kind, status, detail, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, email) DO NOTHING",
+            (message_id, email, event.issue, kind.value, event.status, event.detail, now),
+        )
+        what = " ".join(filter(None, (event.status, event.detail)))
+        if kind is Feedback.COMPLAINT:
+            new = self._suppress_in(email, Reason.COMPLAINED, f"complaint {event.status}", now)
+            return FeedbackOutcome(event, new, False)
+        if kind is Feedback.UNSUBSCRIBE:
+            return FeedbackOutcome(
+                event, self._suppress_in(email, Reason.UNSUBSCRIBED, "mailto", now), False
+            )
+        streak = 0
+        if kind is Feedback.SOFT:
+            streak = self._soft_streak(email)
+            if streak < soft_limit:
+                return FeedbackOutcome(event, False, False, streak)
+            reply = f"bounced: soft bounces on {streak} issues in a row, the last {what}"
+            source = f"soft bounces x{streak}"
+        else:
+            reply = f"bounced: {what}" if what else "bounced"
+            source = f"bounce {event.status}".strip()
+        cur = conn.execute(
+            "UPDATE deliveries SET state = 'bounced', last_reply = ?, updated_at = ?,"
+            " next_try_at = NULL WHERE issue = ? AND email = ? AND state = 'sent'",
+            (reply, now, event.issue, email),
+        )
+        new = self._suppress_in(email, Reason.BOUNCED, source, now)
+        return FeedbackOutcome(event, new, cur.rowcount == 1, streak)
+
+    def _suppress_in(self, email: str, reason: Reason, source: str, now: str) -> bool:
+        """suppress() for a caller that holds the lock inside a transaction."""
+        cur = self._db.execute(
+            "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (email) DO NOTHING",
+            (email, reason.value, source, now),
+        )
+        return cur.rowcount == 1
 
     # -- schedules ------------------------------------------------------------------------
 

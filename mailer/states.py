@@ -11,14 +11,34 @@ class DeliveryState(StrEnum):
     SENT = "sent"  # the server accepted it: never sent again
     DEFERRED = "deferred"  # a 4xx: tried again later
     FAILED = "failed"  # a 5xx: not tried again unless asked (--retry-failed)
+    # Accepted (it was `sent`), then returned undeliverable by a DSN: news about that copy,
+    # not a new attempt. Only Ledger.record_feedback moves a row here, from `sent` and
+    # nothing else, and in the same transaction suppresses the reader as `bounced`, so no
+    # send is ever owed this copy again; `record()` never overwrites a bounced row (the rule
+    # "a sent row is never downgraded" is about resending, and still holds).
+    BOUNCED = "bounced"
 
 
 class Reason(StrEnum):
     """Why an address is suppressed (the ledger's `suppressions.reason`)."""
 
     UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
+    BOUNCED = "bounced"  # a hard bounce, or soft_bounce_limit soft ones in a row
     MANUAL = "manual"
+    COMPLAINED = "complained"  # the reader reported an issue as spam (an ARF report)
+
+
+class Feedback(StrEnum):
+    """What one message that came back about our mail said (the ledger's `feedback.kind`).
+
+    A message (a DSN, an ARF report, a mail to the unsubscribe address) is of one kind: the
+    most severe of its recipients', HARD before SOFT.
+    """
+
+    HARD = "hard"  # a permanent failure of that address: suppressed at once
+    SOFT = "soft"  # a temporary one: soft_bounce_limit on consecutive issues suppress
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"  # a mail to the List-Unsubscribe mailto: address
 
 
 class ScheduleState(StrEnum):

@@ -18,6 +18,7 @@ from mailer.states import DeliveryState
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret"
 SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
+BOUNCED = DeliveryState.BOUNCED
 
 
 def delivery(ledger: Ledger, issue: str, email: str) -> Delivery | None:

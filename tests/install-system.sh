@@ -2,6 +2,7 @@
 # Installs the Debian packages the tests drive for real, in one apt-get run, only if missing:
 #   chromium (+ emoji and CJK fonts)  the browser tests (Playwright's own download needs the network)
 #   postfix                           a real MTA for tests/test_postfix.py, smtp-sink for bench/
+#   dovecot-imapd                     a real IMAP server for tests/test_bounces_imap.py
 # Quiet unless something fails.
 set -e
 need=""
@@ -9,6 +10,7 @@ command -v chromium >/dev/null 2>&1 || need="$need chromium"
 fc-list 2>/dev/null | grep -q "Noto Color Emoji" || need="$need fonts-noto-color-emoji"
 fc-list 2>/dev/null | grep -q "Noto Sans CJK" || need="$need fonts-noto-cjk"
 { [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-sink ]; } || need="$need postfix"
+[ -x /usr/sbin/dovecot ] || need="$need dovecot-imapd"
 [ -z "$need" ] && exit 0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

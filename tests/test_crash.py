@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import DEFERRED, FAILED, SENT, smtp_env
+from conftest import BOUNCED, DEFERRED, FAILED, SENT, smtp_env
 from smtp_server import SMTPServer
 
 from mailer.cli import main
@@ -132,7 +132,7 @@ def test_kill_9_mid_send_then_rerun(project: Path, smtp_server: SMTPServer) -> N
     assert sum(len(ids) - 1 for ids in extra.values()) <= CONNECTIONS, extra
     for ids in extra.values():
         assert len(set(ids)) == 1  # a duplicate carries the same Message-ID: clients collapse it
-    assert ledger_counts(project) == {SENT: N, DEFERRED: 0, FAILED: 0}
+    assert ledger_counts(project) == {SENT: N, DEFERRED: 0, FAILED: 0, BOUNCED: 0}
 
     # And once more: nothing left to send.
     finish(project, smtp_server)
@@ -164,4 +164,4 @@ def test_ctrl_c_mid_send_then_rerun_gives_no_duplicates(
     got = copies(smtp_server)
     assert set(got) == set(ADDRESSES)
     assert all(len(ids) == 1 for ids in got.values())
-    assert ledger_counts(project) == {SENT: N, DEFERRED: 0, FAILED: 0}
+    assert ledger_counts(project) == {SENT: N, DEFERRED: 0, FAILED: 0, BOUNCED: 0}

@@ -17,7 +17,10 @@ import pytest
 from conftest import DEFERRED, FAILED, SENT, delivery, done
 
 from mailer.errors import LockedError, MailerError
-from mailer.ledger import SCHEMA_VERSION, Ledger, lock
+from mailer.ledger import _MIGRATIONS, SCHEMA_VERSION, FeedbackEvent, Ledger, lock
+from mailer.states import DeliveryState, Feedback, Reason
+
+BOUNCED = DeliveryState.BOUNCED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,14 +150,14 @@ def test_record_rejects_unknown_state(ledger: Ledger) -> None:
     assert delivery(ledger, "issue-1", "a@example.org") is None
 
 
-def test_counts_always_has_all_three_keys(ledger: Ledger) -> None:
-    assert ledger.counts("issue-1") == {SENT: 0, DEFERRED: 0, FAILED: 0}
+def test_counts_always_has_every_state(ledger: Ledger) -> None:
+    assert ledger.counts("issue-1") == {SENT: 0, DEFERRED: 0, FAILED: 0, BOUNCED: 0}
     ledger.record("issue-1", "a@example.org", SENT)
     ledger.record("issue-1", "b@example.org", SENT)
     ledger.record("issue-1", "c@example.org", FAILED)
     ledger.record("issue-2", "d@example.org", DEFERRED)
-    assert ledger.counts("issue-1") == {SENT: 2, DEFERRED: 0, FAILED: 1}
-    assert ledger.counts("issue-2") == {SENT: 0, DEFERRED: 1, FAILED: 0}
+    assert ledger.counts("issue-1") == {SENT: 2, DEFERRED: 0, FAILED: 1, BOUNCED: 0}
+    assert ledger.counts("issue-2") == {SENT: 0, DEFERRED: 1, FAILED: 0, BOUNCED: 0}
 
 
 def test_done_is_sent_and_failed_lower_cased_not_deferred(ledger: Ledger) -> None:
@@ -185,7 +188,7 @@ def test_deliveries_loop_may_record(ledger: Ledger) -> None:
         ledger.record("issue-1", f"r{i}@example.org", DEFERRED)
     for d in ledger.deliveries("issue-1", DEFERRED):
         ledger.record(d.issue, d.email, SENT)
-    assert ledger.counts("issue-1") == {SENT: 3, DEFERRED: 0, FAILED: 0}
+    assert ledger.counts("issue-1") == {SENT: 3, DEFERRED: 0, FAILED: 0, BOUNCED: 0}
 
 
 def test_issues_oldest_activity_first(ledger: Ledger) -> None:
@@ -315,7 +318,12 @@ def test_twenty_threads_on_one_ledger_lose_nothing(ledger: Ledger) -> None:
     for th in pool:
         th.join()
     assert errors == []
-    assert ledger.counts("issue-1") == {SENT: threads * per_thread, DEFERRED: per_thread, FAILED: 0}
+    assert ledger.counts("issue-1") == {
+        SENT: threads * per_thread,
+        DEFERRED: per_thread,
+        FAILED: 0,
+        BOUNCED: 0,
+    }
     # Every thread's upsert of a shared address counted: no lost increments.
     attempts = {d.attempts for d in ledger.deliveries("issue-1") if d.email.startswith("shared-")}
     assert attempts == {threads}
@@ -340,7 +348,7 @@ def test_two_processes_recording_lose_nothing(tmp_path: Path) -> None:
                 p.kill()
                 p.wait()
     with Ledger(tmp_path) as led:
-        assert led.counts("issue-1") == {SENT: 2 * n, DEFERRED: n, FAILED: 0}
+        assert led.counts("issue-1") == {SENT: 2 * n, DEFERRED: n, FAILED: 0, BOUNCED: 0}
         shared = [d for d in led.deliveries("issue-1") if d.email.startswith("shared-")]
         assert len(shared) == n
         assert {d.attempts for d in shared} == {2}
@@ -435,3 +443,124 @@ def test_sent_is_never_downgraded(tmp_path: Path) -> None:
         assert got is not None
         assert (got.state, got.attempts, got.last_reply) == (SENT, 1, "250 ok")
         assert done(ledger, "issue-1") == {"a@example.com"}
+
+
+# -- schema 3: bounces and complaints -----------------------------------------------------
+
+
+def test_version_2_ledger_is_migrated_keeping_every_row(tmp_path: Path) -> None:
+    """A ledger written before bounces existed: its rows survive the table rebuilds."""
+    tmp_path.mkdir(exist_ok=True)
+    raw = sqlite3.connect(tmp_path / "ledger.db")
+    for statements in _MIGRATIONS[:2]:
+        for sql in statements:
+            raw.execute(sql)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute(
+        "INSERT INTO deliveries VALUES ('issue-1', 'a@example.org', 'deferred', 2, '451 later',"
+        " '2026-01-01T00:00:00.000000+00:00', '2026-01-01T01:00:00.000000+00:00',"
+        " '2026-01-01T02:00:00.000000+00:00')"
+    )
+    raw.execute(
+        "INSERT INTO deliveries VALUES ('issue-1', 'b@example.org', 'sent', 1, '250 ok',"
+        " '2026-01-01T00:00:01.000000+00:00', '2026-01-01T00:00:01.000000+00:00', NULL)"
+    )
+    raw.execute(
+        "INSERT INTO suppressions VALUES ('c@example.org', 'unsubscribed', 'web',"
+        " '2026-01-01T00:00:02.000000+00:00')"
+    )
+    raw.commit()
+    raw.close()
+    with Ledger(tmp_path) as ledger:
+        a = delivery(ledger, "issue-1", "a@example.org")
+        assert a is not None
+        assert (a.state, a.attempts, a.last_reply) == (DEFERRED, 2, "451 later")
+        assert a.next_try_at == datetime(2026, 1, 1, 2, tzinfo=UTC)
+        assert ledger.counts("issue-1") == {SENT: 1, DEFERRED: 1, FAILED: 0, BOUNCED: 0}
+        [c] = ledger.suppressions()
+        assert (c.email, c.reason, c.source) == ("c@example.org", Reason.UNSUBSCRIBED, "web")
+        # The new values are allowed now.
+        ledger.suppress("d@example.org", Reason.COMPLAINED, "complaint abuse")
+        outcome = ledger.record_feedback(
+            "<dsn-1@mx>",
+            Feedback.HARD,
+            [FeedbackEvent("b@example.org", Feedback.HARD, "issue-1", "5.1.1", "no such user")],
+            source="maildir",
+            soft_limit=3,
+        )
+        assert outcome is not None and outcome[0].bounced and outcome[0].suppressed
+        b = delivery(ledger, "issue-1", "b@example.org")
+        assert b is not None and b.state == BOUNCED
+    raw = sqlite3.connect(tmp_path / "ledger.db")
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"deliveries", "suppressions", "schedules", "feedback_messages", "feedback"}
+    with pytest.raises(sqlite3.IntegrityError):
+        raw.execute("INSERT INTO suppressions VALUES ('e@example.org', 'annoyed', 'x', 'now')")
+    raw.close()
+
+
+def _hard(email: str, issue: str = "issue-1") -> list[FeedbackEvent]:
+    return [FeedbackEvent(email, Feedback.HARD, issue, "5.1.1", "no such user")]
+
+
+def test_record_feedback_is_once_per_message_id(ledger: Ledger) -> None:
+    ledger.record("issue-1", "a@example.org", SENT, "250 ok")
+    first = ledger.record_feedback(
+        "<m1@x>", Feedback.HARD, _hard("a@example.org"), source="t", soft_limit=3
+    )
+    assert first is not None
+    assert [(o.suppressed, o.bounced) for o in first] == [(True, True)]
+    assert ledger.feedback_seen("<m1@x>") and not ledger.feedback_seen("<m2@x>")
+    again = ledger.record_feedback(
+        "<m1@x>", Feedback.HARD, _hard("a@example.org"), source="t", soft_limit=3
+    )
+    assert again is None
+    # Another message about the same copy: recorded, changes nothing more.
+    other = ledger.record_feedback(
+        "<m2@x>", Feedback.HARD, _hard("a@example.org"), source="t", soft_limit=3
+    )
+    assert other is not None and [(o.suppressed, o.bounced) for o in other] == [(False, False)]
+    got = delivery(ledger, "issue-1", "a@example.org")
+    assert got is not None
+    assert (got.state, got.attempts, got.last_reply) == (BOUNCED, 1, "bounced: 5.1.1 no such user")
+    assert ledger.feedback_counts("issue-1") == {
+        Feedback.HARD: 1,
+        Feedback.SOFT: 0,
+        Feedback.COMPLAINT: 0,
+        Feedback.UNSUBSCRIBE: 0,
+    }
+
+
+def test_only_a_sent_row_becomes_bounced(ledger: Ledger) -> None:
+    ledger.record("issue-1", "f@example.org", FAILED, "550 no")
+    ledger.record("issue-1", "d@example.org", DEFERRED, "451 later")
+    for n, email in enumerate(("f@example.org", "d@example.org", "nobody@example.org")):
+        ledger.record_feedback(f"<m{n}@x>", Feedback.HARD, _hard(email), source="t", soft_limit=3)
+    assert ledger.counts("issue-1") == {SENT: 0, DEFERRED: 1, FAILED: 1, BOUNCED: 0}
+    assert ledger.suppressed_set() == {"f@example.org", "d@example.org", "nobody@example.org"}
+
+
+def test_an_earlier_reason_is_kept(ledger: Ledger) -> None:
+    ledger.record("issue-1", "a@example.org", SENT)
+    ledger.suppress("a@example.org", Reason.UNSUBSCRIBED, "web")
+    [outcome] = (
+        ledger.record_feedback(
+            "<m@x>", Feedback.HARD, _hard("a@example.org"), source="t", soft_limit=3
+        )
+        or []
+    )
+    assert (outcome.suppressed, outcome.bounced) == (False, True)
+    [only] = ledger.suppressions()
+    assert only.reason == Reason.UNSUBSCRIBED
+
+
+def test_a_failed_feedback_transaction_leaves_nothing(ledger: Ledger) -> None:
+    ledger.record("issue-1", "a@example.org", SENT)
+    bad = [*_hard("a@example.org"), FeedbackEvent("", Feedback.HARD)]  # "" is no address
+    with pytest.raises(ValueError):
+        ledger.record_feedback("<m@x>", Feedback.HARD, bad, source="t", soft_limit=3)
+    assert not ledger.feedback_seen("<m@x>")
+    assert ledger.suppressions() == []
+    got = delivery(ledger, "issue-1", "a@example.org")
+    assert got is not None and got.state == SENT

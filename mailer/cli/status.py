@@ -11,7 +11,7 @@ import click
 from .. import campaign, lists
 from ..config import env_name
 from ..errors import EXIT_DATA
-from ..states import DeliveryState, Reason
+from ..states import DeliveryState, Feedback, Reason
 from .common import Context, pass_ctx
 
 # `subscribers check` lists this many rows of each kind, then says how many more there are.
@@ -25,7 +25,7 @@ SHOW_INVALID = 200
     "--failed",
     "only_failed",
     is_flag=True,
-    help="List who did not get it (failed and deferred) and why.",
+    help="List who did not get it (failed, deferred and bounced) and why.",
 )
 @click.option(
     "--csv",
@@ -42,7 +42,7 @@ SHOW_INVALID = 200
 def status(
     ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None
 ) -> None:
-    """Show how ISSUE's send went: sent, deferred, failed, pending."""
+    """Show how ISSUE's send went: sent, deferred, failed, bounced, complained, pending."""
     st = campaign.status(ctx.settings, issue, subscribers)
     if only_failed:
         if as_csv:
@@ -59,19 +59,31 @@ def status(
             click.echo(f"{d.email}  {d.state}  attempts={d.attempts}{when}  {d.last_reply}")
         return
     click.echo(st.issue)
-    click.echo(f"  sent      {st.counts[DeliveryState.SENT]}")
+    click.echo(f"  sent       {st.counts[DeliveryState.SENT]}")
     deferred = st.counts[DeliveryState.DEFERRED]
-    click.echo(f"  deferred  {deferred}")
+    click.echo(f"  deferred   {deferred}")
     upcoming = [d.next_try_at for d in st.problems if d.next_try_at is not None]
     if upcoming and deferred:
-        click.echo(f"  next try  {min(upcoming):%Y-%m-%d %H:%M} UTC (the soonest)")
-    click.echo(f"  failed    {st.counts[DeliveryState.FAILED]}")
+        click.echo(f"  next try   {min(upcoming):%Y-%m-%d %H:%M} UTC (the soonest)")
+    click.echo(f"  failed     {st.counts[DeliveryState.FAILED]}")
+    # Accepted, then returned by a DSN (`mailer bounces`); complaints are about this issue.
+    click.echo(f"  bounced    {st.counts[DeliveryState.BOUNCED]}")
+    click.echo(f"  complained {_complained(ctx, st.issue)}")
     pending = st.pending if st.pending is not None else "? (no subscriber list)"
-    click.echo(f"  pending   {pending}")
+    click.echo(f"  pending    {pending}")
     if st.problems:
         click.echo("  last problems:")
         for d in st.problems[-5:]:
             click.echo(f"    {d.email}: {d.last_reply}")
+
+
+def _complained(ctx: Context, issue: str) -> int:
+    """Readers who reported this issue as spam (ARF reports read by `mailer bounces`)."""
+    book = campaign.existing_ledger(ctx.settings)
+    if book is None:
+        return 0
+    with book:
+        return book.feedback_counts(issue)[Feedback.COMPLAINT]
 
 
 @click.group()
