@@ -3,6 +3,8 @@
 60 readers at 10/s (the real `mailer` script) against an in-process SMTP server that notes
 when each copy arrives; 2 s in, five of the last readers are suppressed with
 `mailer unsubscribe ADDR` (subprocesses) and one more with a one-click POST to the web app.
+A second test does the same with `mailer bounces` reading mail sent to the List-Unsubscribe
+mailto: address (issue 12: suppressions from the bounce mailbox land in a running send).
 """
 
 from __future__ import annotations
@@ -145,3 +147,66 @@ def test_unsubscribes_during_a_send_stop_their_copies(
     [rcpt] = first.rcpt_tos
     link = first.message()["List-Unsubscribe"].split(",")[0].strip().strip("<>")
     assert parse_qs(urlsplit(link).query)["token"] == [tokens.sign(SECRET, LIST_ID, rcpt)]
+
+
+MAILTO = READERS[-4:]  # mail to unsubscribe@example.org, read by `mailer bounces`
+
+
+def mailto_unsubscribe(address: str, n: int) -> bytes:
+    return (
+        f"Return-Path: <{address}>\r\nFrom: {address}\r\nTo: unsubscribe@example.org\r\n"
+        f"Subject: unsubscribe\r\nDate: Thu, 03 Dec 2026 08:30:00 +0000\r\n"
+        f"Message-ID: <unsub.{n}@example.com>\r\n\r\nunsubscribe\r\n"
+    ).encode()
+
+
+def test_mailto_unsubscribes_read_by_mailer_bounces_stop_a_running_send(
+    project: Path, smtp_server: SMTPServer, tmp_path: Path
+) -> None:
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    for n, address in enumerate(MAILTO):
+        (maildir / "new" / f"{n}.eml").write_bytes(mailto_unsubscribe(address, n))
+    send = subprocess.Popen(
+        [str(MAILER), "send", "issue-2", "--yes"],
+        cwd=project,
+        env=env(smtp_server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(smtp_server.received) < 15:
+            assert send.poll() is None, send.communicate()
+            assert time.monotonic() < deadline, "the send never got going"
+            time.sleep(0.01)
+        bounces = subprocess.run(
+            [str(MAILER), "bounces", "--maildir", str(maildir)],
+            cwd=project,
+            env=env(smtp_server),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bounces.returncode == 0, bounces.stdout + bounces.stderr
+        assert "4 unsubscribes" in bounces.stdout, bounces.stdout
+        assert send.poll() is None, "the send was over before the unsubscribes: nothing tested"
+        stdout, stderr = send.communicate(timeout=60)
+    finally:
+        if send.poll() is None:
+            send.kill()
+            send.communicate(timeout=10)
+    assert send.returncode == 0, stdout + stderr
+    with Ledger(project / ".mailer") as ledger:
+        when = {s.email: s.created_at.timestamp() for s in ledger.suppressions()}
+        state = {d.email: d.state for d in ledger.deliveries("issue-2")}
+    assert set(when) == set(MAILTO)
+    for address in MAILTO:
+        late = [t for t in smtp_server.arrivals(address) if t > when[address] + GRACE]
+        assert not late, f"{address}: a copy arrived after its mailto unsubscribe was read"
+        assert state.get(address) != SENT, address
+    got = smtp_server.by_recipient()
+    others = [a for a in READERS if a not in MAILTO]
+    assert {a: got[a] for a in others} == dict.fromkeys(others, 1)
