@@ -254,6 +254,9 @@ def test_config_masks_secrets_and_names_sources(tmp_path):
     # every setting is listed once
     assert set(lines) == {f.name.rstrip("_") for f in config._setting_fields()}
     assert result.output.startswith(f"# project {root.resolve()}")
+    # one column for the '=' however long the longest name (dkim_ed25519_selector)
+    columns = {line.index(" = ") for line in result.output.splitlines()[1:]}
+    assert columns == {max(map(len, lines))}
 
 
 def test_config_without_secrets_shows_them_empty(tmp_path):

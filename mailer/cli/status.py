@@ -171,6 +171,8 @@ def show_config(ctx: Context) -> None:
     """Print the settings in force and where each came from (secrets masked)."""
     s = ctx.settings
     click.echo(f"# project {s.root}")
-    for key, value in s.masked().items():
+    masked = s.masked()
+    width = max(map(len, masked), default=0)
+    for key, value in masked.items():
         source = s.sources.get(key, "default")
-        click.echo(f"{key:<18} = {value!r:<44} # {env_name(key)}, from {source}")
+        click.echo(f"{key:<{width}} = {value!r:<44} # {env_name(key)}, from {source}")
