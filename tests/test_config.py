@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -320,3 +322,23 @@ def test_nan_and_inf_are_refused(tmp_path, name, value):
     with pytest.raises(ConfigError) as err:
         config.load(project(tmp_path), environ={f"MAILER_{name.upper()}": value})
     assert str(err.value) == f"setting {name} (from environment) must be a number, got {value!r}"
+
+
+def test_commands_load_only_what_they_use(tmp_path):
+    """A command imports its own module only: `mailer config` never loads lint, the bounce
+    parsers, DNS checks or the preview server (the group imports commands by name)."""
+    root = project(tmp_path)
+    code = (
+        "import sys\n"
+        "from mailer.cli import main\n"
+        "try:\n"
+        "    main(['-C', sys.argv[1], 'config'], standalone_mode=False)\n"
+        "finally:\n"
+        "    heavy = ['mailer.lint', 'mailer.bounces', 'mailer.dnsrecords', 'mailer.preview']\n"
+        "    print('LOADED', [m for m in heavy if m in sys.modules])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "LOADED []"

@@ -16,7 +16,10 @@ UNDOCUMENTED = {"--help", "--version"}  # click's own; `-h` is short, never chec
 
 
 def _walk(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # mailer's group imports its commands by name
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         yield " ".join((*path, name)), command
         if isinstance(command, click.Group):
             yield from _walk(command, (*path, name))

@@ -3,24 +3,54 @@ makes one call into the core and prints the result; this module only gathers the
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import config as config_mod
-from .bounces import bounces
-from .build import build
 from .common import Context, warn
-from .deliverability import dkim, dns
-from .lint import lint
-from .schedule import schedule
-from .send import send
-from .serve import preview, serve
-from .status import show_config, status, subscribers, suppressed, unsubscribe
+
+# Each command's module, imported only when that command runs (or --help lists it): `mailer
+# send --due` from cron need not load MJML, the linter, DKIM or the bounce parsers.
+COMMANDS = {
+    "build": "build:build",
+    "lint": "lint:lint",
+    "bounces": "bounces:bounces",
+    "preview": "serve:preview",
+    "send": "send:send",
+    "schedule": "schedule:schedule",
+    "status": "status:status",
+    "subscribers": "status:subscribers",
+    "unsubscribe": "status:unsubscribe",
+    "suppressed": "status:suppressed",
+    "serve": "serve:serve",
+    "config": "status:show_config",
+    "dkim": "deliverability:dkim",
+    "dns": "deliverability:dns",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A click group whose commands are imported by name, on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            command: Any = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "-C",
     "--project",
@@ -58,23 +88,5 @@ def main(ctx: click.Context, project: Path | None, templates: Path | None) -> No
         warn(warning)
     ctx.obj = Context(settings)
 
-
-for command in (
-    build,
-    lint,
-    bounces,
-    preview,
-    send,
-    schedule,
-    status,
-    subscribers,
-    unsubscribe,
-    suppressed,
-    serve,
-    show_config,
-    dkim,
-    dns,
-):
-    main.add_command(command)
 
 __all__ = ["main"]

@@ -6,15 +6,18 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..config import Settings
 from ..errors import EXIT_ABORTED, EXIT_OK, MailerError
-from ..issue import Notice
-from ..render import Email
 from ..when import now as current_time
 from ..when import parse_when
+
+if TYPE_CHECKING:  # only annotations: importing render would load MJML for every command
+    from ..issue import Notice
+    from ..render import Email
 
 
 @dataclass
