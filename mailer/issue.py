@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -54,6 +54,33 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Lines:
+    """Parsed-text lines -> issue file lines (the parser's source pass moves some)."""
+
+    before_body: int  # lines of the file before the body
+    moved: tuple[int, ...]  # body line of each parsed line (empty: none moved)
+
+    def of(self, parsed: int | None) -> int | None:
+        if parsed is None:
+            return None
+        body_line = self.moved[parsed] if parsed < len(self.moved) else parsed
+        return self.before_body + body_line + 1
+
+
+def located(tokens: Sequence[Token], lines: Lines) -> Iterator[tuple[Token, int | None]]:
+    """Every block token but `inline`, and every inline child, with its line in the file."""
+    line: int | None = None
+    for block in tokens:
+        if block.map:
+            line = lines.of(block.map[0])
+        if block.type == "inline":
+            for child, parsed in markdown.inline_lines(block):
+                yield child, lines.of(parsed) if parsed is not None else line
+        else:
+            yield block, line
+
+
+@dataclass(frozen=True)
 class Issue:
     """A parsed, repaired issue: front matter settled, Markdown parsed once."""
 
@@ -69,6 +96,7 @@ class Issue:
     tokens: tuple[Token, ...]
     send_at: datetime | None = None
     notices: tuple[Notice, ...] = field(default=())
+    lines: Lines = field(default=Lines(0, ()))  # where each parsed line is in the file
 
     @property
     def links(self) -> list[str]:
@@ -166,7 +194,7 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     body = markdown.drop_spacers(body)
     env: dict[str, Any] = {}
     tokens = markdown.parser().parse(body, env)
-    lines = _Lines(body_line, env.get(markdown.LINES, ()))
+    lines = Lines(body_line, env.get(markdown.LINES, ()))
     notices += _check_links(tokens, lines, base_url)
     notices += [Notice(f.code, f.message, lines.of(f.line)) for f in env.get(markdown.FINDINGS, [])]
     notices.sort(key=lambda n: n.line or 0)
@@ -190,6 +218,7 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
         tokens=tuple(tokens),
         send_at=send_at,
         notices=tuple(notices),
+        lines=lines,
     )
 
 
@@ -257,37 +286,18 @@ def _fold_spaces(text: str) -> str:
     return re.sub(r"[ \t\r\n\f\v]+", " ", text).strip()
 
 
-@dataclass(frozen=True)
-class _Lines:
-    """Parsed-text lines -> issue file lines (the parser's source pass moves some)."""
-
-    before_body: int  # lines of the file before the body
-    moved: tuple[int, ...]  # body line of each parsed line (empty: none moved)
-
-    def of(self, parsed: int | None) -> int | None:
-        if parsed is None:
-            return None
-        body_line = self.moved[parsed] if parsed < len(self.moved) else parsed
-        return self.before_body + body_line + 1
-
-
-def _check_links(tokens: list[Token], lines: _Lines, base_url: str) -> list[Notice]:
+def _check_links(tokens: list[Token], lines: Lines, base_url: str) -> list[Notice]:
     """Make links absolute (or say why not), and note what an email cannot show as written.
 
     Images without alt text, http and scheme-less links, Liquid tags left in the text,
     reference links whose definition is missing.
     """
     notices: list[Notice] = []
-    line: int | None = None
-    for block in tokens:
-        if block.map:
-            line = lines.of(block.map[0])
-        if block.type == "inline":
-            for child, parsed in markdown.inline_lines(block):
-                where = lines.of(parsed) if parsed is not None else line
-                _check_inline(child, where, base_url, notices)
-        elif block.type == "html_block":
-            _check_html(block, line, notices)
+    for token, line in located(tokens, lines):
+        if token.type == "html_block":
+            _check_html(token, line, notices)
+        else:
+            _check_inline(token, line, base_url, notices)  # acts on inline tokens only
     return notices
 
 

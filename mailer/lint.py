@@ -57,9 +57,8 @@ from lxml import html as lxml_html
 from lxml.cssselect import CSSSelector  # type: ignore[import-untyped]
 from markdown_it.token import Token
 
-from . import markdown
 from .config import Settings
-from .issue import Issue
+from .issue import Issue, located
 from .render import HTML_TEMPLATE, SLOT_RE, Email, template_dirs
 
 # -- the report ---------------------------------------------------------------------------
@@ -1053,13 +1052,11 @@ class _IssueSource:
 
     def __init__(self, issue: Issue, content_class: str | None, doc: Any) -> None:
         self.path = issue.path
-        self.before_body = _lines_before_body(issue.path)
-        # Parsed line -> body line: the parser's source pass drops comments and the like.
-        self.moved: tuple[int, ...] = markdown.prepare(issue.body).lines
         self.elements: list[_IElem] = []
         self.images: dict[str, list[int | None]] = {}
         self.links: dict[str, list[int | None]] = {}
-        self._walk(issue.tokens)
+        for token, line in located(issue.tokens, issue.lines):
+            self._token(token, line)
         self.by_tag: dict[str, list[_IElem]] = {}
         for element in self.elements:
             self.by_tag.setdefault(element.tag, []).append(element)
@@ -1073,23 +1070,6 @@ class _IssueSource:
                     tag = el.tag.lower()
                     self.inside[el] = counts.get(tag, 0)
                     counts[tag] = counts.get(tag, 0) + 1
-
-    def line_of(self, parsed: int | None) -> int | None:
-        if parsed is None:
-            return None
-        body_line = self.moved[parsed] if parsed < len(self.moved) else parsed
-        return self.before_body + body_line + 1
-
-    def _walk(self, tokens: Sequence[Token]) -> None:
-        line: int | None = None
-        for block in tokens:
-            if block.map:
-                line = self.line_of(block.map[0])
-            if block.type == "inline":
-                for child, parsed in markdown.inline_lines(block):
-                    self._token(child, self.line_of(parsed) if parsed is not None else line)
-            else:
-                self._token(block, line)
 
     def _token(self, token: Token, line: int | None) -> None:
         if token.type in ("html_block", "html_inline"):
@@ -1157,21 +1137,6 @@ class _IssueSource:
 
     def contains(self, el: Any) -> bool:
         return el in self.inside
-
-
-def _lines_before_body(path: Path) -> int:
-    """How many lines the front matter takes (the body starts on the next one)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    except OSError:
-        return 0
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if not lines or lines[0].strip() != "---":
-        return 0
-    for end in range(1, len(lines)):
-        if lines[end].strip() in ("---", "..."):
-            return end + 1
-    return 0
 
 
 def _content_root(doc: Any, css_class: str | None) -> Any:
