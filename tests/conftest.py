@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,14 +114,34 @@ def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
     return make
 
 
-@pytest.fixture(scope="module")
-def module_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """issue-2 and mailer.toml in a folder, shared read-only by one test module."""
-    root = tmp_path_factory.mktemp("project")
-    (root / "issues").mkdir()
+def seed_project(root: Path) -> Path:
+    """root (made if need be) holding issues/issue-2.md and mailer.toml."""
+    (root / "issues").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
     shutil.copy(ROOT / "mailer.toml", root)
     return root
+
+
+def greeting_templates(root: Path, greeting: str) -> None:
+    """root/templates: the built-in templates, with `greeting` (MJML) right after the
+    <mj-body ...> tag, whatever its attributes are today, and "Hello {{ subscriber.name }}
+    from {{ subscriber.city }}" atop the text."""
+    builtin = mailer.render.BUILTIN_TEMPLATES
+    (root / "templates").mkdir()
+    source = (builtin / "newsletter.mjml.j2").read_text(encoding="utf-8")
+    source, n = re.subn(r"(<mj-body\b[^>]*>)", lambda m: m.group(1) + greeting, source, count=1)
+    assert n == 1
+    (root / "templates" / "newsletter.mjml.j2").write_text(source, encoding="utf-8")
+    text = (builtin / "newsletter.txt.j2").read_text(encoding="utf-8")
+    (root / "templates" / "newsletter.txt.j2").write_text(
+        "Hello {{ subscriber.name }} from {{ subscriber.city }}\n" + text, encoding="utf-8"
+    )
+
+
+@pytest.fixture(scope="module")
+def module_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """issue-2 and mailer.toml in a folder, shared read-only by one test module."""
+    return seed_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import dkim
 import nacl.signing
 import pytest
 from click.testing import CliRunner
+from conftest import greeting_templates, seed_project
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import parse_tag_value
 from postfix import Postfix, requires_postfix, running_postfix
@@ -33,7 +34,7 @@ from mailer import issue as issue_mod
 from mailer.cli import main
 from mailer.ledger import Ledger
 from mailer.message import Composer
-from mailer.render import BUILTIN_TEMPLATES, Email, render
+from mailer.render import Email, render
 from mailer.subscribers import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,19 +105,8 @@ def keyfiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def greeting_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("greeting")
-    (root / "issues").mkdir()
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
-    (root / "templates").mkdir()
-    source = (BUILTIN_TEMPLATES / "newsletter.mjml.j2").read_text(encoding="utf-8")
-    source, n = re.subn(r"(<mj-body\b[^>]*>)", lambda m: m.group(1) + GREETING, source, count=1)
-    assert n == 1
-    (root / "templates" / "newsletter.mjml.j2").write_text(source, encoding="utf-8")
-    text = (BUILTIN_TEMPLATES / "newsletter.txt.j2").read_text(encoding="utf-8")
-    (root / "templates" / "newsletter.txt.j2").write_text(
-        "Hello {{ subscriber.name }} from {{ subscriber.city }}\n" + text, encoding="utf-8"
-    )
+    root = seed_project(tmp_path_factory.mktemp("greeting"))
+    greeting_templates(root, GREETING)
     return root
 
 

@@ -6,20 +6,20 @@ import dataclasses
 import email
 import email.policy
 import re
-import shutil
 from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import greeting_templates, seed_project
 
 from mailer import config
 from mailer import issue as issue_mod
 from mailer import render as render_mod
 from mailer.errors import ConfigError, InputError
 from mailer.message import Composer, clean_header_text
-from mailer.render import BUILTIN_TEMPLATES, Email
+from mailer.render import Email
 from mailer.subscribers import Subscriber
 from mailer.tokens import verify
 
@@ -59,20 +59,8 @@ def rendered(project: Path, settings: config.Settings) -> Email:
 @pytest.fixture(scope="module")
 def greeting(tmp_path_factory: pytest.TempPathFactory) -> tuple[config.Settings, Email]:
     """issue-2 rendered with a template that greets the reader by name and city."""
-    root = tmp_path_factory.mktemp("greeting")
-    (root / "issues").mkdir()
-    shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
-    (root / "templates").mkdir()
-    source = (BUILTIN_TEMPLATES / "newsletter.mjml.j2").read_text(encoding="utf-8")
-    # After the <mj-body ...> tag, whatever its attributes are today.
-    source = re.sub(r"(<mj-body\b[^>]*>)", lambda m: m.group(1) + GREETING, source, count=1)
-    assert GREETING in source
-    (root / "templates" / "newsletter.mjml.j2").write_text(source, encoding="utf-8")
-    text = (BUILTIN_TEMPLATES / "newsletter.txt.j2").read_text(encoding="utf-8")
-    (root / "templates" / "newsletter.txt.j2").write_text(
-        "Hello {{ subscriber.name }} from {{ subscriber.city }}\n" + text, encoding="utf-8"
-    )
+    root = seed_project(tmp_path_factory.mktemp("greeting"))
+    greeting_templates(root, GREETING)
     s = settings_for(root)
     return s, render_mod.render(issue_mod.read(root / "issues" / "issue-2.md"), s)
 
