@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
 
 import mailer.campaign
@@ -112,6 +113,14 @@ def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
         return root
 
     return make
+
+
+def one_line_error(result: Result) -> str:
+    """The error as printed: 'Error: ...' (plus at most a hint line), never a traceback."""
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
 
 
 def seed_project(root: Path) -> Path:

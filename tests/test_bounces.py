@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import FIXTURES, SECRET, SENT, delivery
+from conftest import FIXTURES, SECRET, SENT, delivery, one_line_error
 
 from mailer import config
 from mailer.audience import LedgerWatch
@@ -167,13 +167,6 @@ def cli(settings: Settings, *args: str | Path, env: dict[str, str] | None = None
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
-
-
-def one_line_error(result: Result) -> str:
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 # -- what each format is ------------------------------------------------------------------

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DEFERRED, FAILED, SECRET, SENT, delivery, smtp_env
+from conftest import DEFERRED, FAILED, SECRET, SENT, delivery, one_line_error, smtp_env
 from smtp_server import SMTPServer, TLSFiles
 
 import mailer.campaign
@@ -105,14 +105,6 @@ def by_address(server: SMTPServer) -> dict[str, EmailMessage]:
         assert rcpt not in out, f"two copies for {rcpt}"
         out[rcpt] = received.message()
     return out
-
-
-def one_line_error(result: Result) -> str:
-    """The error as printed: 'Error: ...' (plus at most a hint line), never a traceback."""
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 # -- dry run -------------------------------------------------------------------------------
