@@ -33,7 +33,6 @@ import email
 import hashlib
 import hmac
 import imaplib
-import importlib
 import logging
 import os
 import re
@@ -44,10 +43,11 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from flufl.bounce import all_failures
 
+from . import verp
 from .config import Settings, env_name
 from .errors import EXIT_NOPERM, EXIT_UNAVAILABLE, ConfigError, InputError, MailerError
 from .ledger import FeedbackEvent, FeedbackOutcome, Ledger, lock
@@ -391,14 +391,9 @@ def _matches(secret: str, slug: str, want: str, address: str) -> bool:
 
 
 def _verp_parse(address: str, settings: Settings, ledger: Ledger) -> tuple[str, str] | None:
-    """(issue slug, reader) from a VERP address (mailer.verp, once it exists), else None."""
+    """(issue slug, reader) from a VERP address, else None (a domain IDNA refuses too)."""
     try:
-        module = importlib.import_module("mailer.verp")
-    except ImportError:
-        return None
-    parse = cast(Callable[[str, Settings, Ledger], "tuple[str, str] | None"], module.parse)
-    try:
-        return parse(address, settings, ledger)
+        return verp.parse(address, settings, ledger)
     except ValueError:
         return None
 
