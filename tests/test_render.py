@@ -174,12 +174,13 @@ def test_seed_html_has_no_mojibake_and_no_spacers(built):
 
 
 def test_seed_bold_italic_headings(built):
-    """The seed's `***Heading***` paragraphs: <em><strong> today, <h3> once the parser change
-    lands (PARSER-CHANGE: then assert the h3 alone). Either way no 18px font-size hack."""
+    """The seed's `***Heading***` paragraphs are <h3>s (25 of them), with no 18px font-size hack."""
     _, email = built(SEED)
     _, content = content_of(email)
-    found = content.xpath(".//em/strong | .//h3")
+    found = content.xpath(".//h3")
+    assert len(found) == 25
     assert "On trusting model’s uncertainty" in [words(s.text_content()) for s in found]
+    assert content.xpath(".//p[em/strong and count(*) = 1 and not(normalize-space(text()))]") == []
     styled = content.xpath(".//em/strong | .//strong/em | .//strong | .//em")
     assert [s.get("style") for s in styled if "font-size" in (s.get("style") or "")] == []
     h3 = content.xpath(".//h3")
