@@ -74,17 +74,6 @@ def render_plain(tokens: Sequence[Token], width: int = WIDTH) -> Plain:
     return _render(tokens, width, _marker(tokens))
 
 
-def render_text(tokens: Sequence[Token], width: int = WIDTH) -> tuple[str, list[str]]:
-    """Markdown tokens -> (plain text body, the URLs its [n] markers point at)."""
-    plain = _render(tokens, width, MARKERS[0])
-    return plain.body, list(plain.urls)
-
-
-def references(urls: list[str]) -> str:
-    """The list of [n] numbered links that goes at the end of the text."""
-    return _references(urls, MARKERS[0])
-
-
 def _references(urls: Sequence[str], marker: tuple[str, str]) -> str:
     return "".join(f"{marker[0]}{n}{marker[1]} {url}\n" for n, url in enumerate(urls, 1))
 

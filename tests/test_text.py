@@ -9,7 +9,7 @@ import pytest
 from conftest import CORPUS, PT_BR, SEED_FIXTURE, ZH
 
 from mailer.issue import Issue, read
-from mailer.text import WIDTH, references, render_text
+from mailer.text import WIDTH, render_plain
 
 SEED = SEED_FIXTURE
 ALL_ISSUES = [SEED, *CORPUS]
@@ -234,7 +234,7 @@ def test_zh_text_is_wrapped_by_display_width(built):
     assert too_wide == []
 
 
-# -- render_text on small inputs ------------------------------------------------------------------
+# -- render_plain on small inputs ------------------------------------------------------------------
 
 SAMPLER = """---
 title: T
@@ -278,10 +278,11 @@ line two
 def sampler(tmp_path_factory) -> tuple[str, list[str]]:
     path = tmp_path_factory.mktemp("sampler") / "sampler.md"
     path.write_text(SAMPLER, encoding="utf-8")
-    return render_text(read(path).tokens)
+    plain = render_plain(read(path).tokens)
+    return plain.body, list(plain.urls)
 
 
-def test_render_text_links(sampler):
+def test_render_plain_links(sampler):
     text, urls = sampler
     flat = squash(text)
     assert "Read the paper [1] and https://example.org/bare or https://example.org/auto." in flat
@@ -298,13 +299,13 @@ def test_render_text_links(sampler):
     assert "Raw anchor [5] & [Image: Raw pic]" in flat
 
 
-def test_render_text_inline_markup(sampler):
+def test_render_plain_inline_markup(sampler):
     text, _ = sampler
     assert "*Bold*, em, *both*, ~gone~ and `code`." in text
     assert "[Image: A chart] [Image 2]" in text
 
 
-def test_render_text_blocks(sampler):
+def test_render_plain_blocks(sampler):
     text, _ = sampler
     assert "- one\n- two with link [4]\n" in text
     assert "3. three\n4. four\n" in text
@@ -314,17 +315,20 @@ def test_render_text_blocks(sampler):
     assert "secret" not in text
 
 
-def test_references_format():
-    assert references(["https://a.example", "https://b.example"]) == (
+def test_references_format(tmp_path):
+    path = tmp_path / "refs.md"
+    path.write_text("---\ntitle: T\n---\n\n[a](https://a.example) [b](https://b.example)\n")
+    assert render_plain(read(path).tokens).references == (
         "[1] https://a.example\n[2] https://b.example\n"
     )
-    assert references([]) == ""
+    path.write_text("---\ntitle: T\n---\n\nNo links.\n")
+    assert render_plain(read(path).tokens).references == ""
 
 
 def test_long_paragraph_wraps_at_76(tmp_path):
     path = tmp_path / "long.md"
     path.write_text("---\ntitle: T\n---\n\n" + "word " * 100 + "\n", encoding="utf-8")
-    text, _ = render_text(read(path).tokens)
+    text = render_plain(read(path).tokens).body
     lines = text.rstrip("\n").split("\n")
     assert len(lines) == 7
     assert all(len(line) <= 76 for line in lines)

@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.footnote import footnote_plugin
 
 from mailer.issue import read
-from mailer.text import WIDTH, Plain, references, render_plain, render_text
+from mailer.text import WIDTH, Plain, render_plain
 
 # The dialect the issue parser is moving to (footnotes on), built here so these tests do not
 # depend on mailer/markdown.py's state.
@@ -122,16 +122,6 @@ def test_zh_fixture_gets_angle_markers():
     assert len(own) == 82
     assert "来自 Google AI 的最新论文Can You Trust Your Model's Uncertainty?[1]发表在" in (
         result.body
-    )
-
-
-def test_render_text_and_references_keep_square_markers():
-    """The two-call interface has no way to agree on a style: it keeps [n] in both parts."""
-    body, urls = render_text(read(ZH).tokens)
-    assert body.startswith("[Image 1]\n\nThanks to Kaiyuan [2] (WeChat: NewBeeNLP)")
-    assert references(urls[:2]) == (
-        "[1] https://cdn-images-1.medium.com/max/1200/1*mgWc3FhHPRfCxdPir6wSeg.png\n"
-        "[2] https://blog.csdn.net/Kaiyuan_sjtu\n"
     )
 
 
