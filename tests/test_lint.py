@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SEED_FIXTURE
 
 from mailer import campaign, config
 from mailer import lint as lint_mod
@@ -61,15 +59,9 @@ VAGUE_LINE, NO_ALT_LINE, PALE_LINE, FLEX_LINE, SCHEME_LINE = 10, 12, 14, 16, 20
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(new_project: Callable[..., Path]) -> Path:
     """A project: issues/issue-2.md (the seed), issues/lint-me.md and mailer.toml."""
-    monkeypatch.chdir(tmp_path)
-    for key in [k for k in os.environ if k.startswith("MAILER_")]:
-        monkeypatch.delenv(key)
-    root = tmp_path / "project"
-    (root / "issues").mkdir(parents=True)
-    shutil.copy(SEED_FIXTURE, root / "issues" / "issue-2.md")
-    shutil.copy(PROJECT / "mailer.toml", root / "mailer.toml")
+    root = new_project("email\n", name="project")
     (root / "issues" / "lint-me.md").write_text(LINT_ME, encoding="utf-8")
     return root
 
