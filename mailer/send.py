@@ -24,9 +24,9 @@ from .ratelimit import RateLimiter
 from .render import Email
 from .states import DeliveryState, Skip
 from .subscribers import Subscriber
-from .transports import Result, Transport, TransportFactory
+from .transports import Done, Pipeline, Result, Transport, TransportFactory, pipeline
 from .when import now as wall_now
-from .workqueue import WorkQueue
+from .workqueue import WAIT, WorkQueue
 
 KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
@@ -358,22 +358,30 @@ class Sender:
                     self._finished.set()
 
     def _work_loop(self, queue: WorkQueue, transport: Transport | None) -> None:
+        pipe = pipeline(transport) if transport is not None else None
         in_batch = 0
         open_failures = 0
         try:
-            while (item := queue.take(fresh_first=bool(self._tally.drops))) is not None:
+            while True:
+                item = queue.take(fresh_first=bool(self._tally.drops), wait=pipe is None)
+                if item is WAIT:  # nothing to send yet: first the replies this connection owes
+                    if pipe is not None and not self._flush(queue, pipe):
+                        pipe, in_batch = None, 0
+                    item = queue.take(fresh_first=bool(self._tally.drops))
+                if item is None or item is WAIT:
+                    break
                 subscriber, attempts = item
                 if self.watch is not None and self.watch.suppressed(subscriber.email):
                     self._skip_suppressed()
                     queue.done()
                     continue
                 try:
-                    if transport is None:
-                        transport = self.transports()
-                        transport.open()
+                    if pipe is None:
+                        pipe = pipeline(self.transports())
+                        pipe.open()
                         open_failures = 0
                 except MailerError as exc:
-                    transport = None
+                    pipe = None
                     open_failures += 1
                     if open_failures >= 3:
                         self._stop(queue, exc)
@@ -389,24 +397,45 @@ class Sender:
                     continue
                 self.limiter.acquire()
                 try:
-                    result = transport.send(message)
+                    alive = pipe.submit(message, self._outcome(queue, subscriber, attempts))
                 except MailerError as exc:  # the server refuses us, not this reader: stop
-                    transport = None
+                    pipe = None
                     self._stop(queue, exc)
                     return
-                queue.done(self._settle(subscriber, attempts, result))
-                if result.dropped:
-                    transport, in_batch = None, 0
+                if not alive:
+                    pipe, in_batch = None, 0
                     continue
                 in_batch += 1
                 if in_batch >= self.options.batch_size:
-                    transport.close()
-                    transport, in_batch = None, 0
+                    self._flush(queue, pipe)
+                    pipe.close()
+                    pipe, in_batch = None, 0
                     if self.options.pause and queue.has_work():
                         self.sleep(self.options.pause)
         finally:
-            if transport is not None:
-                transport.close()
+            if pipe is not None:
+                self._flush(queue, pipe)
+                pipe.close()
+
+    def _flush(self, queue: WorkQueue, pipe: Pipeline) -> bool:
+        """Send what waits and read every reply owed; False when the connection went."""
+        try:
+            return pipe.flush()
+        except MailerError as exc:
+            self._errors.append(exc)
+            queue.stop()
+            return False
+
+    def _outcome(self, queue: WorkQueue, subscriber: Subscriber, attempts: int) -> Done:
+        """What to do with one reader's outcome when it comes: record it, or give it back."""
+
+        def done(result: Result | None) -> None:
+            if result is None:
+                queue.give_back((subscriber, attempts))
+            else:
+                queue.done(self._settle(subscriber, attempts, result))
+
+        return done
 
     def _stop(self, queue: WorkQueue, exc: MailerError) -> None:
         """End the run for everyone: the reader in hand stays unmarked, the error is reported."""

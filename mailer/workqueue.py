@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import threading
@@ -10,6 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .subscribers import Subscriber
+
+
+class Wait(enum.Enum):
+    WAIT = "nothing to take yet"
+
+
+WAIT = Wait.WAIT
 
 
 @dataclass(order=True)
@@ -40,6 +48,9 @@ class WorkQueue:
         self.fresh_at = time.monotonic()
         self._seq = itertools.count()
         self._peeked: tuple[Subscriber, int] | None = None
+        # Readers taken but never tried (they were behind a lost reply in a pipeline):
+        # handed out again first, not counted as deferred if the run ends before.
+        self.returned: list[tuple[Subscriber, int]] = []
 
     def _next_fresh(self) -> tuple[Subscriber, int] | None:
         """The next recipient from the list, looked at but not taken (call under the lock)."""
@@ -59,15 +70,20 @@ class WorkQueue:
             self.stopped = True
             self.cond.notify_all()
 
-    def take(self, *, fresh_first: bool = False) -> tuple[Subscriber, int] | None:
+    def take(
+        self, *, fresh_first: bool = False, wait: bool = True
+    ) -> tuple[Subscriber, int] | None | Wait:
         """The next recipient and its attempts so far, or None when this run is done.
 
         fresh_first: the server just lost a reader; try a new one before any retry, so that
         a dead server trips the circuit breaker on different readers, not on one reader's
-        attempts.
+        attempts. wait=False: return WAIT instead of waiting (a worker with replies owed
+        reads them first: the run cannot end while they are in flight).
         """
         with self.cond:
             while not self.stopped:
+                if self.returned:
+                    return self.returned.pop()
                 now = time.monotonic()
                 if fresh_first and self._next_fresh() is not None:
                     pass  # taken just below
@@ -85,9 +101,20 @@ class WorkQueue:
                 if not self.in_flight and not eligible:
                     self.cond.notify_all()
                     return None
-                wait = self.retries[0].due - now if eligible else 0.5
-                self.cond.wait(min(max(wait, 0.001), 0.5))
+                if not wait:
+                    return WAIT
+                pause = self.retries[0].due - now if eligible else 0.5
+                self.cond.wait(min(max(pause, 0.001), 0.5))
             return None
+
+    def give_back(self, item: tuple[Subscriber, int]) -> None:
+        """A reader taken but never tried: the next take hands it out again, as it was."""
+        with self.cond:
+            self.in_flight -= 1
+            if not self.stopped:
+                self.returned.append(item)
+                self.in_flight += 1  # it stays owed: the run cannot end without it
+            self.cond.notify_all()
 
     def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:
         with self.cond:

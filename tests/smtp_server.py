@@ -55,6 +55,7 @@ class Received:
     data: bytes
     peer: tuple
     session_id: int  # 1 for the first SMTP connection, 2 for the next, ...
+    mail_options: list[str] = field(default_factory=list)  # MAIL FROM's: SIZE=, SMTPUTF8
     at: float = field(default_factory=time.time)  # arrival: time.time() at end-of-data
 
     def message(self) -> email.message.EmailMessage:
@@ -170,6 +171,8 @@ class SMTPServer:
       hang_data       DATA for these addresses is recorded, then never answered: the server
                       waits until the client gives up and hangs up (every time)
       hang_all        the same for every message
+      refuse_keep_data  RCPT -> 550 5.1.1, yet DATA is then answered 354 (a server RFC 2920
+                        3.1 warns of); what follows is kept in `data_after_refusal`, not received
       delay_250       seconds to wait after end-of-data (the message already recorded)
                       before answering 250; a hang-up meanwhile leaves it recorded
     Each Received carries its arrival time (``at``); ``arrivals(address)`` lists them.
@@ -185,6 +188,7 @@ class SMTPServer:
         implicit_tls: bool = False,
         echo_auth: bool = False,
         auth_mechanisms: tuple[str, ...] | None = None,
+        pipelining: bool = False,
     ) -> None:
         if (require_starttls or implicit_tls) and tls is None:
             raise ValueError("require_starttls and implicit_tls need tls=TLSFiles")
@@ -198,6 +202,13 @@ class SMTPServer:
         # (base64 as sent, and decoded), as some servers do. auth_mechanisms: offer only these.
         self.echo_auth = echo_auth
         self.auth_mechanisms = auth_mechanisms
+        # pipelining: EHLO offers PIPELINING (aiosmtpd reads pipelined commands either way).
+        # What a client did is counted: `grouped`, MAILs whose RCPT had already arrived;
+        # `overlapped`, end-of-data with the next command already waiting (RFC 2920 3.1).
+        self.pipelining = pipelining
+        self.mails = 0
+        self.grouped = 0
+        self.overlapped = 0
         self.received: list[Received] = []
         self.defer: set[str] = set()
         self.defer_once: set[str] = set()
@@ -208,6 +219,8 @@ class SMTPServer:
         self.drop_after_250: set[str] = set()
         self.hang_data: set[str] = set()
         self.hang_all = False
+        self.refuse_keep_data: set[str] = set()
+        self.data_after_refusal: list[bytes] = []
         self.delay_250 = 0.0
         self.connections = 0
         self.logins = 0
@@ -293,7 +306,16 @@ class SMTPServer:
         offered = {m.upper() for m in self.auth_mechanisms}
         return {"auth_exclude_mechanism": [m for m in ("LOGIN", "PLAIN") if m not in offered]}
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
+        session.host_name = hostname  # the 5-argument hook must do what aiosmtpd's EHLO does
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        with self._lock:
+            self.mails += 1
+            self.grouped += _waiting(server)
         if self.auth is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
         if self.mail_reply is not None:
@@ -308,6 +330,10 @@ class SMTPServer:
                 return "451 4.7.1 Try again later"
             if _find(self.reject, address):
                 return "550 5.1.1 No such user"
+            if _find(self.refuse_keep_data, address):
+                envelope.rcpt_tos.append(address)  # so that DATA gets its 354
+                envelope.refused_but_kept = True
+                return "550 5.1.1 No such user"
             scripted = _find(set(self.rcpt_replies), address)
             reply = self.rcpt_replies.get(scripted) if scripted is not None else None
         if reply is not None:
@@ -320,10 +346,16 @@ class SMTPServer:
         return "250 OK"
 
     async def handle_DATA(self, server: _SMTP, session, envelope) -> str:
+        if _waiting(server):
+            with self._lock:
+                self.overlapped += 1
         with self._lock:
             drop = self._drop_armed and len(self.received) >= self._drop_after
             if drop:
                 self._drop_armed = False
+            if getattr(envelope, "refused_but_kept", False):
+                self.data_after_refusal.append(envelope.original_content)
+                return "250 OK"
         if drop:
             server.transport.close()
             await server.loop.create_future()  # never answer; connection_lost cancels us
@@ -334,6 +366,7 @@ class SMTPServer:
                 data=envelope.original_content,
                 peer=session.peer,
                 session_id=server.session_id,
+                mail_options=list(envelope.mail_options),
             )
         )
         rcpts = envelope.rcpt_tos
@@ -360,6 +393,11 @@ def _echo(mechanism: str, data: LoginPassword) -> str:
     return f"535 5.7.8 {mechanism} {sent} ({decoded}) rejected"
 
 
+def _waiting(server: SMTP) -> bool:
+    """Has the client already sent more than the command being answered?"""
+    return bool(server._reader._buffer)
+
+
 def _find(addresses: set[str], address: str) -> str | None:
     return next((a for a in set(addresses) if a.lower() == address.lower()), None)
 
@@ -374,8 +412,8 @@ def _take(addresses: set[str], address: str) -> bool:
 class _FileSMTPServer(SMTPServer):
     """Subprocess mode: also write DIR/<n>.eml and DIR/recipients.log."""
 
-    def __init__(self, out: Path, delay_250: float = 0.0) -> None:
-        super().__init__()
+    def __init__(self, out: Path, delay_250: float = 0.0, pipelining: bool = False) -> None:
+        super().__init__(pipelining=pipelining)
         self.out = out
         self.delay_250 = delay_250
 
@@ -401,12 +439,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SECONDS",
         help="wait this long after end-of-data (message already written) before the 250",
     )
+    parser.add_argument("--pipelining", action="store_true", help="offer PIPELINING in EHLO")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = _FileSMTPServer(args.out, delay_250=args.delay_250)
+    server = _FileSMTPServer(args.out, delay_250=args.delay_250, pipelining=args.pipelining)
     server.port = args.port
     with server:
         print(f"READY {server.port}", flush=True)

@@ -103,7 +103,15 @@ def copies(server: SMTPServer) -> dict[str, list[str]]:
     return out
 
 
-def test_kill_9_mid_send_then_rerun(project: Path, smtp_server: SMTPServer) -> None:
+# The server offers PIPELINING or not. At the default pipeline_depth (2) a connection has
+# two transactions in flight, but only one of them has its body sent (the other waits for
+# its 354): the bound "connections x bodies in flight" stays CONNECTIONS.
+@pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
+def test_kill_9_mid_send_then_rerun(
+    project: Path, smtp_server: SMTPServer, pipelining: bool
+) -> None:
+    smtp_server.pipelining = pipelining
+    smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
     proc = start_send(project, smtp_server)
     try:
         wait_for(smtp_server, proc, 40)
@@ -140,9 +148,12 @@ def test_kill_9_mid_send_then_rerun(project: Path, smtp_server: SMTPServer) -> N
     assert len(smtp_server.received) == N + sum(len(ids) - 1 for ids in extra.values())
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
 def test_ctrl_c_mid_send_then_rerun_gives_no_duplicates(
-    project: Path, smtp_server: SMTPServer
+    project: Path, smtp_server: SMTPServer, pipelining: bool
 ) -> None:
+    smtp_server.pipelining = pipelining
+    smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
     proc = start_send(project, smtp_server)
     try:
         wait_for(smtp_server, proc, 40)

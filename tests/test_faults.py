@@ -193,13 +193,31 @@ FAULTS = {
 }
 
 
+# How the client talks: the server does not offer PIPELINING (smtplib, a reply per command),
+# or it does and mailer pipelines at depth 1 (MAIL, RCPT, DATA in one write) or at the
+# default depth 2 (the next envelope goes with the previous body, RFC 2920 3.1).
+MODES = {"no-pipelining": None, "pipelining-depth-1": 1, "pipelining-depth-2": 2}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("connections", [1, 4])
 @pytest.mark.parametrize("name", list(FAULTS))
-def test_fault_matrix(name: str, connections: int, project: Path, smtp_server: SMTPServer) -> None:
+def test_fault_matrix(
+    name: str, connections: int, mode: str, project: Path, smtp_server: SMTPServer
+) -> None:
     fault = FAULTS[name]
     fault.setup(smtp_server)
-    env = env_for(smtp_server, connections)
+    depth = MODES[mode]
+    smtp_server.pipelining = depth is not None
+    env = env_for(smtp_server, connections, MAILER_PIPELINE_DEPTH=str(depth or 2))
     result = run(project, "send", "issue-2", "--yes", env=env)  # fails if it never ends
+
+    # The client pipelined exactly when offered, and overlapped transactions only at depth 2.
+    if depth is None:
+        assert (smtp_server.grouped, smtp_server.overlapped) == (0, 0)
+    elif smtp_server.mails:
+        assert smtp_server.grouped == smtp_server.mails, (smtp_server.grouped, smtp_server.mails)
+        assert (smtp_server.overlapped > 0) == (depth == 2 and len(smtp_server.received) > 1)
 
     assert result.exit_code == fault.exit_code, result.output
     rows = ledger_rows(project)

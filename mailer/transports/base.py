@@ -1,10 +1,16 @@
-"""What every transport speaks: open / send / close, and the Result of one message."""
+"""What every transport speaks: open / send / close, and the Result of one message.
+
+A Pipeline is the same with replies that come later: `submit` hands over a message and a
+`Done` to call with its outcome, which may be called during a later submit or `flush`
+(RFC 2920 pipelining keeps a window of transactions in flight). `pipeline()` turns any
+Transport into one of depth 1, so the send loop speaks only Pipeline.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..message import Message
 from ..states import DeliveryState
@@ -41,3 +47,46 @@ class Transport(Protocol):
 
 
 TransportFactory = Callable[[], Transport]
+
+
+Done = Callable[[Result | None], None]
+"""Told one message's outcome, once. None: the message never reached the server (it went
+out behind one whose reply was lost): give the reader back, untried and unrecorded."""
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """A connection with messages in flight. `submit` and `flush` return False when the
+    connection is gone (every message owed has been told its outcome); `submit` raises a
+    MailerError, as `send` does, when the server refuses us rather than a reader."""
+
+    def open(self) -> None: ...
+    def submit(self, message: Message, done: Done) -> bool: ...
+    def flush(self) -> bool: ...  # send what waits and read every reply owed
+    def close(self) -> None: ...  # after flush; never raises
+
+
+class Serial:
+    """A Transport as a Pipeline of depth 1: each message's outcome before the next."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def open(self) -> None:
+        self.transport.open()
+
+    def submit(self, message: Message, done: Done) -> bool:
+        result = self.transport.send(message)
+        done(result)
+        return not result.dropped
+
+    def flush(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def pipeline(transport: Transport | Pipeline) -> Pipeline:
+    """The transport itself when it pipelines, else the same one message at a time."""
+    return transport if isinstance(transport, Pipeline) else Serial(transport)

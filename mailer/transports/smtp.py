@@ -1,4 +1,12 @@
-"""SMTP over smtplib: one reused connection, STARTTLS or implicit TLS, AUTH, SMTPUTF8."""
+"""SMTP over smtplib: one reused connection, STARTTLS or implicit TLS, AUTH, SMTPUTF8.
+
+smtplib opens the session (TLS, EHLO, AUTH) and, when the server does not offer PIPELINING
+or smtp_pipelining is off, sends each message waiting for every reply. With PIPELINING
+(RFC 2920) the transactions are written here on smtplib's socket and its replies read in
+order: MAIL, RCPT and DATA go in one write, and with pipeline_depth 2 the next message's
+three go out in the same write as the previous body (RFC 2920 3.1), one round trip a
+message. No Python library pipelines: aiosmtplib 5.1 awaits each reply as smtplib does.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +18,14 @@ import re
 import smtplib
 import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, overload
 
 from ..config import Settings
 from ..errors import SMTPAuthError, SMTPUnavailable
 from ..message import Message
 from ..states import DeliveryState
-from .base import Result
+from .base import Done, Result
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -123,6 +132,18 @@ class _SMTP_SSL(_UTF8Auth, smtplib.SMTP_SSL):
     pass
 
 
+ACCEPTED = Result(SENT, 250, "250 accepted")
+_LOST = (smtplib.SMTPServerDisconnected, OSError)
+
+
+@dataclass(frozen=True)
+class _Txn:
+    """One message in the pipeline and who to tell its outcome."""
+
+    message: Message
+    done: Done
+
+
 def _state_for(code: int) -> DeliveryState:
     return DEFERRED if 400 <= code < 500 else FAILED
 
@@ -160,6 +181,13 @@ class SMTPTransport:
         # Every reply mailer prints or records goes through _reply, which masks these.
         self.secrets = Secrets(settings.smtp_user, (settings.smtp_password, settings.secret))
         self._data_sent = False  # the whole message went out: a lost reply may hide delivery
+        self.pipelined = False  # set at open: smtp_pipelining auto and the server offers it
+        self.depth = settings.pipeline_depth
+        # The pipeline, oldest first: a body sent (its reply owed), an envelope sent (MAIL,
+        # RCPT and DATA replies owed), an envelope answered 354 (its body goes out next).
+        self._body: _Txn | None = None
+        self._envelope: _Txn | None = None
+        self._ready: _Txn | None = None
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -182,6 +210,7 @@ class SMTPTransport:
                     smtp.starttls(context=self._tls_context())
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password)
+            smtp.ehlo_or_helo_if_needed()  # what the server offers decides how we send
         except smtplib.SMTPAuthenticationError as exc:
             raise SMTPAuthError(
                 f"{where} refused the login for {s.smtp_user!r}:"
@@ -203,6 +232,7 @@ class SMTPTransport:
                 f"cannot reach the SMTP server at {where}: {self.secrets.mask(str(exc))}"
             ) from None
         self.smtp = smtp
+        self.pipelined = s.smtp_pipelining == "auto" and smtp.has_extn("pipelining")
 
     def send(self, message: Message) -> Result:
         smtp = self.smtp
@@ -308,9 +338,174 @@ class SMTPTransport:
         return Result(_state_for(code), code, _reply(code, text, self.secrets), dropped)
 
     def close(self) -> None:
+        mid_data = self._ready is not None or self._envelope is not None
+        self._give_up_owed("closed with its reply owed")
         smtp, self.smtp = self.smtp, None
         if smtp is not None:
+            if mid_data:  # the server may be reading a body: a QUIT would be taken as text
+                smtp.close()
+                return
             try:
                 smtp.quit()
             except (TimeoutError, smtplib.SMTPException, OSError):
                 smtp.close()
+
+    # -- RFC 2920 pipelining ------------------------------------------------------------
+
+    def submit(self, message: Message, done: Done) -> bool:
+        """Send one message; its outcome reaches `done` now or at a later submit or flush."""
+        if not self.pipelined:
+            result = self.send(message)
+            done(result)
+            return not result.dropped
+        if not self._collect():
+            done(None)  # the connection went while answering earlier messages: never sent
+            return False
+        smtp = self.smtp
+        if smtp is None:
+            raise RuntimeError("submit before open")
+        txn = _Txn(message, done)
+        envelope = self._envelope_for(smtp, message)
+        ready, self._ready = self._ready, None
+        out = dot_stuff(ready.message.data) + b".\r\n" if ready is not None else b""
+        if isinstance(envelope, Result):
+            done(envelope)  # refused before a word was sent (SMTPUTF8, a line break)
+        else:
+            out += envelope
+        if out:
+            try:
+                smtp.send(out)
+            except _LOST as exc:
+                # The body (if any) is the one charged; the envelope behind it never counted.
+                if ready is not None and not isinstance(envelope, Result):
+                    self._envelope = txn
+                self._lost(exc, ready if ready is not None else txn, uncertain=False)
+                return False
+        self._body = ready
+        if not isinstance(envelope, Result):
+            self._envelope = txn
+        return self.flush() if self.depth == 1 else True
+
+    def flush(self) -> bool:
+        """Send the body that waits, if any, and read every reply owed."""
+        if not self.pipelined:
+            return self.smtp is not None
+        if not self._collect():
+            return False
+        ready, self._ready = self._ready, None
+        if ready is None:
+            return True
+        smtp = self.smtp
+        if smtp is None:
+            raise RuntimeError("flush before open")
+        try:
+            smtp.send(dot_stuff(ready.message.data) + b".\r\n")
+        except _LOST as exc:
+            self._lost(exc, ready, uncertain=False)
+            return False
+        self._body = ready
+        return self._collect()
+
+    def _envelope_for(self, smtp: smtplib.SMTP, message: Message) -> bytes | Result:
+        """MAIL, RCPT and DATA for one message as one write, or why it cannot be sent."""
+        sender = message.envelope_from or self.envelope_from
+        recipient = message.recipient
+        if any(c in a for a in (sender, recipient) for c in "\r\n\0"):
+            return Result(FAILED, 0, "the address holds a line break or NUL: not sent")
+        options = f" SIZE={len(message.data)}" if smtp.has_extn("size") else ""
+        if not (sender.isascii() and recipient.isascii()):
+            if not smtp.has_extn("smtputf8"):
+                return Result(FAILED, 0, "the server does not support SMTPUTF8 for this address")
+            options += " SMTPUTF8"
+        commands = f"MAIL FROM:<{sender}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
+        return commands.encode("utf-8")
+
+    def _collect(self) -> bool:
+        """Read the replies owed, oldest first, telling each message its outcome."""
+        smtp = self.smtp
+        if smtp is None:
+            return False
+        body, self._body = self._body, None
+        if body is not None:
+            try:
+                code, text = smtp.getreply()
+            except _LOST as exc:
+                self._lost(exc, body, uncertain=True)
+                return False
+            if code == 250:
+                body.done(ACCEPTED)
+            elif code == 421:  # "closing": the server hangs up; the envelope behind is untried
+                self._hang_up()
+                body.done(Result(DEFERRED, code, _reply(code, text, self.secrets), dropped=True))
+                return False
+            else:
+                body.done(Result(_state_for(code), code, _reply(code, text, self.secrets)))
+        envelope, self._envelope = self._envelope, None
+        if envelope is None:
+            return True
+        replies: list[tuple[int, bytes]] = []
+        try:
+            while len(replies) < 3 and 421 not in (r[0] for r in replies):
+                replies.append(smtp.getreply())  # after a 421 the server has hung up
+        except _LOST as exc:
+            self._lost(exc, envelope, uncertain=False)
+            return False
+        if [r[0] for r in replies] in ([250, 250, 354], [250, 251, 354]):
+            self._ready = envelope
+            return True
+        return self._refused_envelope(envelope, replies)
+
+    def _refused_envelope(self, txn: _Txn, replies: list[tuple[int, bytes]]) -> bool:
+        """The first refusal of MAIL, RCPT or DATA is the reader's outcome, as with smtplib."""
+        smtp = self.smtp
+        if smtp is None:
+            raise RuntimeError("no connection")
+        self._sender = txn.message.envelope_from or self.envelope_from
+        codes = [code for code, _ in replies]
+        if codes[0] >= 500:
+            txn.done(None)  # the server refuses us, not this reader: nobody is marked
+            self.close()
+            raise self._session_refused(*replies[0])
+        code, text = next(r for r in replies if r[0] not in (250, 251, 354))
+        dropped = code == 421
+        if not dropped:
+            try:
+                if codes[-1] == 354:  # DATA taken with no valid recipient: a lone dot ends it
+                    smtp.send(b".\r\n")  # (RFC 2920 3.1; the server must deliver nothing)
+                    smtp.getreply()
+                smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                dropped = True
+        if dropped:
+            self._hang_up()
+        txn.done(Result(_state_for(code), code, _reply(code, text, self.secrets), dropped))
+        return not dropped
+
+    def _lost(self, exc: BaseException, charged: _Txn, *, uncertain: bool) -> None:
+        """The connection went: the oldest message owed is charged, the rest are untried."""
+        self._hang_up()
+        lost = f"connection lost: {self.secrets.mask(str(exc) or type(exc).__name__)}"
+        charged.done(Result(DEFERRED, 0, lost, True, uncertain=uncertain))
+
+    def _hang_up(self) -> None:
+        """Close without QUIT; every message still owed goes back untried."""
+        smtp, self.smtp = self.smtp, None
+        if smtp is not None:
+            smtp.close()
+        for txn in (self._envelope, self._ready):
+            if txn is not None:
+                txn.done(None)
+        self._envelope = self._ready = None
+        if self._body is not None:  # never: a body owed is the one charged
+            self._body.done(None)
+            self._body = None
+
+    def _give_up_owed(self, why: str) -> None:
+        """close() with messages still owed (an error path): the body sent may have arrived."""
+        body, self._body = self._body, None
+        if body is not None:
+            body.done(Result(DEFERRED, 0, why, True, uncertain=True))
+        for txn in (self._envelope, self._ready):
+            if txn is not None:
+                txn.done(None)
+        self._envelope = self._ready = None
