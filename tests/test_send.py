@@ -107,6 +107,13 @@ def sessions(server: SMTPServer) -> list[int]:
 # -- the real server ----------------------------------------------------------------------
 
 
+@pytest.fixture(params=[False, True], ids=["no-pipelining", "pipelining"])
+def smtp_server(request: pytest.FixtureRequest) -> Iterator[SMTPServer]:
+    """conftest's server, offering PIPELINING or not: every test here holds either way."""
+    with SMTPServer(pipelining=request.param) as server:
+        yield server
+
+
 def test_everyone_gets_exactly_one_copy(
     email: Email, base_settings: config.Settings, smtp_server: SMTPServer, ledger: Ledger
 ) -> None:

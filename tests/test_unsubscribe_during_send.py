@@ -100,9 +100,13 @@ def start_send(project: Path, server: SMTPServer) -> subprocess.Popen[str]:
     return send
 
 
+# Pipelining (depth 2) keeps the next reader's envelope in flight: the check before each
+# message must still stop every copy within the grace, offered or not.
+@pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
 def test_unsubscribes_during_a_send_stop_their_copies(
-    project: Path, smtp_server: SMTPServer, site: int
+    project: Path, smtp_server: SMTPServer, site: int, pipelining: bool
 ) -> None:
+    smtp_server.pipelining = pipelining
     send = start_send(project, smtp_server)
     try:
         by_hand = [
