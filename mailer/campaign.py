@@ -25,7 +25,8 @@ from .audience import Audience, LedgerWatch
 from .config import EXAMPLE_SUBSCRIBERS, Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
 from .journal import Journal, JournaledLedger
-from .ledger import DB_NAME, Delivery, Ledger, lock
+from .ledger import Delivery, Ledger, lock, open_ledger
+from .ledger import existing_ledger as existing_ledger  # re-exported: the CLI opens it here
 from .message import Composer
 from .preflight import check_preflight
 from .render import Email, render
@@ -46,16 +47,7 @@ def load(settings: Settings, name: str) -> Email:
     return render(parsed, settings)
 
 
-def ledger(settings: Settings) -> Ledger:
-    """The project's ledger, created on first use."""
-    return Ledger(settings.state_path)
-
-
-def existing_ledger(settings: Settings) -> Ledger | None:
-    """The project's ledger, or None when nothing was ever recorded (nothing is created)."""
-    if not (settings.state_path / DB_NAME).exists():
-        return None
-    return Ledger(settings.state_path)
+ledger = open_ledger  # the project's ledger, created on first use
 
 
 def subscriber_file(settings: Settings, given: Path | None, *, dry_run: bool) -> Path:
@@ -183,14 +175,14 @@ def _finish(summary: Summary, listing: SubscriberList, *, dry_run: bool = False)
 
 
 def smtp(settings: Settings, composer: Composer) -> Callable[[], Transport]:
-    """The transport factory for a real send: one SMTP connection per call.
+    """The transport factory for a real send (`transport`): one connection per call.
 
     Each Message carries its own envelope sender (VERP); composer.envelope_from (the bounce
     address, else From) is what a bare Message gets.
     """
-    from .transports.smtp import SMTPTransport
+    from .transports import factory
 
-    return lambda: SMTPTransport(settings, composer.envelope_from)
+    return factory(settings, composer.envelope_from)
 
 
 def send(

@@ -13,6 +13,7 @@ from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
@@ -26,6 +27,7 @@ SECRET_KEYS = frozenset(
 # Never read from mailer.toml: the secrets, and where the DKIM private keys are (per machine).
 ENV_ONLY_KEYS = SECRET_KEYS | {"dkim_key_file", "dkim_ed25519_key_file"}
 SECURITY_MODES = ("starttls", "ssl", "none")
+TRANSPORTS = ("smtp", "ses")  # ses: Amazon SES v2's API (mailer/transports/ses.py)
 PIPELINING_MODES = ("auto", "off")  # auto: RFC 2920 when the server advertises PIPELINING
 MAX_PIPELINE_DEPTH = 2  # DATA must wait for its 354: more cannot be in flight without BDAT
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
@@ -45,6 +47,9 @@ DEV_SECRET = "mailer-dev-secret-not-for-real-sends"
 class Settings:
     """Everything mailer can be told; each field is also MAILER_<NAME> and a mailer.toml key."""
 
+    # Where messages go: smtp (below), or ses (region and credentials from the standard
+    # AWS_* variables; the account's MaxSendRate caps `rate`).
+    transport: str = "smtp"
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_security: str = "starttls"
@@ -68,6 +73,10 @@ class Settings:
     secret: str = ""
     postal_address: str = ""
     state_dir: str = ".mailer"
+    # postgresql://user@host/db: the ledger, suppressions, schedules and locks live there,
+    # shared by several senders and the web app; the password only from .env/environment.
+    # Empty: one SQLite file in state_dir.
+    database_url: str = ""
     templates: str = ""
     subscribers: str = "subscribers.csv"
     lang: str = "en"
@@ -147,6 +156,8 @@ class Settings:
         for f in _setting_fields():
             value = getattr(self, f.name)
             text = "********" if f.name in SECRET_KEYS and value else show(f, value)
+            if f.name == "database_url":
+                text = masked_url(value)
             out[_key(f.name)] = text
         return out
 
@@ -247,8 +258,24 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
                 f"{path}: unknown setting {key!r}{guess}",
                 hint="`mailer config` lists every setting",
             )
+        if name == "database_url" and urlsplit(str(value)).password:
+            raise ConfigError(
+                f"{path}: {key} holds a password, and this file is committed",
+                hint="keep the URL here without it and set PGPASSWORD in .env, or put"
+                " the whole URL in .env as MAILER_DATABASE_URL",
+            )
         out[name] = value
     return out
+
+
+def masked_url(url: str) -> str:
+    """A URL fit to print: its password, if any, replaced by ********."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:********@" if parts.username else ":********@"
+    return urlunsplit(parts._replace(netloc=user + host))
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -415,6 +442,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"smtp_security must be one of {', '.join(SECURITY_MODES)}, got {s.smtp_security!r}"
         )
+    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database_url must be a postgresql:// URL, got {masked_url(s.database_url)!r}",
+            hint="leave it empty for the SQLite ledger in state_dir",
+        )
+    if s.transport not in TRANSPORTS:
+        raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
     if s.smtp_pipelining not in PIPELINING_MODES:
         raise ConfigError(
             f"smtp_pipelining must be one of {', '.join(PIPELINING_MODES)},"

@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from mailer import when
 from mailer.errors import EXIT_TEMPFAIL, MailerError
 from mailer.locks import lock as lock  # re-exported: callers take the ledger's lock here
 from mailer.states import DeliveryState, Feedback, Reason, ScheduleState
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 DB_NAME = "ledger.db"
 _BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
@@ -743,3 +746,15 @@ class Ledger:
                 (issue,),
             ).fetchone()
         return _schedule(row) if row else None
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The project's ledger, created on first use."""
+    return Ledger(settings.state_path)
+
+
+def existing_ledger(settings: Settings) -> Ledger | None:
+    """The project's ledger, or None when nothing was ever recorded (nothing is created)."""
+    if not (settings.state_path / DB_NAME).exists():
+        return None
+    return Ledger(settings.state_path)

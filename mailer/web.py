@@ -32,7 +32,7 @@ from . import issue as issue_mod
 from . import wsgi
 from .config import Settings
 from .errors import ConfigError, MailerError
-from .ledger import DB_NAME, Ledger
+from .ledger import Ledger, existing_ledger, open_ledger
 from .render import fill_slots, render
 from .states import Reason
 from .tokens import BadToken, verify
@@ -214,10 +214,10 @@ class WebApp:
         """The ledger, opened once and shared (it serialises its own use); None if absent."""
         with self._ledger_lock:
             if self._ledger is None:
-                state = self.settings.state_path
-                if not create and not (state / DB_NAME).exists():
-                    return None
-                self._ledger = Ledger(state)
+                if create:
+                    self._ledger = open_ledger(self.settings)
+                else:
+                    self._ledger = existing_ledger(self.settings)
             return self._ledger
 
     def close(self) -> None:
