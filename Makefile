@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[test,dev]' $(EDITABLE)
+	$(BIN)/pip install -q -e '.[test,dev,postgres,ses]' $(EDITABLE)
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python

@@ -4,10 +4,8 @@ back (bounces, complaints: `mailer bounces`), in SQLite."""
 from __future__ import annotations
 
 import functools
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from mailer import when
-from mailer.errors import EXIT_TEMPFAIL, MailerError
+from mailer.database import Database, PostgresDatabase, SQLiteDatabase
+from mailer.database import LedgerGone as LedgerGone  # re-exported: raised by check_identity
+from mailer.errors import MailerError
 from mailer.locks import lock as lock  # re-exported: callers take the ledger's lock here
 from mailer.states import DeliveryState, Feedback, Reason, ScheduleState
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from mailer.config import Settings
 
 DB_NAME = "ledger.db"
-_BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
 
 # Each entry moves the schema one version up; PRAGMA user_version records how many have run.
 # Never edit a released entry: append a new one.
@@ -131,7 +130,7 @@ _RECORD_SQL = """
     VALUES (?, ?, ?, 1, ?, ?, ?, ?)
     ON CONFLICT (issue, email) DO UPDATE SET
         state = excluded.state,
-        attempts = attempts + 1,
+        attempts = deliveries.attempts + 1,
         last_reply = excluded.last_reply,
         updated_at = excluded.updated_at,
         next_try_at = excluded.next_try_at
@@ -140,12 +139,6 @@ _RECORD_SQL = """
     WHERE deliveries.state NOT IN ('sent', 'bounced')
 """
 _DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at, next_try_at"
-
-
-class LedgerGone(MailerError):
-    """The ledger file was deleted or replaced while a run was using it."""
-
-    exit_code = EXIT_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -220,15 +213,6 @@ def _from_text(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file at path; None when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def _norm_email(email: str) -> str:
     """Normalise an address so that case and stray spaces never make two recipients of one."""
     norm = email.strip().lower()
@@ -256,121 +240,104 @@ _R = TypeVar("_R")
 
 
 def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn SQLite's runtime failures (corruption, I/O, lock timeout) into a MailerError."""
+    """Turn the database's runtime failures (corruption, I/O, a lost server, a lock timeout)
+    into a MailerError naming where the ledger is."""
 
     @functools.wraps(method)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        ledger = args[0]
+        assert isinstance(ledger, Ledger)
         try:
             return method(*args, **kwargs)
         except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
             raise  # our own bug (bad SQL, bad value), not a problem with the file
-        except sqlite3.DatabaseError as exc:
-            ledger = args[0]
-            assert isinstance(ledger, Ledger)
-            raise ledger._error(exc) from exc
+        except MailerError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, ledger._failures):
+                raise ledger._error(exc) from exc
+            raise
 
     return wrapper
 
 
 class Ledger:
-    """The SQLite file state_dir/ledger.db; safe to share between threads and processes."""
+    """Who was sent what: the SQLite file state_dir/ledger.db, or the PostgreSQL database
+    `database_url` names (see mailer/database.py). Safe to share between threads and
+    processes; with PostgreSQL, between machines too."""
 
-    def __init__(self, state_dir: Path) -> None:
-        """Create the directory and database if needed and bring the schema up to date."""
+    def __init__(self, state_dir: Path, *, database_url: str = "", where: str = "") -> None:
+        """Open (and create if need be) the ledger and bring its schema up to date."""
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_NAME
-        # Serialises use of the one connection: sqlite3 objects are not safe to share unguarded.
+        # Serialises use of the one connection: neither driver's objects are safe unguarded.
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Database | None = None
+        if database_url:
+            self._conn = PostgresDatabase(database_url, where or database_url)
+        else:
+            try:
+                self._conn = SQLiteDatabase(self.path)
+            except sqlite3.DatabaseError as exc:
+                raise MailerError(f"{self.path}: cannot use the ledger: {exc}") from exc
+        self._failures = self._conn.failures
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MailerError(
-                f"{self.path}: cannot create the state directory: {exc.strerror or exc}"
-            ) from exc
-        try:
-            # isolation_level=None: we issue BEGIN ourselves, so a lone statement is its own
-            # short transaction instead of one the module keeps open behind our back.
-            self._conn = sqlite3.connect(
-                self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
-            )
             self._setup()
-            self._identity = _identity(self.path)
-        except sqlite3.DatabaseError as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            raise self._error(exc) from exc
+        except Exception as exc:
+            conn, self._conn = self._conn, None
+            conn.close()
+            if isinstance(exc, self._failures) and not isinstance(
+                exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError)
+            ):
+                raise _describe(conn, exc) from exc
+            raise
+
+    @property
+    def shared(self) -> bool:
+        """Several machines may use this ledger at once (PostgreSQL)."""
+        return self._db.shared
+
+    @property
+    def where(self) -> str:
+        return self._db.where
 
     def _setup(self) -> None:
-        """Set the connection's pragmas and run any pending migrations."""
-        conn = self._conn
-        assert conn is not None
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        mode = self._enable_wal(conn)
-        if mode != "wal":
-            raise MailerError(f"{self.path}: cannot switch the ledger to WAL mode (got {mode})")
-        # NORMAL in WAL mode survives a process crash or kill -9; only a power cut can lose
-        # the last commits, and it spares the hot path an fsync per record.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        """Run any pending migrations, one process at a time."""
+        conn = self._db
+        version = conn.schema_version()
         if version == SCHEMA_VERSION:
             return
         self._check_version(version)
-        # IMMEDIATE takes the write lock up front, so two processes opening a fresh file
-        # cannot both decide to create the tables.
-        conn.execute("BEGIN IMMEDIATE")
+        conn.begin()
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if isinstance(conn, PostgresDatabase):
+                conn.lock_schema()
+            version = conn.schema_version()
             self._check_version(version)
             for statements in _MIGRATIONS[version:]:
                 for sql in statements:
-                    conn.execute(sql)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+                    conn.execute(conn.adapt(sql))
+            conn.set_schema_version(SCHEMA_VERSION)
+            conn.commit()
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.rollback()
             raise
-
-    @staticmethod
-    def _enable_wal(conn: sqlite3.Connection) -> str:
-        """Switch the file to WAL (a persistent setting) and return the journal mode in force."""
-        # The switch needs an exclusive lock and SQLite answers BUSY at once, skipping the
-        # busy handler, when another process is opening the same fresh file: retry ourselves.
-        deadline = time.monotonic() + _BUSY_MS / 1000
-        while True:
-            try:
-                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-                if mode != "wal":
-                    mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
-                return mode
-            except sqlite3.OperationalError as exc:
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
 
     def _check_version(self, version: int) -> None:
         """Refuse a ledger written by a newer mailer rather than guess at its schema."""
         if version > SCHEMA_VERSION:
             raise MailerError(
-                f"{self.path}: ledger schema version {version} is newer than this mailer "
+                f"{self._db.where}: ledger schema version {version} is newer than this mailer "
                 f"understands ({SCHEMA_VERSION})",
                 hint="upgrade mailer",
             )
 
-    def _error(self, exc: sqlite3.DatabaseError) -> MailerError:
-        """Describe a SQLite failure as one line naming the file."""
-        detail = str(exc)
-        hint = None
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
-            hint = "another process kept the ledger busy for over 5 s; try again"
-        elif not isinstance(exc, sqlite3.OperationalError):
-            hint = "the file is damaged; move it aside to start a fresh ledger"
-        return MailerError(f"{self.path}: cannot use the ledger: {detail}", hint=hint)
+    def _error(self, exc: Exception) -> MailerError:
+        """Describe a database failure as one line naming where the ledger is."""
+        return _describe(self._db, exc)
 
     @property
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> Database:
         """The open connection; a closed ledger is a programming error."""
         if self._conn is None:
             raise RuntimeError("ledger is closed")
@@ -391,18 +358,13 @@ class Ledger:
 
     def check_identity(self) -> None:
         """LedgerGone if the file this ledger opened is no longer the one at its path."""
-        if _identity(self.path) != self._identity:
-            raise LedgerGone(
-                f"{self.path} was deleted or replaced while sending; stopped so that the next"
-                " run does not mail everyone again",
-                hint="put the ledger back (or restore it from a backup) before sending again",
-            )
+        self._db.check_identity()
 
     @_guarded
     def data_version(self) -> int:
-        """A number that changes whenever another connection commits (PRAGMA data_version)."""
+        """A number that changes whenever another connection adds suppressions."""
         with self._lock:
-            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            return self._db.change_counter()
 
     # -- deliveries -----------------------------------------------------------------------
 
@@ -422,7 +384,7 @@ class Ledger:
         try:
             with self._lock:
                 self._db.execute(_RECORD_SQL, params)
-        except sqlite3.DatabaseError as exc:
+        except self._failures as exc:
             raise self._error(exc) from exc
 
     @_guarded
@@ -624,7 +586,7 @@ class Ledger:
         now = _now()
         with self._lock:
             conn = self._db
-            conn.execute("BEGIN IMMEDIATE")
+            conn.begin()
             try:
                 cur = conn.execute(
                     "INSERT INTO feedback_messages (message_id, kind, source, received_at)"
@@ -632,13 +594,12 @@ class Ledger:
                     (message_id, kind.value, source, now),
                 )
                 if cur.rowcount != 1:
-                    conn.execute("ROLLBACK")
+                    conn.rollback()
                     return None
                 outcomes = [self._apply(message_id, e, now, soft_limit) for e in events]
-                conn.execute("COMMIT")
+                conn.commit()
             except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
-                    conn.execute("ROLLBACK")
+                conn.rollback()
                 raise
         return outcomes
 
@@ -700,8 +661,9 @@ class Ledger:
         now = _now()
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO schedules (issue, send_at, state, created_at)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO schedules (issue, send_at, state, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (issue) DO UPDATE SET send_at = excluded.send_at,"
+                " state = excluded.state, created_at = excluded.created_at",
                 (issue, when, ScheduleState(state).value, now),
             )
 
@@ -749,12 +711,24 @@ class Ledger:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    """The project's ledger, created on first use."""
+    """The project's ledger (database_url's, else the SQLite file), created on first use."""
+    if settings.database_url:
+        from mailer.config import masked_url
+
+        where = masked_url(settings.database_url)
+        return Ledger(settings.state_path, database_url=settings.database_url, where=where)
     return Ledger(settings.state_path)
 
 
 def existing_ledger(settings: Settings) -> Ledger | None:
-    """The project's ledger, or None when nothing was ever recorded (nothing is created)."""
-    if not (settings.state_path / DB_NAME).exists():
+    """The project's ledger, or None when nothing was ever recorded (nothing is created).
+
+    A database_url always names one: it is opened (its tables made if need be).
+    """
+    if not settings.database_url and not (settings.state_path / DB_NAME).exists():
         return None
-    return Ledger(settings.state_path)
+    return open_ledger(settings)
+
+
+def _describe(conn: Database, exc: Exception) -> MailerError:
+    return conn.describe(exc)
