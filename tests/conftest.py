@@ -226,3 +226,62 @@ def browser():
             yield launched
         finally:
             launched.close()
+
+
+# -- a throwaway PostgreSQL, for the state in a database (see postgres.py) ----------------
+
+# Here, not at the top, to keep this section in one piece; postgres.py imports psycopg lazily.
+from postgres import Postgres, running_postgres, skip_reason  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL cluster for the whole session (`make system` installs it).
+
+    Started by the first test that asks for it (about a second), stopped and removed at the
+    end of the session; skips where it cannot run (see postgres.requires_postgres). The login
+    role is `postgres_server.user` ("mailer"), its password `postgres_server.password`;
+    `postgres_server.admin()` is a superuser connection through the unix socket.
+    """
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with running_postgres() as server:
+        yield server
+
+
+def postgres_env(server: Postgres) -> dict[str, str]:
+    """The password the way mailer (libpq, psycopg) reads it: {"PGPASSWORD": ...}.
+
+    Merge it into a subprocess's environment (`env={**os.environ, **postgres_env(server)}`),
+    or set it with monkeypatch.setenv for code in the test's own process.
+    """
+    return server.env()
+
+
+_POSTGRES_DATABASES = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_server: Postgres, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A fresh, empty database for this test alone, owned by `mailer`: its URL, which holds
+    no password (postgresql://mailer@127.0.0.1:PORT/t1_test_name).
+
+    Give the password the way mailer will read it, through the environment variable
+    PGPASSWORD, which libpq (so psycopg) reads by itself:
+    `monkeypatch.setenv("PGPASSWORD", postgres_server.password)` for in-process code, or
+    `env={**os.environ, **postgres_env(postgres_server)}` for a `mailer` subprocess.
+    The PG* variables of whoever runs the tests are cleared (a PGSSLMODE or PGPASSWORD of
+    theirs would change the outcome), and PGPASSFILE names a file that does not exist, so
+    nothing but PGPASSWORD can supply a password. The database is left for the session's
+    end, which removes the whole cluster.
+    """
+    for key in list(os.environ):
+        if key.startswith("PG"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PGPASSFILE", str(postgres_server.data_dir.parent / "no-pgpass"))
+    slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")
+    name = f"t{next(_POSTGRES_DATABASES)}_{slug}"[:63]  # PostgreSQL names: 63 bytes at most
+    return postgres_server.fresh_database(name)

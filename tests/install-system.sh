@@ -3,6 +3,7 @@
 #   chromium (+ emoji and CJK fonts)  the browser tests (Playwright's own download needs the network)
 #   postfix                           a real MTA for tests/test_postfix.py, smtp-sink for bench/
 #   dovecot-imapd                     a real IMAP server for tests/test_bounces_imap.py
+#   postgresql                        throwaway clusters (initdb, pg_ctl) for tests/postgres.py
 # Quiet unless something fails.
 set -e
 need=""
@@ -11,6 +12,7 @@ fc-list 2>/dev/null | grep -q "Noto Color Emoji" || need="$need fonts-noto-color
 fc-list 2>/dev/null | grep -q "Noto Sans CJK" || need="$need fonts-noto-cjk"
 { [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-sink ]; } || need="$need postfix"
 [ -x /usr/sbin/dovecot ] || need="$need dovecot-imapd"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 [ -z "$need" ] && exit 0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -1,4 +1,6 @@
-"""The send ledger against real SQLite files, real threads and real processes."""
+"""The send ledger against real SQLite files and a real PostgreSQL, real threads and real
+processes. Every test taking `ledger` or `open_ledger` runs on both backends, with the same
+assertions; the rest are about the SQLite file (WAL, corruption, its lock, migrations)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -42,8 +44,8 @@ from pathlib import Path
 from mailer.ledger import Ledger
 from mailer.states import DeliveryState
 SENT, DEFERRED = DeliveryState.SENT, DeliveryState.DEFERRED
-state, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-with Ledger(state) as ledger:
+state, tag, n, url = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with Ledger(state, database_url=url) as ledger:
     print("ready", flush=True)
     sys.stdin.readline()
     for i in range(n):
@@ -65,9 +67,28 @@ def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """ "" for the SQLite file, else a fresh PostgreSQL database (password in PGPASSWORD)."""
+    if request.param == "sqlite":
+        return ""
+    url = str(request.getfixturevalue("postgres_url"))
+    monkeypatch.setenv("PGPASSWORD", request.getfixturevalue("postgres_server").password)
+    return url
+
+
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "state") as led:
+def open_ledger(tmp_path: Path, database_url: str) -> Callable[[], Ledger]:
+    """Opens the ledger of this test's backend (the same one each time)."""
+    return lambda: Ledger(tmp_path / "state", database_url=database_url)
+
+
+@pytest.fixture
+def ledger(open_ledger: Callable[[], Ledger]) -> Iterator[Ledger]:
+    with open_ledger() as led:
         yield led
 
 
@@ -91,11 +112,11 @@ def test_open_creates_dir_wal_and_schema_version(tmp_path: Path) -> None:
         raw.close()
 
 
-def test_data_survives_reopen(tmp_path: Path) -> None:
-    with Ledger(tmp_path) as led:
+def test_data_survives_reopen(open_ledger: Callable[[], Ledger]) -> None:
+    with open_ledger() as led:
         led.record("issue-1", "a@example.org", SENT)
         led.suppress("b@example.org", "manual", "cli")
-    with Ledger(tmp_path) as led:
+    with open_ledger() as led:
         assert done(led, "issue-1") == {"a@example.org"}
         assert led.is_suppressed("b@example.org")
 
@@ -329,10 +350,13 @@ def test_twenty_threads_on_one_ledger_lose_nothing(ledger: Ledger) -> None:
     assert attempts == {threads}
 
 
-def test_two_processes_recording_lose_nothing(tmp_path: Path) -> None:
+def test_two_processes_recording_lose_nothing(
+    tmp_path: Path, database_url: str, open_ledger: Callable[[], Ledger]
+) -> None:
     n = 1500
     # Both open the fresh database at once, so this also races the schema creation.
-    procs = [_spawn(WRITER, str(tmp_path), tag, str(n)) for tag in ("p1", "p2")]
+    state = str(tmp_path / "state")
+    procs = [_spawn(WRITER, state, tag, str(n), database_url) for tag in ("p1", "p2")]
     try:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline() == "ready\n"
@@ -347,7 +371,7 @@ def test_two_processes_recording_lose_nothing(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    with Ledger(tmp_path) as led:
+    with open_ledger() as led:
         assert led.counts("issue-1") == {SENT: 2 * n, DEFERRED: n, FAILED: 0, BOUNCED: 0}
         shared = [d for d in led.deliveries("issue-1") if d.email.startswith("shared-")]
         assert len(shared) == n
@@ -433,9 +457,9 @@ def test_lock_rejects_path_like_names(tmp_path: Path) -> None:
 # Ledger.record's cost per call is measured by bench/ledger_bench.py (make bench).
 
 
-def test_sent_is_never_downgraded(tmp_path: Path) -> None:
+def test_sent_is_never_downgraded(open_ledger: Callable[[], Ledger]) -> None:
     """A later deferral or failure must not turn an accepted copy back into one to resend."""
-    with Ledger(tmp_path) as ledger:
+    with open_ledger() as ledger:
         ledger.record("issue-1", "a@example.com", SENT, "250 ok")
         ledger.record("issue-1", "a@example.com", DEFERRED, "451 later")
         ledger.record("issue-1", "a@example.com", FAILED, "550 no")
