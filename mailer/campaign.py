@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from . import dkim as dkim_mod
 from . import issue as issue_mod
 from . import schedule
 from .audience import Audience, LedgerWatch
+from .claims import Claims
 from .config import EXAMPLE_SUBSCRIBERS, Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
 from .journal import Journal, JournaledLedger
@@ -199,15 +201,19 @@ def send(
     """
     slug = planned.issue
     book = ledger(settings)
+    # A shared ledger (PostgreSQL) lets several senders split the list: no lock, claims.
+    lease = settings.claim_timeout.total_seconds()
+    claims = Claims(book, slug, lease=lease) if book.shared else None
+    exclusive = lock(settings.state_path, f"send-{slug}") if claims is None else nullcontext()
     try:
-        with lock(settings.state_path, f"send-{slug}"):
-            journal = Journal(settings.state_path)
-            reconciled = journal.replay(book)
+        with exclusive:
+            journal = Journal(settings.state_path, claims.id if claims else "")
+            reconciled = journal.replay_all(book)
             cutoff = current_time() - settings.give_up_after
             given_up = book.give_up(slug, cutoff, _spoken(settings.give_up_after))
             listing = SubscriberList(planned.subscribers)
             audience = _audience(book, slug, planned.options)
-            recorder = JournaledLedger(book)
+            recorder = JournaledLedger(book, journal)
             sender = Sender(
                 planned.email,
                 planned.composer,
@@ -216,6 +222,7 @@ def send(
                 planned.options,
                 audience=audience,
                 watch=LedgerWatch(book, audience.suppressed),
+                claims=claims,
             )
             journal.reserve()  # room for outcomes even if the disk fills up while sending
             if on_start is not None:

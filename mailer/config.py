@@ -77,6 +77,10 @@ class Settings:
     # shared by several senders and the web app; the password only from .env/environment.
     # Empty: one SQLite file in state_dir.
     database_url: str = ""
+    # With database_url, several `mailer send` may share a list: a sender holds the readers
+    # it claimed this long without a heartbeat (renewed every third of it); a crashed
+    # sender's readers go to the others after it.
+    claim_timeout: timedelta = field(default=timedelta(seconds=60), metadata={"kind": "duration"})
     templates: str = ""
     subscribers: str = "subscribers.csv"
     lang: str = "en"
@@ -467,6 +471,10 @@ def _validate(s: Settings) -> None:
     for name in counts:
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
+    if s.claim_timeout.total_seconds() < 1:
+        raise ConfigError(
+            f"claim_timeout must be at least 1s, got {format_duration(s.claim_timeout)}"
+        )
     if s.smtp_timeout <= 0:
         raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
     if s.pause < 0 or s.retry_delay < 0:

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -226,13 +226,17 @@ class PostgresDatabase:
         return status != self._psycopg.pq.TransactionStatus.IDLE
 
     def schema_version(self) -> int:
-        self._conn.execute("CREATE TABLE IF NOT EXISTS mailer_schema (version INTEGER NOT NULL)")
+        found = self._conn.execute("SELECT to_regclass('mailer_schema')").fetchone()
+        if not found or found[0] is None:
+            return 0
         row = self._conn.execute("SELECT max(version) FROM mailer_schema").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def lock_schema(self) -> None:
-        """Inside a transaction: one process at a time creates or migrates the tables."""
+        """Inside a transaction: one process at a time creates or migrates the tables (two
+        racing to CREATE TABLE IF NOT EXISTS can both try, and one fails)."""
         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("mailer:schema"),))
+        self._conn.execute("CREATE TABLE IF NOT EXISTS mailer_schema (version INTEGER NOT NULL)")
 
     def set_schema_version(self, version: int) -> None:
         self._conn.execute("DELETE FROM mailer_schema")
@@ -255,6 +259,12 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self._conn.close()
+
+    def copy_rows(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """COPY rows in (a list of 100,000 readers in well under a second)."""
+        with self._conn.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     @contextlib.contextmanager
     def advisory_lock(self, name: str) -> Iterator[bool]:

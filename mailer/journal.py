@@ -30,8 +30,10 @@ class RecordFailed(MailerError):
 class Journal:
     """state_dir/ledger.journal: lines of JSON, then zeros up to the reserved size."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / JOURNAL_NAME
+    def __init__(self, state_dir: Path, sender: str = "") -> None:
+        # Senders sharing a database (and perhaps this folder) each keep their own.
+        name = f"{JOURNAL_NAME}.{sender.replace(':', '-').replace('/', '-')}" if sender else ""
+        self.path = Path(state_dir) / (name or JOURNAL_NAME)
 
     def reserve(self) -> None:
         """Make sure the file exists with its room allocated (before anything is sent)."""
@@ -93,6 +95,15 @@ class Journal:
         self.discard()
         return len(entries)
 
+    def replay_all(self, ledger: Ledger) -> int:
+        """replay() this journal and any another sender of this folder left behind."""
+        count = 0
+        for path in sorted(self.path.parent.glob(f"{JOURNAL_NAME}*")):
+            other = Journal(self.path.parent)
+            other.path = path
+            count += other.replay(ledger)
+        return count
+
     def discard(self) -> None:
         """Remove the file (its outcomes are in the ledger, or there were none)."""
         self.path.unlink(missing_ok=True)
@@ -101,9 +112,9 @@ class Journal:
 class JournaledLedger:
     """The recorder of a real send: the ledger first, the journal when the ledger fails."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, journal: Journal | None = None) -> None:
         self.ledger = ledger
-        self.journal = Journal(ledger.state_dir)
+        self.journal = journal if journal is not None else Journal(ledger.state_dir)
         self.journalled = 0
 
     def record(

@@ -121,8 +121,50 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX feedback_by_reader ON feedback (email, issue, kind)",
     ),
+    # 4: several senders on one database (PostgreSQL). The outbox holds the readers a run
+    # still owes, each claimed by one sender until its lease runs out; a recorded outcome
+    # deletes its row in the same statement. `senders` is who is sending, for the shared
+    # rate and `mailer status`. Times are the database's clock, in the ledger's text form.
+    (
+        """
+        CREATE TABLE outbox (
+            issue       TEXT NOT NULL,
+            email       TEXT NOT NULL,
+            seq         INTEGER NOT NULL,
+            claimed_by  TEXT,
+            lease_until TEXT,
+            PRIMARY KEY (issue, email)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX outbox_by_claim ON outbox (issue, claimed_by, lease_until)",
+        """
+        CREATE TABLE senders (
+            id           TEXT PRIMARY KEY,
+            issue        TEXT NOT NULL,
+            host         TEXT NOT NULL,
+            pid          INTEGER NOT NULL,
+            started_at   TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            state        TEXT NOT NULL CHECK (state IN ('sending', 'done', 'stopped')),
+            sent         INTEGER NOT NULL,
+            deferred     INTEGER NOT NULL,
+            failed       INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+# PostgreSQL's clock as the ledger writes times (UTC ISO-8601, microseconds): leases are
+# compared across machines, so they are read off one clock, the database's.
+_PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+_PG_LATER = (
+    "to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC',"
+    """ 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+)
+_PG_AGO = _PG_LATER.replace("+ make_interval", "- make_interval")
+# A shared ledger's record also takes the reader out of the outbox, in one statement
+# (_RECORD_SHARED_SQL, below _RECORD_SQL).
 
 _RECORD_SQL = """
     INSERT INTO deliveries
@@ -138,6 +180,7 @@ _RECORD_SQL = """
     -- A bounced one was accepted too (and its reader is suppressed): it stays as it is.
     WHERE deliveries.state NOT IN ('sent', 'bounced')
 """
+_RECORD_SHARED_SQL = "WITH done AS (DELETE FROM outbox WHERE issue = ? AND email = ?)" + _RECORD_SQL
 _DELIVERY_COLUMNS = "issue, email, state, attempts, last_reply, first_at, updated_at, next_try_at"
 
 
@@ -153,6 +196,22 @@ class Delivery:
     first_at: datetime
     updated_at: datetime
     next_try_at: datetime | None = None  # deferred only: when a run may try again
+
+
+@dataclass(frozen=True)
+class SenderRow:
+    """One `mailer send` process that took part in an issue (a shared ledger)."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    state: str  # sending, done, stopped
+    sent: int
+    deferred: int
+    failed: int
+    live: bool  # sending, and heard from within one claim_timeout
 
 
 @dataclass(frozen=True)
@@ -281,6 +340,7 @@ class Ledger:
             except sqlite3.DatabaseError as exc:
                 raise MailerError(f"{self.path}: cannot use the ledger: {exc}") from exc
         self._failures = self._conn.failures
+        self._shared = self._conn.shared
         try:
             self._setup()
         except Exception as exc:
@@ -383,9 +443,164 @@ class Ledger:
         # Inlined rather than @_guarded: this runs once per message sent.
         try:
             with self._lock:
-                self._db.execute(_RECORD_SQL, params)
+                if self._shared:  # and out of the outbox: nobody else claims it now
+                    self._db.execute(_RECORD_SHARED_SQL, (params[0], params[1], *params))
+                else:
+                    self._db.execute(_RECORD_SQL, params)
         except self._failures as exc:
             raise self._error(exc) from exc
+
+    # -- several senders (PostgreSQL) ---------------------------------------------------
+
+    @_guarded
+    def join(self, sender: str, issue: str, host: str, pid: int) -> None:
+        """Say that `sender` (a new id per run) is sending `issue`."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO senders (id, issue, host, pid, started_at, heartbeat_at, state,"
+                f" sent, deferred, failed) VALUES (?, ?, ?, ?, {_PG_NOW}, {_PG_NOW},"
+                " 'sending', 0, 0, 0)",
+                (sender, issue, host, pid),
+            )
+
+    @_guarded
+    def load_outbox(self, issue: str, emails: Sequence[str]) -> int:
+        """Add the readers this run owes `issue` to its outbox (those already there, or
+        whose copy was accepted meanwhile, are left alone); returns how many were added.
+
+        One sender at a time (a lock per issue for the transaction), so a list is laid out
+        once, in its order, whoever starts first.
+        """
+        with self._lock:
+            conn = self._db
+            conn.begin()
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"outbox:{issue}",))
+                row = conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM outbox WHERE issue = ?", (issue,)
+                ).fetchone()
+                start = int(row[0]) if row else 0
+                before = conn.execute("SELECT count(*) FROM outbox WHERE issue = ?", (issue,))
+                count_before = int(before.fetchone()[0])
+                conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS owed (email TEXT, seq INTEGER)"
+                    " ON COMMIT DELETE ROWS"
+                )
+                assert isinstance(conn, PostgresDatabase)
+                conn.copy_rows(
+                    "COPY owed (email, seq) FROM STDIN",
+                    ((_norm_email(e), start + i) for i, e in enumerate(emails, 1)),
+                )
+                conn.execute(
+                    "INSERT INTO outbox (issue, email, seq) SELECT ?, o.email, min(o.seq)"
+                    " FROM owed o WHERE NOT EXISTS (SELECT 1 FROM deliveries d"
+                    " WHERE d.issue = ? AND d.email = o.email AND d.state IN ('sent', 'bounced'))"
+                    " GROUP BY o.email ON CONFLICT (issue, email) DO NOTHING",
+                    (issue, issue),
+                )
+                after = conn.execute("SELECT count(*) FROM outbox WHERE issue = ?", (issue,))
+                added = int(after.fetchone()[0]) - count_before
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return added
+
+    @_guarded
+    def claim(
+        self, issue: str, sender: str, count: int, lease: float, exclude: Sequence[str] = ()
+    ) -> list[str]:
+        """Up to `count` readers of the outbox nobody holds (or whose lease ran out), now
+        held by `sender` for `lease` seconds, in list order; other senders skip the rows
+        being claimed. Readers whose copy was accepted meanwhile are never handed out."""
+        with self._lock:
+            rows = self._db.execute(
+                f"UPDATE outbox SET claimed_by = ?, lease_until = {_PG_LATER}"
+                " WHERE issue = ? AND email IN (SELECT o.email FROM outbox o"
+                f" WHERE o.issue = ? AND (o.claimed_by IS NULL OR o.lease_until < {_PG_NOW})"
+                " AND NOT (o.email = ANY (?::text[]))"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = o.issue"
+                " AND d.email = o.email AND d.state IN ('sent', 'bounced'))"
+                " ORDER BY o.seq LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING email, seq",
+                (sender, lease, issue, issue, list(exclude), count),
+            ).fetchall()
+        return [email for email, _ in sorted(rows, key=lambda r: r[1])]
+
+    @_guarded
+    def unclaim(self, issue: str, sender: str, emails: Sequence[str]) -> None:
+        """Give readers back to the pool (claimed, but not on this sender's list)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET claimed_by = NULL, lease_until = NULL"
+                " WHERE issue = ? AND claimed_by = ? AND email = ANY (?::text[])",
+                (issue, sender, list(emails)),
+            )
+
+    @_guarded
+    def held_elsewhere(self, issue: str, sender: str) -> int:
+        """Readers of the outbox another sender holds under a lease still running."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM outbox o WHERE o.issue = ? AND o.claimed_by <> ?"
+                f" AND o.lease_until >= {_PG_NOW} AND NOT EXISTS (SELECT 1 FROM deliveries d"
+                " WHERE d.issue = o.issue AND d.email = o.email"
+                " AND d.state IN ('sent', 'bounced'))",
+                (issue, sender),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @_guarded
+    def heartbeat(self, issue: str, sender: str, lease: float, counts: tuple[int, int, int]) -> int:
+        """Renew `sender`'s leases and counts; returns how many senders of `issue` are live
+        (heard from within one lease), this one included."""
+        with self._lock:
+            conn = self._db
+            conn.execute(
+                f"UPDATE outbox SET lease_until = {_PG_LATER} WHERE issue = ? AND claimed_by = ?",
+                (lease, issue, sender),
+            )
+            conn.execute(
+                f"UPDATE senders SET heartbeat_at = {_PG_NOW}, sent = ?, deferred = ?, failed = ?"
+                " WHERE id = ?",
+                (*counts, sender),
+            )
+            row = conn.execute(
+                "SELECT count(*) FROM senders WHERE issue = ? AND state = 'sending'"
+                f" AND heartbeat_at >= {_PG_AGO}",
+                (issue, lease),
+            ).fetchone()
+        return max(1, int(row[0]) if row else 1)
+
+    @_guarded
+    def leave(self, issue: str, sender: str, state: str, counts: tuple[int, int, int]) -> None:
+        """`sender` is done (or stopped): its unsent claims go back to the pool at once."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET claimed_by = NULL, lease_until = NULL"
+                " WHERE issue = ? AND claimed_by = ?",
+                (issue, sender),
+            )
+            self._db.execute(
+                f"UPDATE senders SET state = ?, heartbeat_at = {_PG_NOW}, sent = ?,"
+                " deferred = ?, failed = ? WHERE id = ?",
+                (state, *counts, sender),
+            )
+
+    @_guarded
+    def senders(self, issue: str, lease: float) -> list[SenderRow]:
+        """Every sender that took part in `issue`, newest first; `live` if heard from within
+        one lease."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, host, pid, started_at, heartbeat_at, state, sent, deferred, failed,"
+                f" state = 'sending' AND heartbeat_at >= {_PG_AGO} FROM senders WHERE issue = ?"
+                " ORDER BY started_at DESC",
+                (lease, issue),
+            ).fetchall()
+        return [
+            SenderRow(i, h, p, _from_text(st), _from_text(hb), state, s, d, f, bool(live))
+            for i, h, p, st, hb, state, s, d, f, live in rows
+        ]
 
     @_guarded
     def give_up(self, issue: str, first_before: datetime, after: str) -> int:

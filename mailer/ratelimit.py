@@ -22,10 +22,16 @@ class RateLimiter:
         self.sleep = sleep
         self._next = 0.0
         self._lock = threading.Lock()
+        self.senders = 1  # processes sharing the rate (mailer/claims.py): each takes its part
 
     @property
     def interval(self) -> float:
-        return 0.0 if self.rate == float("inf") else 1.0 / self.rate
+        return 0.0 if self.rate == float("inf") else self.senders / self.rate
+
+    def share(self, senders: int) -> None:
+        """Pace at rate / senders from now on: `senders` processes send this list."""
+        with self._lock:
+            self.senders = max(1, senders)
 
     def acquire(self) -> None:
         """Wait for the next slot."""

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from .audience import Audience, backoff
+from .claims import Claims
 from .config import Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError
 from .message import Composer
@@ -139,6 +140,7 @@ class Summary:
     error_code: int = EXIT_TEMPFAIL
     elapsed: float = 0.0
     failures: tuple[tuple[str, str], ...] = ()  # (address, server reply)
+    senders: int = 1  # processes that sent this list together (a shared ledger), at most
 
     @property
     def attempted(self) -> int:
@@ -220,6 +222,7 @@ class Sender:
         *,
         audience: Audience | None = None,
         watch: Watch | None = None,
+        claims: Claims | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], datetime] = wall_now,
@@ -231,6 +234,7 @@ class Sender:
         self.options = options
         self.audience = audience if audience is not None else Audience(self.issue)
         self.watch = watch
+        self.claims = claims  # a shared ledger: this run's share of the list (claims.py)
         self.sleep = sleep
         self.wall_clock = wall_clock
         self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
@@ -272,7 +276,19 @@ class Sender:
         started = time.monotonic()
         self._total = total
         self._on_progress = on_progress
-        queue = self._queue = WorkQueue(self._recipients(subscribers), self.options.retry_window)
+        fresh = self._recipients(subscribers)
+        if self.claims is None:
+            return self._run(started, fresh)
+        t = self._tally
+        self.claims.join(lambda: (t.sent, t.deferred, t.failed), self.limiter.share)
+        try:
+            summary = self._run(started, self.claims.stream(fresh))
+        finally:
+            self.claims.leave(finished=not (self._signal or self._errors))
+        return dataclasses.replace(summary, senders=self.claims.most)
+
+    def _run(self, started: float, fresh: Iterator[tuple[Subscriber, int]]) -> Summary:
+        queue = self._queue = WorkQueue(fresh, self.options.retry_window)
         if not queue.has_work():  # nobody is owed a copy: no connection, nothing to say
             return self._summary(started, queue)
         first = self.transports()

@@ -1,0 +1,112 @@
+"""Several `mailer send` processes, on any machines, sharing one list through PostgreSQL.
+
+Each sender reads the list as usual and adds the readers it finds owed to the issue's
+outbox (mailer/ledger.py: load_outbox; whoever comes first lays the list out, the others
+add nothing new). Then each claims batches of readers with FOR UPDATE SKIP LOCKED, so two
+senders never hold the same reader, under a lease of `claim_timeout` that a heartbeat
+renews. Recording an outcome takes the reader out of the outbox in the same statement. A
+sender killed mid-send stops renewing: its leases run out and the others take its readers.
+At most the copies it had in flight can arrive twice.
+
+The rate limit stays global by division: each sender paces itself at rate / live senders,
+counted at every heartbeat. A shared token bucket would cost a round trip to the database
+per message; division costs one query per heartbeat and adapts within one when a sender
+joins or dies (briefly over or under the rate at those moments, never for long).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+
+from .ledger import Ledger
+from .subscribers import Subscriber
+
+BATCH = 50  # readers claimed per round trip
+POLL = 0.2  # seconds between looks while only other senders hold readers
+
+
+class Claims:
+    """This run's share of an issue's outbox on a shared ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        issue: str,
+        *,
+        lease: float,
+        batch: int = BATCH,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ledger = ledger
+        self.issue = issue
+        self.lease = lease
+        self.batch = batch
+        self.sleep = sleep
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.live = 1  # senders of this issue heard from within one lease, this one included
+        self.most = 1  # the most seen at once
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        self._on_share: Callable[[int], None] = lambda live: None
+
+    def join(
+        self,
+        counts: Callable[[], tuple[int, int, int]],
+        on_share: Callable[[int], None],
+    ) -> None:
+        """Register, and renew the leases and counts every lease / 3 until `leave`."""
+        self._counts, self._on_share = counts, on_share
+        self.ledger.join(self.id, self.issue, self.host, self.pid)
+        self._heartbeat()
+        self._beat = threading.Thread(target=self._beating, daemon=True, name="heartbeat")
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        live = self.ledger.heartbeat(self.issue, self.id, self.lease, self._counts())
+        if live != self.live:
+            self.live = live
+            self._on_share(live)
+        self.most = max(self.most, live)
+
+    def _beating(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self._heartbeat()
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the send goes on
+                continue
+
+    def leave(self, *, finished: bool) -> None:
+        """Stop the heartbeat; readers claimed but never sent go back to the pool now."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        state = "done" if finished else "stopped"
+        self.ledger.leave(self.issue, self.id, state, self._counts())
+
+    def stream(self, owed: Iterable[tuple[Subscriber, int]]) -> Iterator[tuple[Subscriber, int]]:
+        """The readers this sender gets, out of the ones its own list says are owed."""
+        mine = {subscriber.email.lower(): subscriber for subscriber, _ in owed}
+        self.ledger.load_outbox(self.issue, list(mine))
+        unknown: list[str] = []  # claimed but not on this sender's list: left to the others
+        while not self._stop.is_set():
+            emails = self.ledger.claim(self.issue, self.id, self.batch, self.lease, unknown)
+            strangers = [email for email in emails if email not in mine]
+            if strangers:
+                unknown += strangers
+                self.ledger.unclaim(self.issue, self.id, strangers)
+            for email in emails:
+                if email in mine:
+                    yield mine[email], 0
+            if emails:
+                continue
+            if not self.ledger.held_elsewhere(self.issue, self.id):
+                return  # nothing left that another live sender might still give back
+            self.sleep(POLL)
