@@ -35,7 +35,7 @@ from .render import Email, render
 from .send import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
 from .states import DeliveryState, Skip
 from .subscribers import Problem, Subscriber, SubscriberList, check_email
-from .transports import DryRunTransport, Transport
+from .transports import DryRunTransport, Transport, rate_ceiling
 from .when import now as current_time
 
 SAMPLES = 3  # .eml files a dry run keeps
@@ -88,6 +88,7 @@ class Plan:
     skipped: int  # unsubscribed or duplicate rows in the list itself
     problems: tuple[Problem, ...]  # the first invalid rows
     skipped_rows: tuple[Problem, ...]  # the first skipped rows
+    ceiling: float | None = None  # the service's own limit (SES MaxSendRate), if it has one
 
     @property
     def issue(self) -> str:
@@ -110,6 +111,10 @@ def plan(
     signer = dkim_mod.load(settings)  # a bad DKIM key stops here, before anything is rendered
     email = load(settings, issue)
     check_preflight(email, settings, dry_run=dry_run)
+    # An ESP says how fast it takes mail (SES: the account's MaxSendRate): never faster.
+    ceiling = None if dry_run else rate_ceiling(settings)
+    if ceiling is not None and options.rate > ceiling:
+        options = dataclasses.replace(options, rate=ceiling)
     composer = Composer(email, settings, signer=signer)
     listing = SubscriberList(subscribers)
     composer.check_fields(set(listing.columns))
@@ -137,6 +142,7 @@ def plan(
         skipped=listing.skipped_count,
         problems=tuple(listing.problems[:SHOWN_PROBLEMS]),
         skipped_rows=tuple(listing.skipped[:SHOWN_PROBLEMS]),
+        ceiling=ceiling,
     )
 
 

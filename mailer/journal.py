@@ -38,6 +38,7 @@ class Journal:
     def reserve(self) -> None:
         """Make sure the file exists with its room allocated (before anything is sent)."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # a database ledger makes none
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 if os.fstat(fd).st_size < RESERVE:

@@ -237,6 +237,11 @@ class WebApp:
         if path == "/healthz":
             self._allow(method, ("GET", "HEAD"))
             return text_response(200, "ok")
+        if path == "/sns":  # Amazon SNS: SES bounces and complaints (mailer/sns.py)
+            self._allow(method, ("POST",))
+            from . import sns
+
+            return sns.respond(self, environ)
         if path == "/" or path in self.archive_prefixes:
             self._allow(method, ("GET", "HEAD"))
             return self.index(script)

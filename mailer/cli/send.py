@@ -143,9 +143,12 @@ class _Progress:
         if self.quiet or self.planned is None or not self.planned.owed:
             return  # nobody is owed a copy: nothing will connect
         s, o = self.ctx.settings, self.planned.options
+        where = f"{s.smtp_host}:{s.smtp_port}" if s.transport == "smtp" else "Amazon SES"
+        capped = " (SES's MaxSendRate)" if self.planned.ceiling == o.rate else ""
+        shared = ", the list shared through the database" if s.database_url else ""
         click.echo(
-            f"sending {self.planned.issue} via {s.smtp_host}:{s.smtp_port}"
-            f" ({o.connections} connection(s), rate {rate_text(o.rate)})"
+            f"sending {self.planned.issue} via {where}"
+            f" ({o.connections} connection(s), rate {rate_text(o.rate)}{capped}{shared})"
         )
         if sys.stderr.isatty():
             bar = click.progressbar(

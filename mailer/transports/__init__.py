@@ -1,7 +1,10 @@
 """Where messages go. Each transport is one module speaking open / send / close (base.py):
-SMTP, an in-memory outbox, and the dry run; an ESP's API can follow as one more module."""
+SMTP, Amazon SES's API (ses.py), an in-memory outbox, and the dry run; another ESP's API
+(Postmark, Mailgun) can follow as one more module and one more branch in `factory`."""
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..config import Settings
 from .base import THROTTLE_CODES, Done, Pipeline, Result, Transport, TransportFactory, pipeline
@@ -20,11 +23,43 @@ __all__ = [
     "TransportFactory",
     "factory",
     "pipeline",
+    "rate_ceiling",
 ]
 
 
 def factory(settings: Settings, envelope_from: str) -> Callable[[], Transport]:
     """New connections to the server `transport` names, for a real send."""
+    if settings.transport == "ses":
+        return _ses_factory(settings, envelope_from)
     from .smtp import SMTPTransport  # only a real send needs smtplib and ssl
 
     return lambda: SMTPTransport(settings, envelope_from)
+
+
+def _ses_factory(settings: Settings, envelope_from: str) -> Callable[[], Transport]:
+    """SES transports sharing one boto3 client (thread-safe), made at the first call."""
+    from .ses import SESTransport, client  # only transport = ses needs boto3
+
+    shared: list[Any] = []
+    lock = threading.Lock()
+
+    def make() -> Transport:
+        with lock:
+            if not shared:
+                shared.append(client(settings))
+        return SESTransport(settings, envelope_from, shared[0])
+
+    return make
+
+
+def rate_ceiling(settings: Settings) -> float | None:
+    """The most messages per second the service takes, or None when it sets no limit.
+
+    smtp: None. ses: the account's MaxSendRate (raises a MailerError when it cannot be
+    read, or when the account's sending is paused: nothing could go out).
+    """
+    if settings.transport != "ses":
+        return None
+    from .ses import max_send_rate
+
+    return max_send_rate(settings)
