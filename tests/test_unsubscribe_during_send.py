@@ -23,7 +23,7 @@ from conftest import SECRET, SENT, smtp_env
 from smtp_server import SMTPServer
 
 from mailer import config, tokens, web, wsgi
-from mailer.ledger import Ledger
+from mailer.ledger import Ledger, open_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = ROOT / ".venv" / "bin" / "mailer"
@@ -36,9 +36,26 @@ SUPPRESSED = [*BY_HAND, ONE_CLICK]
 GRACE = 1.0  # seconds a send may take to notice a suppression
 
 
-@pytest.fixture
-def project(new_project: Callable[[str], Path]) -> Path:
-    return new_project("email,name\n" + "".join(f"{a},Reader {a[1:3]}\n" for a in READERS))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def project(
+    new_project: Callable[[str], Path],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """The project; with postgresql its ledger is a database shared by the send, the
+    `mailer unsubscribe` processes and the web app (issue 14: unsubscribes recorded by the
+    web host reach every sender within a second), the password in PGPASSWORD."""
+    root = new_project("email,name\n" + "".join(f"{a},Reader {a[1:3]}\n" for a in READERS))
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("PGPASSWORD", request.getfixturevalue("postgres_server").password)
+        with (root / "mailer.toml").open("a") as toml:
+            toml.write(f'database_url = "{url}"\n')
+    return root
+
+
+def the_ledger(project: Path) -> Ledger:
+    return open_ledger(config.load(project, environ={"MAILER_SECRET": SECRET}))
 
 
 @pytest.fixture
@@ -134,7 +151,9 @@ def test_unsubscribes_during_a_send_stop_their_copies(
     assert send.returncode == 0, stdout + stderr  # everyone else was sent
     assert "Traceback" not in stderr
 
-    with Ledger(project / ".mailer") as ledger:
+    shared = "database_url" in (project / "mailer.toml").read_text()
+    assert (project / ".mailer" / "ledger.db").exists() is not shared  # the one it says
+    with the_ledger(project) as ledger:
         when = {s.email: s.created_at.timestamp() for s in ledger.suppressions()}
         state = {d.email: d.state for d in ledger.deliveries("issue-2")}
     assert set(when) == set(SUPPRESSED)
@@ -199,7 +218,7 @@ def test_mailto_unsubscribes_read_by_mailer_bounces_stop_a_running_send(
             send.kill()
             send.communicate(timeout=10)
     assert send.returncode == 0, stdout + stderr
-    with Ledger(project / ".mailer") as ledger:
+    with the_ledger(project) as ledger:
         when = {s.email: s.created_at.timestamp() for s in ledger.suppressions()}
         state = {d.email: d.state for d in ledger.deliveries("issue-2")}
     assert set(when) == set(MAILTO)
