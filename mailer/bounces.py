@@ -50,7 +50,7 @@ from flufl.bounce import all_failures
 from . import verp
 from .config import Settings, env_name
 from .errors import EXIT_NOPERM, EXIT_UNAVAILABLE, ConfigError, InputError, MailerError
-from .ledger import FeedbackEvent, FeedbackOutcome, Ledger, lock, open_ledger
+from .ledger import FeedbackEvent, FeedbackOutcome, Ledger, open_ledger, state_lock
 from .message import wire_address
 from .states import Feedback
 from .subscribers import check_email
@@ -774,7 +774,7 @@ def process(
     """
     report = Report()
     limit = settings.soft_bounce_limit
-    with lock(settings.state_path, "bounces"), open_ledger(settings) as ledger:
+    with state_lock(settings, "bounces"), open_ledger(settings) as ledger:
         for item in box.messages():
             report.read += 1
             found = classify(item.data, settings)

@@ -3,6 +3,7 @@ back (bounces, complaints: `mailer bounces`), in SQLite."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from mailer import when
 from mailer.database import Database, PostgresDatabase, SQLiteDatabase
 from mailer.database import LedgerGone as LedgerGone  # re-exported: raised by check_identity
-from mailer.errors import MailerError
+from mailer.errors import LockedError, MailerError
 from mailer.locks import lock as lock  # re-exported: callers take the ledger's lock here
 from mailer.states import DeliveryState, Feedback, Reason, ScheduleState
 
@@ -933,6 +934,31 @@ def open_ledger(settings: Settings) -> Ledger:
         where = masked_url(settings.database_url)
         return Ledger(settings.state_path, database_url=settings.database_url, where=where)
     return Ledger(settings.state_path)
+
+
+@contextlib.contextmanager
+def state_lock(settings: Settings, name: str) -> Iterator[None]:
+    """One process at a time for `name`: on this machine (a flock in state_dir), or, with
+    database_url, on every machine sharing the database (a PostgreSQL advisory lock held by
+    a connection of its own, freed by the server when the holder dies)."""
+    if not settings.database_url:
+        with lock(settings.state_path, name):
+            yield
+        return
+    from mailer.config import masked_url
+
+    conn = PostgresDatabase(settings.database_url, masked_url(settings.database_url))
+    try:
+        with conn.advisory_lock(f"mailer:{name}") as held:
+            if not held:
+                raise LockedError(
+                    f"{name}: locked by another mailer process using {conn.where}",
+                    hint="another mailer run is busy with this; the lock frees itself when "
+                    "that process ends",
+                )
+            yield
+    finally:
+        conn.close()
 
 
 def existing_ledger(settings: Settings) -> Ledger | None:
