@@ -27,7 +27,7 @@ from .claims import Claims
 from .config import EXAMPLE_SUBSCRIBERS, Settings
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
 from .journal import Journal, JournaledLedger
-from .ledger import Delivery, Ledger, lock, open_ledger
+from .ledger import Delivery, Ledger, SenderRow, lock, open_ledger
 from .ledger import existing_ledger as existing_ledger  # re-exported: the CLI opens it here
 from .message import Composer
 from .preflight import check_preflight
@@ -433,6 +433,7 @@ class Status:
     counts: dict[DeliveryState, int]
     pending: int | None  # None: no subscriber list to count against
     problems: tuple[Delivery, ...]  # failed and deferred rows, oldest first
+    senders: tuple[SenderRow, ...] = ()  # a shared ledger: who sent it, newest first
 
 
 def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
@@ -445,6 +446,8 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
         deliveries = list(ledger.deliveries(slug))
         counts = ledger.counts(slug)
         suppressed = ledger.suppressed_set()
+        lease = settings.claim_timeout.total_seconds()
+        senders = tuple(ledger.senders(slug, lease)) if ledger.shared else ()
     if not deliveries:
         issue_mod.resolve(name, settings.root)  # no such issue: say so, not "pending 20"
     path = subscribers or settings.root / settings.subscribers
@@ -453,4 +456,4 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
         skip = {d.email for d in deliveries} | suppressed
         pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in skip)
     problems = tuple(d for d in deliveries if d.state != DeliveryState.SENT)
-    return Status(slug, counts, pending, problems)
+    return Status(slug, counts, pending, problems, senders)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import click
 
-from .. import campaign, lists
 from ..config import env_name
 from ..errors import EXIT_DATA
 from ..states import DeliveryState, Feedback, Reason
 from .common import Context, pass_ctx
+
+# campaign (the send side: ledger, render, DKIM) and lists are imported by the commands that
+# use them: `mailer config` and `mailer --help` need neither.
 
 # `subscribers check` lists this many rows of each kind, then says how many more there are.
 SHOW_SKIPPED = 50
@@ -43,6 +45,8 @@ def status(
     ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None
 ) -> None:
     """Show how ISSUE's send went: sent, deferred, failed, bounced, complained, pending."""
+    from .. import campaign
+
     st = campaign.status(ctx.settings, issue, subscribers)
     if only_failed:
         if as_csv:
@@ -75,10 +79,24 @@ def status(
         click.echo("  last problems:")
         for d in st.problems[-5:]:
             click.echo(f"    {d.email}: {d.last_reply}")
+    if st.senders:
+        live = sum(r.live for r in st.senders)
+        click.echo(f"  senders    {len(st.senders)} ({live} live)")
+        for r in st.senders:
+            counts = f"sent {r.sent}, deferred {r.deferred}, failed {r.failed}"
+            if r.live:
+                doing = f"sending since {r.started_at:%Y-%m-%d %H:%M:%S} UTC"
+            elif r.state == "sending":  # never said goodbye: killed, or its host went away
+                doing = f"silent since {r.heartbeat_at:%H:%M:%S} UTC (its readers go to others)"
+            else:
+                doing = f"{r.state} at {r.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+            click.echo(f"    {r.host} pid {r.pid}: {doing}, {counts}")
 
 
 def _complained(ctx: Context, issue: str) -> int:
     """Readers who reported this issue as spam (ARF reports read by `mailer bounces`)."""
+    from .. import campaign
+
     book = campaign.existing_ledger(ctx.settings)
     if book is None:
         return 0
@@ -96,6 +114,8 @@ def subscribers() -> None:
 @pass_ctx
 def subscribers_check(ctx: Context, path: Path | None) -> None:
     """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
+    from .. import lists
+
     checked = lists.check(path or ctx.settings.root / ctx.settings.subscribers)
     invalid, skipped = checked.invalid_count, checked.skipped_count
     click.echo(f"{checked.path}: {checked.good} subscribers, {invalid} invalid, {skipped} skipped")
@@ -116,6 +136,8 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
 @pass_ctx
 def subscribers_export(ctx: Context, path: Path | None) -> None:
     """Print the list (CSV) with suppressed, invalid and duplicate rows left out."""
+    from .. import lists
+
     export = lists.export(ctx.settings, path or ctx.settings.root / ctx.settings.subscribers)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["email", "name", *export.columns])
@@ -141,6 +163,8 @@ def subscribers_export(ctx: Context, path: Path | None) -> None:
 @pass_ctx
 def unsubscribe(ctx: Context, address: str, reason: str) -> None:
     """Suppress ADDRESS by hand (a reply asking to be removed); every later send skips it."""
+    from .. import lists
+
     try:
         normalised, new = lists.suppress(ctx.settings, address, Reason(reason))
     except ValueError as exc:
@@ -153,6 +177,8 @@ def unsubscribe(ctx: Context, address: str, reason: str) -> None:
 @pass_ctx
 def suppressed(ctx: Context, as_csv: bool) -> None:
     """List suppressed addresses: who, why, since when."""
+    from .. import lists
+
     rows = lists.suppressions(ctx.settings)
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")

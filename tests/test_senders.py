@@ -1,0 +1,205 @@
+"""Several `mailer send` processes, one list, one PostgreSQL database, one real SMTP server.
+
+Two and four senders started together send every reader exactly once, and each takes part;
+one of two killed with SIGKILL mid-send leaves its readers to the other once its lease has
+run out, with no more duplicates than it had copies in flight; `mailer status` shows who is
+sending. The real `mailer` script in subprocesses, the database a throwaway cluster
+(tests/postgres.py), the server aiosmtpd in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import SENT, smtp_env
+from postgres import Postgres, requires_postgres
+from smtp_server import SMTPServer
+
+from mailer import config
+from mailer.errors import LockedError
+from mailer.ledger import open_ledger, state_lock
+
+pytestmark = requires_postgres
+
+MAILER = Path(sys.executable).with_name("mailer")
+N = 200
+READERS = [f"s{i:03d}@example.com" for i in range(N)]
+LEASE = 2  # claim_timeout, seconds
+
+
+@pytest.fixture(autouse=True)
+def password(postgres_url: str, postgres_server: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test reads the ledger itself too: the password as mailer reads it."""
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+
+
+@pytest.fixture
+def project(new_project: Callable[[str], Path]) -> Path:
+    return new_project("email,name\n" + "".join(f"{a},Reader {a[1:4]}\n" for a in READERS))
+
+
+def mailer_env(server: SMTPServer, url: str, postgres: Postgres, rate: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILER_", "PG"))}
+    env.update(smtp_env(server))
+    env.update(
+        {
+            "MAILER_DATABASE_URL": url,
+            "PGPASSWORD": postgres.password,
+            "MAILER_CLAIM_TIMEOUT": f"{LEASE}s",
+            "MAILER_RATE": rate,
+        }
+    )
+    return env
+
+
+def start(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(MAILER), "send", "issue-2", "--yes", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def settings_for(project: Path, env: dict[str, str]) -> config.Settings:
+    return config.load(project, environ=env)
+
+
+def message_ids(server: SMTPServer) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for m in server.received:
+        found = re.search(rb"(?mi)^Message-ID: (<[^>]+>)\r$", m.data.split(b"\r\n\r\n")[0])
+        assert found is not None
+        out.setdefault(m.rcpt_tos[0].lower(), []).append(found.group(1).decode())
+    return out
+
+
+@pytest.mark.parametrize("senders", [2, 4])
+def test_senders_together_send_everyone_once_and_each_takes_part(
+    project: Path,
+    smtp_server: SMTPServer,
+    postgres_server: Postgres,
+    postgres_url: str,
+    senders: int,
+) -> None:
+    env = mailer_env(smtp_server, postgres_url, postgres_server, "100/s")  # ~2 s in all
+    procs = [start(project, env) for _ in range(senders)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out + err
+        assert "Traceback" not in err
+    assert smtp_server.by_recipient() == Counter(dict.fromkeys(READERS, 1))
+
+    with open_ledger(settings_for(project, env)) as ledger:
+        assert {d.email: d.state for d in ledger.deliveries("issue-2")} == dict.fromkeys(
+            READERS, SENT
+        )
+        rows = ledger.senders("issue-2", LEASE)
+    assert len(rows) == senders
+    assert all(r.state == "done" and not r.live for r in rows), rows
+    assert sum(r.sent for r in rows) == N
+    assert all(r.sent > 0 for r in rows), [r.sent for r in rows]  # each took part
+    # What each printed is what it sent, and they add up.
+    printed = [int(re.search(r"sent (\d+),", out).group(1)) for out, _ in outputs]  # type: ignore[union-attr]
+    assert sorted(printed) == sorted(r.sent for r in rows)
+
+
+def test_a_killed_senders_readers_go_to_the_other_after_its_lease(
+    project: Path, smtp_server: SMTPServer, postgres_server: Postgres, postgres_url: str
+) -> None:
+    smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
+    env = mailer_env(smtp_server, postgres_url, postgres_server, "50/s")  # ~4 s in all
+    victim, survivor = start(project, env), start(project, env)
+    deadline = time.monotonic() + 30
+    while len(smtp_server.received) < 60:
+        assert victim.poll() is None and survivor.poll() is None, "a sender ended early"
+        assert time.monotonic() < deadline, "the send never got going"
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.communicate(timeout=10)
+    out, err = survivor.communicate(timeout=60)
+    assert survivor.returncode == 0, out + err
+    assert time.monotonic() - killed_at >= LEASE * 0.9  # it waited out the victim's lease
+
+    got = message_ids(smtp_server)
+    assert set(got) == set(READERS)  # nobody lost
+    twice = {a: ids for a, ids in got.items() if len(ids) > 1}
+    # Only the victim's copies in flight can arrive twice: one connection, one body at a
+    # time (no PIPELINING offered here), so at most one.
+    assert sum(len(ids) - 1 for ids in twice.values()) <= 1, twice
+    assert all(len(set(ids)) == 1 for ids in twice.values())  # same Message-ID: one copy shown
+    with open_ledger(settings_for(project, env)) as ledger:
+        states = {d.email: d.state for d in ledger.deliveries("issue-2")}
+        rows = {r.pid: r for r in ledger.senders("issue-2", LEASE)}
+    assert states == dict.fromkeys(READERS, SENT)
+    assert rows[victim.pid].state == "sending" and not rows[victim.pid].live  # it never said
+    assert rows[survivor.pid].state == "done"
+    assert rows[survivor.pid].sent > N // 2  # its own half and the victim's leftovers
+
+
+def test_status_shows_the_live_senders(
+    project: Path, smtp_server: SMTPServer, postgres_server: Postgres, postgres_url: str
+) -> None:
+    env = mailer_env(smtp_server, postgres_url, postgres_server, "40/s")  # ~5 s in all
+    procs = [start(project, env) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while len(smtp_server.received) < 40:
+            assert time.monotonic() < deadline, "the send never got going"
+            time.sleep(0.01)
+        during = subprocess.run(
+            [str(MAILER), "status", "issue-2"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        for p in procs:
+            p.communicate(timeout=60)
+    assert during.returncode == 0, during.stdout + during.stderr
+    live = [line for line in during.stdout.splitlines() if "sending since" in line]
+    assert len(live) == 2, during.stdout
+    assert "senders    2 (2 live)" in during.stdout
+    after = subprocess.run(
+        [str(MAILER), "status", "issue-2"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "sending since" not in after.stdout, after.stdout
+    done = [line for line in after.stdout.splitlines() if ": done at " in line]
+    assert len(done) == 2, after.stdout
+    assert "senders    2 (0 live)" in after.stdout
+
+
+def test_a_lock_is_held_for_every_machine_sharing_the_database(
+    project: Path, postgres_url: str
+) -> None:
+    """`mailer bounces` takes state_lock("bounces"): with database_url it is an advisory
+    lock in PostgreSQL, so a second reader elsewhere is told, and it is free again after."""
+    settings = config.load(project, environ={"MAILER_DATABASE_URL": postgres_url})
+    with state_lock(settings, "bounces"):
+        busy = pytest.raises(LockedError, match="locked by another mailer process using")
+        with busy, state_lock(settings, "bounces"):
+            pass
+        with state_lock(settings, "other"):
+            pass  # another name is another lock
+    with state_lock(settings, "bounces"):
+        pass
+    assert not (project / ".mailer" / "locks").exists()  # no flock file: the database's
