@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
-from .campaign import load
+from . import issue as issue_mod
+from . import render as render_mod
 from .config import Settings
 from .message import Composer
 from .render import Email
@@ -36,7 +37,11 @@ def sample(settings: Settings, email: Email) -> tuple[str, str]:
 def build(settings: Settings, issue: str, out: Path | None = None) -> Built:
     """Render `issue` and write email.html and email.txt to `out` (build/ISSUE)."""
     started = time.perf_counter()
-    email = load(settings, issue)
+    # campaign.load's three steps, without importing campaign: that module is the sending
+    # side (ledger, transports, the send loop, DKIM keys), which a build never uses.
+    path = issue_mod.resolve(issue, settings.root)
+    parsed = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
+    email = render_mod.render(parsed, settings)
     out = out or settings.root / "build" / email.issue.slug
     out.mkdir(parents=True, exist_ok=True)
     html, text = sample(settings, email)

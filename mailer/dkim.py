@@ -45,23 +45,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from functools import cache
 from pathlib import Path
-from typing import Any
-
-import nacl.exceptions
-import nacl.signing
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import CanonicalizationPolicy
-from dkim.crypto import (
-    RSASSA_PKCS1_v1_5_verify,
-    UnparsableKeyError,
-    parse_private_key,
-)
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, env_name
 from .errors import ConfigError, MailerError
+
+# PyNaCl, cryptography and dkimpy are imported where a key is read or a message signed:
+# `import dkim` loads dnspython's resolver (~30 ms), and `mailer build` (whose Composer uses
+# relaxed_body) signs nothing.
+if TYPE_CHECKING:
+    import nacl.signing
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from dkim.canonicalization import CanonicalizationPolicy
 
 RSA = "rsa"
 ED25519 = "ed25519"
@@ -87,9 +84,8 @@ SIGNED = (
 OVERSIGNED = (b"from",)
 
 CRLF = b"\r\n"
-_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-# dkimpy's relaxed body rules, applied to a fragment in the middle of a body: no trailing
-# blank lines are removed there (they are not trailing).
+# dkimpy's relaxed body rules (dkim.canonicalization.Relaxed), also applied to a fragment in
+# the middle of a body: no trailing blank lines are removed there (they are not trailing).
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _WSP = re.compile(rb"[\t ]+")
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
@@ -233,6 +229,9 @@ def _base64(data: bytes) -> bytes | None:
 
 
 def _rsa(der: bytes) -> tuple[str, Any, str, int]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from dkim.crypto import RSASSA_PKCS1_v1_5_verify, UnparsableKeyError, parse_private_key
+
     try:
         private = parse_private_key(der)
     except (UnparsableKeyError, IndexError, ValueError):
@@ -264,10 +263,17 @@ def _rsa(der: bytes) -> tuple[str, Any, str, int]:
 
 def _rsa_sign(key: rsa.RSAPrivateKey, digest: Any) -> bytes:
     """RSASSA-PKCS1-v1_5 over a finished SHA-256 hash (deterministic: the bytes dkimpy makes)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
     return key.sign(digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
 
 
 def _ed25519(seed: bytes) -> tuple[str, Any, str, int]:
+    import nacl.exceptions
+    import nacl.signing
+
     try:
         signing_key = nacl.signing.SigningKey(seed)
     except nacl.exceptions.ValueError:
@@ -360,6 +366,8 @@ def load(settings: Settings) -> Signer | None:
 def generate(algorithm: str) -> tuple[bytes, str]:
     """(private key PEM, p= value) of a new key: RSA 2048 by openssl, Ed25519 by PyNaCl."""
     if algorithm == ED25519:
+        import nacl.signing
+
         signing_key = nacl.signing.SigningKey(secrets.token_bytes(32))
         return ed25519_pem(signing_key), _ed25519(bytes(signing_key))[2]
     try:
@@ -393,8 +401,22 @@ def relaxed_fragment(data: bytes) -> bytes:
 
 
 def relaxed_body(body: bytes) -> bytes:
-    """Relaxed canonicalisation of a whole body (dkimpy's)."""
-    return bytes(_RELAXED.canonicalize_body(body))
+    """Relaxed canonicalisation of a whole body: dkimpy's, byte for byte (its
+    Relaxed.canonicalize_body, without importing dkimpy). Trailing empty lines go, CRLF
+    pairs only, and a body left empty stays empty."""
+    body = _WSP.sub(b" ", _TRAILING_WSP.sub(CRLF, body))
+    end = len(body)
+    while body.endswith(CRLF, 0, end):
+        end -= 2
+    return body[:end] + CRLF if end else b""
+
+
+@cache
+def _relaxed() -> CanonicalizationPolicy:
+    """dkimpy's relaxed/relaxed policy (its header canonicalisation signs)."""
+    from dkim.canonicalization import CanonicalizationPolicy
+
+    return CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 
 
 def body_hash(body: bytes) -> bytes:
@@ -475,7 +497,7 @@ class Signer:
         """The DKIM-Signature header lines (CRLF-terminated) to put on top of a message whose
         header block is `head` and whose body hashes to `bh` (see body_hash)."""
         canonical = [
-            (bytes(n), bytes(v)) for n, v in _RELAXED.canonicalize_headers(split_headers(head))
+            (bytes(n), bytes(v)) for n, v in _relaxed().canonicalize_headers(split_headers(head))
         ]
         names = self.header_names(canonical)
         signed = b"".join(name + b":" + value for name, value in _select(canonical, names))
@@ -493,7 +515,7 @@ class Signer:
                 (b"bh", bh),
             ]
             unsigned = _fold(tags)
-            ((_, value),) = _RELAXED.canonicalize_headers([(b"DKIM-Signature", unsigned)])
+            ((_, value),) = _relaxed().canonicalize_headers([(b"DKIM-Signature", unsigned)])
             digest = hashlib.sha256(signed + b"dkim-signature:" + bytes(value).rstrip(CRLF))
             signature = base64.b64encode(key.sign(digest))
             out.append(b"DKIM-Signature:" + _fold(tags, signature) + CRLF)

@@ -14,23 +14,16 @@ for one that could not be sized; a failure is tried again by a fetch on a later 
 from __future__ import annotations
 
 import html
-import http.client
 import io
 import json
 import os
 import re
-import socket
-import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import imagesize
 from markdown_it.token import Token
 
 from .config import Settings
@@ -176,6 +169,15 @@ def fit(
 
 def probe(url: str, timeout: float = TIMEOUT) -> tuple[int, int]:
     """An image's (width, height) from at most its first FIRST_BYTES bytes; SizeError if not."""
+    # Only `build --fetch-images` gets here: the HTTP machinery loads then, not on every build.
+    import http.client
+    import socket
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    import imagesize
+
     request = urllib.request.Request(
         url,
         headers={
@@ -261,6 +263,8 @@ def fetch_sizes(
 
     sized: dict[str, tuple[int, int]] = {}
     if todo:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
             results = list(pool.map(one, todo))
         for url, result in results:

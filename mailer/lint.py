@@ -324,9 +324,8 @@ class Feature:
         kind = kinds.get(status.strip()[:1])
         if kind is None:
             return None
-        notes = tuple(
-            self.notes_by_num[n] for n in re.findall(r"#(\d+)", status) if n in self.notes_by_num
-        )
+        numbers = re.findall(r"#(\d+)", status) if "#" in status else []
+        notes = tuple(self.notes_by_num[n] for n in numbers if n in self.notes_by_num)
         return ClientSupport(client, kind, version, notes)
 
 
@@ -343,15 +342,16 @@ def caniemail() -> CanIEmail:
     text = resources.files("mailer.data").joinpath("caniemail.json").read_text(encoding="utf-8")
     raw = json.loads(text)
     features: dict[str, Feature] = {}
+    # The file has every client; lint reports on these.
+    wanted = [(client.key, *client.key.split(".")) for client in CLIENTS]
     for item in raw["data"]:
         stats: dict[str, tuple[str, str]] = {}
-        for client in CLIENTS:  # the file has every client; lint reports on these
-            family, platform = client.key.split(".")
+        for key, family, platform in wanted:
             versions = item["stats"].get(family, {}).get(platform)
             if versions:
                 # Versions are listed oldest first: the last one is the newest.
-                version = list(versions)[-1]
-                stats[client.key] = (version, str(versions[version]))
+                version = next(reversed(versions))
+                stats[key] = (version, str(versions[version]))
         features[item["slug"]] = Feature(
             slug=item["slug"],
             title=str(item["title"]).strip(),
@@ -771,13 +771,23 @@ def _uses(html: str, doc: Any, m: _Matchers) -> Iterator[_Use]:
                 yield _Use(slug, "attribute", el, "src", url)
         style = el.get("style")
         if style:
-            for decl in tinycss2.parse_declaration_list(style, **_NO_COMMENTS):
-                if decl.type == "declaration":
-                    value = tinycss2.serialize(decl.value).strip()
-                    for slug in _property_slugs(m, decl.lower_name, value, decl.important):
-                        yield _Use(slug, "decl", el, decl.lower_name, value)
+            for name, raw, important in _declarations(style):
+                value = raw.strip()
+                for slug in _property_slugs(m, name, value, important):
+                    yield _Use(slug, "decl", el, name, value)
         if tag == "style" and el.text:
             yield from _stylesheet_uses(el, el.text, m)
+
+
+@lru_cache(maxsize=4096)
+def _declarations(style: str) -> tuple[tuple[str, str, bool], ...]:
+    """A style attribute's declarations, (lower-case name, value as written, !important):
+    parsed once per distinct text (a built email repeats a few dozen of them ~10 times)."""
+    return tuple(
+        (decl.lower_name, tinycss2.serialize(decl.value), bool(decl.important))
+        for decl in tinycss2.parse_declaration_list(style, **_NO_COMMENTS)
+        if decl.type == "declaration"
+    )
 
 
 def _stylesheet_uses(el: Any, css: str, m: _Matchers) -> Iterator[_Use]:
@@ -1154,11 +1164,7 @@ def _content_root(doc: Any, css_class: str | None) -> Any:
 
 
 def _style_decls(style: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for decl in tinycss2.parse_declaration_list(style, skip_whitespace=True, skip_comments=True):
-        if decl.type == "declaration":
-            out[decl.lower_name] = _norm_value(tinycss2.serialize(decl.value))
-    return out
+    return {name: _norm_value(value) for name, value, _ in _declarations(style)}
 
 
 # -- where things were written: resolving one use --------------------------------------------
@@ -1205,6 +1211,8 @@ class _Origins:
         self.template = template
         self.issue = issue
         self._matched: dict[str, frozenset[Any]] = {}
+        # (template file, property, normalised value) -> its rule declarations that could be it
+        self._written: dict[tuple[int, str, str], list[_TDecl]] = {}
         self._styles: dict[Any, Origin] = {}
         self._used_styles: set[tuple[Path, int]] = set()
 
@@ -1241,15 +1249,16 @@ class _Origins:
         if own is not None and own.raw and prop in own.decls:
             return self.in_issue(own.line)
         tag = el.tag.lower()
-        for f in self.template.files:
-            hits = [
-                d
-                for d in f.decls
-                if d.css is not None
-                and d.prop.fullmatch(prop)
-                and d.value.fullmatch(plain)
-                and self._matches(d.css, el)
-            ]
+        for i, f in enumerate(self.template.files):
+            written = self._written.get((i, prop, plain))
+            if written is None:  # the same declaration recurs on many elements: match it once
+                written = [
+                    d
+                    for d in f.decls
+                    if d.css is not None and d.prop.fullmatch(prop) and d.value.fullmatch(plain)
+                ]
+                self._written[(i, prop, plain)] = written
+            hits = [d for d in written if d.css is not None and self._matches(d.css, el)]
             if hits:
                 return Origin(OriginKind.TEMPLATE, f.path, hits[-1].line)
         for selector, names in _mjml_defaults():
@@ -1594,11 +1603,7 @@ class _Styles:
 
 
 def _raw_decls(style: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for decl in tinycss2.parse_declaration_list(style, skip_whitespace=True, skip_comments=True):
-        if decl.type == "declaration":
-            out[decl.lower_name] = tinycss2.serialize(decl.value).strip()
-    return out
+    return {name: value.strip() for name, value, _ in _declarations(style)}
 
 
 _NAMED_COLOURS = {

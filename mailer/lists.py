@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .campaign import existing_ledger, ledger
 from .config import Settings
 from .ledger import Suppression
 from .states import Reason
@@ -52,6 +51,8 @@ class Export:
 
 def export(settings: Settings, path: Path) -> Export:
     """The list without suppressed, invalid or duplicate rows."""
+    from .campaign import existing_ledger  # not at import: campaign loads the whole send side
+
     book = existing_ledger(settings)
     suppressed: frozenset[str] = frozenset()
     if book is not None:
@@ -64,6 +65,8 @@ def export(settings: Settings, path: Path) -> Export:
 
 def suppress(settings: Settings, address: str, reason: Reason) -> tuple[str, bool]:
     """(normalised address, newly suppressed) — ValueError if it is no address."""
+    from .campaign import ledger
+
     normalised = check_email(address)
     with ledger(settings) as book:
         return normalised, book.suppress(normalised, reason, "cli")
@@ -71,6 +74,8 @@ def suppress(settings: Settings, address: str, reason: Reason) -> tuple[str, boo
 
 def suppressions(settings: Settings) -> list[Suppression]:
     """The suppression list, oldest first (empty when nothing was ever recorded)."""
+    from .campaign import existing_ledger
+
     book = existing_ledger(settings)
     if book is None:
         return []

@@ -11,13 +11,14 @@ import types
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import IO, cast
-
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from typing import IO, TYPE_CHECKING, cast
 
 from mailer.errors import InputError
+
+if TYPE_CHECKING:
+    from email_validator import ValidatedEmail
 
 # Statuses (as Mailchimp and friends export them) that mean "do not mail this row".
 INACTIVE_STATUSES = frozenset({"unsubscribed", "bounced", "cleaned"})
@@ -50,13 +51,32 @@ _LINE_BREAKS = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"(?![A-Za-z0-9-]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _FAST = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+([A-Za-z]{{2,63}}))")
-# Keyed by TLD so that a future multi-label entry ("home.arpa") still sends its whole TLD to
-# the slow path: the fast path may only ever shrink.
-_SLOW_TLDS = frozenset(
-    [d.rsplit(".", 1)[-1] for d in SPECIAL_USE_DOMAIN_NAMES]
-    + ["arpa", "invalid", "local", "localhost", "onion", "test"]
-)
-_SLOW_LOCALS = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+@cache
+def _slow_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(TLDs, local parts) the fast path leaves to email-validator, from its own lists.
+
+    Read on the first address, not at import: email-validator compiles its patterns when
+    imported (~13 ms), and `mailer build` or `mailer config` check no address.
+    """
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+    from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+
+    # Keyed by TLD so that a future multi-label entry ("home.arpa") still sends its whole TLD
+    # to the slow path: the fast path may only ever shrink.
+    tlds = frozenset(
+        [d.rsplit(".", 1)[-1] for d in SPECIAL_USE_DOMAIN_NAMES]
+        + ["arpa", "invalid", "local", "localhost", "onion", "test"]
+    )
+    return tlds, frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+
+def validate_email(address: str, *, check_deliverability: bool) -> ValidatedEmail:
+    """email-validator's validate_email, the package imported on first use."""
+    from email_validator import validate_email as validate
+
+    return validate(address, check_deliverability=check_deliverability)
 
 
 def _fast_normalize(address: str) -> str | None:
@@ -67,7 +87,8 @@ def _fast_normalize(address: str) -> str | None:
     if m is None:
         return None
     local, domain, tld = m.groups()
-    if len(local) > 64 or tld.lower() in _SLOW_TLDS or local.lower() in _SLOW_LOCALS:
+    slow_tlds, slow_locals = _slow_names()
+    if len(local) > 64 or tld.lower() in slow_tlds or local.lower() in slow_locals:
         return None
     return f"{local}@{domain.lower()}"
 
@@ -77,6 +98,8 @@ def check_email(address: str) -> str:
     fast = _fast_normalize(address)
     if fast is not None:
         return fast
+    from email_validator import EmailNotValidError
+
     try:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as e:

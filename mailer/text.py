@@ -7,6 +7,7 @@ import textwrap
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from html.parser import HTMLParser
 
 from markdown_it.token import Token
@@ -222,7 +223,7 @@ def _wrap(text: str, width: int) -> str:
     lines = []
     for line in text.split("\n"):
         line = line.strip(" \t")  # a raw <br> may leave the next line's indent
-        if _WIDE.search(line):
+        if not line.isascii() and _wide().search(line):
             lines.extend(_wrap_wide(line, width) or [""])
         else:
             wrapped = textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False)
@@ -235,8 +236,18 @@ def _wrap(text: str, width: int) -> str:
 _WIDE_RANGES = (
     "\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6"
 )
-_WIDE = re.compile(f"[{_WIDE_RANGES}]")
-_ATOM = re.compile(rf"\s+|(?:https?|mailto|ftp):\S+|[{_WIDE_RANGES}]|[^\s{_WIDE_RANGES}]+")
+
+
+# Compiled on first use: each of these classes takes ~2 ms to compile, and only a line with a
+# non-ASCII character needs the first, only a line with a wide character the second.
+@cache
+def _wide() -> re.Pattern[str]:
+    return re.compile(f"[{_WIDE_RANGES}]")
+
+
+@cache
+def _atoms() -> re.Pattern[str]:
+    return re.compile(rf"\s+|(?:https?|mailto|ftp):\S+|[{_WIDE_RANGES}]|[^\s{_WIDE_RANGES}]+")
 
 
 def _columns(text: str) -> int:
@@ -247,7 +258,7 @@ def _wrap_wide(line: str, width: int) -> list[str]:
     """Greedy wrapping that may break between wide characters as well as at spaces."""
     lines: list[str] = []
     current, used = "", 0
-    for atom in _ATOM.findall(line.strip()):
+    for atom in _atoms().findall(line.strip()):
         if atom.isspace():
             if current:
                 current, used = current + " ", used + 1

@@ -32,9 +32,12 @@ import hashlib
 import hmac
 import threading
 from email.utils import parseaddr
+from typing import TYPE_CHECKING
 
 from .config import MAX_VERP_LOCAL, Settings
-from .ledger import Ledger
+
+if TYPE_CHECKING:  # annotations only: the Composer imports this module, and builds need no ledger
+    from .ledger import Ledger
 
 SEPARATOR = "+"
 TAG_BYTES = 3

@@ -3,6 +3,7 @@ makes one call into the core and prints the result; this module only gathers the
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import click
 
 from .. import config as config_mod
-from .common import Context, warn
+from .common import Context, collector_paused, ends_process, warn
 
 # Each command's module, imported only when that command runs (or --help lists it): `mailer
 # send --due` from cron need not load MJML, the linter, DKIM or the bounce parsers.
@@ -42,9 +43,26 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, _, attr = COMMANDS[cmd_name].partition(":")
-            command: Any = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            with collector_paused():
+                command: Any = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
             self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The `mailer` script and `python -m mailer` (CliRunner calls main() instead).
+
+        The command is the process (common.ends_process). When it is done, what it built is
+        moved out of the cyclic collector's sight (gc.freeze), so the interpreter's exit does
+        not sweep and free it object by object (~50 ms after a build: MJML, premailer,
+        cssutils and lxml leave ~55,000 objects). The OS takes the memory back; atexit
+        handlers, the flushing of stdout and stderr and every object that is not in a
+        reference cycle are finalised as before.
+        """
+        ends_process()
+        try:
+            return self.main(*args, **kwargs)
+        finally:
+            gc.freeze()
 
 
 @click.group(

@@ -11,7 +11,7 @@ from .. import images
 from .. import issue as issue_mod
 from .. import lint as lint_mod
 from ..render import GMAIL_CLIP_BYTES
-from .common import Context, pass_ctx, print_notices, shown, warn
+from .common import Context, collector_paused, pass_ctx, print_notices, shown, warn
 
 
 @click.command()
@@ -39,6 +39,11 @@ def build(ctx: Context, issue: str, out: Path | None, fetch_images: bool) -> Non
     """
     if fetch_images:
         _fetch_images(ctx, issue)
+    with collector_paused():
+        _build(ctx, issue, out)
+
+
+def _build(ctx: Context, issue: str, out: Path | None) -> None:
     built = build_mod.build(ctx.settings, issue, out)
     email = built.email
     click.echo(f"built {built.html_path} and email.txt in {built.elapsed * 1000:.0f} ms")
