@@ -82,6 +82,9 @@ SIGNED = (
     b"list-unsubscribe-post",
 )
 OVERSIGNED = (b"from",)
+# Amazon SES rewrites these two on every message it sends (its "manual DKIM signing" guide
+# says not to sign them): with transport = ses they are left out of h=.
+REWRITTEN_BY_SES = frozenset({b"date", b"message-id"})
 
 CRLF = b"\r\n"
 # dkimpy's relaxed body rules (dkim.canonicalization.Relaxed), also applied to a fragment in
@@ -357,7 +360,8 @@ def load_keys(settings: Settings) -> tuple[Key, ...]:
 def load(settings: Settings) -> Signer | None:
     """A Signer for the configured keys, or None when DKIM is not configured."""
     keys = load_keys(settings)
-    return Signer(keys) if keys else None
+    unsigned = REWRITTEN_BY_SES if settings.transport == "ses" else frozenset()
+    return Signer(keys, unsigned=unsigned) if keys else None
 
 
 # -- keygen -------------------------------------------------------------------------------
@@ -483,14 +487,15 @@ def _select(
 class Signer:
     """Signs messages with one or two keys (rsa, ed25519), the keys parsed once."""
 
-    def __init__(self, keys: Sequence[Key]) -> None:
+    def __init__(self, keys: Sequence[Key], *, unsigned: frozenset[bytes] = frozenset()) -> None:
         if not keys:
             raise ValueError("a Signer needs a key")
         self.keys = tuple(keys)
+        self.unsigned = unsigned  # fields the transport changes on the way (SES)
 
     def header_names(self, canonical: list[tuple[bytes, bytes]]) -> list[bytes]:
         """h=: the SIGNED fields this message has, then the OVERSIGNED ones again."""
-        present = {name for name, _ in canonical}
+        present = {name for name, _ in canonical} - self.unsigned
         return [n for n in SIGNED if n in present] + list(OVERSIGNED)
 
     def signatures(self, head: bytes, bh: bytes, timestamp: int | None = None) -> bytes:

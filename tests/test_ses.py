@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dkim
 import pytest
 from botocore.stub import Stubber
 from click.testing import CliRunner
@@ -197,6 +199,18 @@ def test_send_issue_through_ses_sends_every_reader_once_with_the_exact_bytes(
         assert data == handed[reader]  # the same bytes the Composer made: DKIM included
         assert data.startswith(b"DKIM-Signature: ")
         assert f"To: Reader {reader[1:3]} <{reader}>".encode() in data
+    # SES rewrites Message-ID and Date: they are not signed, so the signature survives that.
+    [key] = mdkim.load_keys(config.load(project, environ=env))
+    records = {f"{key.dns_name}.".encode(): key.dns_value.encode()}
+    sample = by_reader[READERS[0]]
+    signed = re.search(rb"\bh=([^;]+);", sample.split(b"\r\n\r\n")[0].replace(b"\r\n\t", b""))
+    assert signed is not None
+    names = {n.strip().lower() for n in signed.group(1).replace(b" ", b"").split(b":")}
+    assert b"from" in names and not names & {b"date", b"message-id"}
+    rewritten = re.sub(rb"(?m)^Message-ID: [^\r]+", b"Message-ID: <x@email.amazonses.com>", sample)
+    rewritten = re.sub(rb"(?m)^Date: [^\r]+", b"Date: Thu, 03 Dec 2026 09:00:00 +0000", rewritten)
+    assert rewritten != sample
+    assert dkim.DKIM(rewritten).verify(dnsfunc=lambda name, timeout=5: records.get(name))
     # And again: nobody is sent twice.
     again = mailer(project, "send", "issue-2", "--yes", env=env)
     assert again.exit_code == 0, again.output
