@@ -342,3 +342,42 @@ def test_commands_load_only_what_they_use(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "LOADED []"
+
+
+# -- database_url: a password in it is a secret --------------------------------------------
+
+
+def test_config_masks_the_password_in_database_url(tmp_path):
+    url = f"postgresql://mailer:{PASSWORD}@db.internal:5432/news"
+    result = run_config(project(tmp_path, dotenv=f"MAILER_DATABASE_URL={url}\n"))
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    line = config_lines(result.output)["database_url"]
+    assert "'postgresql://mailer:********@db.internal:5432/news'" in line
+    assert line.endswith("MAILER_DATABASE_URL, from .env")
+
+
+def test_a_database_url_with_a_password_is_refused_in_mailer_toml(tmp_path):
+    toml = f'database_url = "postgresql://mailer:{PASSWORD}@db/news"\n'
+    result = run_config(project(tmp_path, toml=toml))
+    assert result.exit_code == 2, result.output
+    assert "database_url holds a password, and this file is committed" in result.output
+    assert PASSWORD not in result.output
+    assert "Traceback" not in result.output
+    ok = run_config(project(tmp_path / "ok", toml='database_url = "postgresql://mailer@db/n"\n'))
+    assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MAILER_DATABASE_URL", "mysql://u@h/db", "database_url must be a postgresql:// URL"),
+        ("MAILER_TRANSPORT", "postmark", "transport must be one of smtp, ses"),
+        ("MAILER_CLAIM_TIMEOUT", "0s", "claim_timeout must be at least 1s"),
+    ],
+)
+def test_bad_issue_14_settings_are_one_line(tmp_path, name, value, message):
+    result = run_config(project(tmp_path), **{name: value})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
