@@ -203,3 +203,30 @@ def test_a_lock_is_held_for_every_machine_sharing_the_database(
     with state_lock(settings, "bounces"):
         pass
     assert not (project / ".mailer" / "locks").exists()  # no flock file: the database's
+
+
+def test_a_signalled_sender_hands_its_claims_back_at_once(
+    project: Path, smtp_server: SMTPServer, postgres_server: Postgres, postgres_url: str
+) -> None:
+    """SIGTERM: the sender finishes what it has in flight, records it, gives back the readers
+    it claimed but never sent (no waiting for its lease) and exits 75; the other sends them.
+    Nobody gets two copies: a signal is not a crash."""
+    env = mailer_env(smtp_server, postgres_url, postgres_server, "50/s")
+    env["MAILER_CLAIM_TIMEOUT"] = "120s"  # the survivor could not wait this out in time
+    first, second = start(project, env), start(project, env)
+    deadline = time.monotonic() + 30
+    while len(smtp_server.received) < 40:
+        assert first.poll() is None and second.poll() is None, "a sender ended early"
+        assert time.monotonic() < deadline, "the send never got going"
+        time.sleep(0.01)
+    first.send_signal(signal.SIGTERM)
+    out1, err1 = first.communicate(timeout=30)
+    out2, err2 = second.communicate(timeout=60)  # well before the 120 s lease would run out
+    assert first.returncode == 75, out1 + err1
+    assert "interrupted" in out1 + err1
+    assert second.returncode == 0, out2 + err2
+    assert smtp_server.by_recipient() == Counter(dict.fromkeys(READERS, 1))  # 0 twice, 0 lost
+    with open_ledger(settings_for(project, env)) as ledger:
+        rows = {r.pid: r for r in ledger.senders("issue-2", 120)}
+        assert ledger.counts("issue-2")[SENT] == N
+    assert rows[first.pid].state == "stopped" and rows[second.pid].state == "done"
