@@ -19,15 +19,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 from .ledger import Ledger
 from .subscribers import Subscriber
+from .workqueue import LATER, Later
 
 BATCH = 50  # readers claimed per round trip
-POLL = 0.2  # seconds between looks while only other senders hold readers
 
 
 class Claims:
@@ -40,13 +39,11 @@ class Claims:
         *,
         lease: float,
         batch: int = BATCH,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ledger = ledger
         self.issue = issue
         self.lease = lease
         self.batch = batch
-        self.sleep = sleep
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
@@ -91,8 +88,13 @@ class Claims:
         state = "done" if finished else "stopped"
         self.ledger.leave(self.issue, self.id, state, self._counts())
 
-    def stream(self, owed: Iterable[tuple[Subscriber, int]]) -> Iterator[tuple[Subscriber, int]]:
-        """The readers this sender gets, out of the ones its own list says are owed."""
+    def stream(
+        self, owed: Iterable[tuple[Subscriber, int]]
+    ) -> Iterator[tuple[Subscriber, int] | Later]:
+        """The readers this sender gets, out of the ones its own list says are owed; LATER
+        while only other senders hold readers (they may give some back), never a sleep:
+        the send loop reads its own replies meanwhile (a copy in flight here may be the
+        very one another sender waits on)."""
         mine = {subscriber.email.lower(): subscriber for subscriber, _ in owed}
         self.ledger.load_outbox(self.issue, list(mine))
         unknown: list[str] = []  # claimed but not on this sender's list: left to the others
@@ -109,4 +111,4 @@ class Claims:
                 continue
             if not self.ledger.held_elsewhere(self.issue, self.id):
                 return  # nothing left that another live sender might still give back
-            self.sleep(POLL)
+            yield LATER

@@ -27,7 +27,7 @@ from .states import DeliveryState, Skip
 from .subscribers import Subscriber
 from .transports import Done, Pipeline, Result, Transport, TransportFactory, pipeline
 from .when import now as wall_now
-from .workqueue import WAIT, WorkQueue
+from .workqueue import WAIT, Later, WorkQueue
 
 KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
@@ -287,7 +287,7 @@ class Sender:
             self.claims.leave(finished=not (self._signal or self._errors))
         return dataclasses.replace(summary, senders=self.claims.most)
 
-    def _run(self, started: float, fresh: Iterator[tuple[Subscriber, int]]) -> Summary:
+    def _run(self, started: float, fresh: Iterator[tuple[Subscriber, int] | Later]) -> Summary:
         queue = self._queue = WorkQueue(fresh, self.options.retry_window)
         if not queue.has_work():  # nobody is owed a copy: no connection, nothing to say
             return self._summary(started, queue)

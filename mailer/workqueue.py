@@ -20,6 +20,14 @@ class Wait(enum.Enum):
 WAIT = Wait.WAIT
 
 
+class Later(enum.Enum):
+    LATER = "nothing from the source now: ask again soon"
+
+
+LATER = Later.LATER  # what a source yields when more may come (another sender's claims)
+LATER_PAUSE = 0.2  # seconds before asking such a source again
+
+
 @dataclass(order=True)
 class Retry:
     due: float
@@ -37,7 +45,7 @@ class WorkQueue:
     fresh reader; the rest stay deferred for a later run, so every run ends.
     """
 
-    def __init__(self, source: Iterator[tuple[Subscriber, int]], window: float) -> None:
+    def __init__(self, source: Iterator[tuple[Subscriber, int] | Later], window: float) -> None:
         self.cond = threading.Condition()
         self.source = source
         self.window = window
@@ -51,12 +59,21 @@ class WorkQueue:
         # Readers taken but never tried (they were behind a lost reply in a pipeline):
         # handed out again first, not counted as deferred if the run ends before.
         self.returned: list[tuple[Subscriber, int]] = []
+        self._later_until = 0.0  # the source said LATER: not asked again before this
 
     def _next_fresh(self) -> tuple[Subscriber, int] | None:
-        """The next recipient from the list, looked at but not taken (call under the lock)."""
-        if self._peeked is None and self.producing:
-            self._peeked = next(self.source, None)
-            self.producing = self._peeked is not None
+        """The next recipient from the list, looked at but not taken (call under the lock).
+
+        None when the list is used up, or (still `producing`) when the source said LATER:
+        the lock is never held while a source waits for something.
+        """
+        if self._peeked is None and self.producing and time.monotonic() >= self._later_until:
+            item = next(self.source, None)
+            if item is LATER:
+                self._later_until = time.monotonic() + LATER_PAUSE
+                return None
+            self._peeked = item
+            self.producing = item is not None
         return self._peeked
 
     def _eligible(self) -> bool:
@@ -98,12 +115,14 @@ class WorkQueue:
                     self.fresh_at = now
                     return fresh
                 eligible = self._eligible()
-                if not self.in_flight and not eligible:
+                if not self.in_flight and not eligible and not self.producing:
                     self.cond.notify_all()
                     return None
                 if not wait:
                     return WAIT
                 pause = self.retries[0].due - now if eligible else 0.5
+                if self.producing:  # the source said LATER
+                    pause = min(pause, self._later_until - now)
                 self.cond.wait(min(max(pause, 0.001), 0.5))
             return None
 
@@ -130,7 +149,8 @@ class WorkQueue:
     def has_work(self) -> bool:
         """Anything left to send in this run, now or later."""
         with self.cond:
-            return bool(self._next_fresh() or self._eligible()) and not self.stopped
+            fresh = self._next_fresh() is not None or self.producing
+            return (fresh or self._eligible()) and not self.stopped
 
     def leftover(self) -> int:
         """Retries still waiting when the run ends (deferred, with their next try stored)."""

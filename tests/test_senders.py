@@ -85,16 +85,25 @@ def message_ids(server: SMTPServer) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("senders", [2, 4])
+# With PIPELINING each sender ends with a copy in flight that another may be waiting on
+# (its lease is live): the wait must never stop a sender from reading its own replies.
+@pytest.mark.parametrize(
+    ("senders", "pipelining"),
+    [(2, False), (2, True), (4, True)],
+    ids=["2-no-pipelining", "2-pipelining", "4-pipelining"],
+)
 def test_senders_together_send_everyone_once_and_each_takes_part(
     project: Path,
     smtp_server: SMTPServer,
     postgres_server: Postgres,
     postgres_url: str,
     senders: int,
+    pipelining: bool,
 ) -> None:
+    smtp_server.pipelining = pipelining
     env = mailer_env(smtp_server, postgres_url, postgres_server, "100/s")  # ~2 s in all
-    procs = [start(project, env) for _ in range(senders)]
+    # One batch for the whole list: no batch end flushes the pipeline before the list ends.
+    procs = [start(project, env, "--batch-size", "1000") for _ in range(senders)]
     outputs = [p.communicate(timeout=60) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out + err
