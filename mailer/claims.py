@@ -98,8 +98,14 @@ class Claims:
         mine = {subscriber.email.lower(): subscriber for subscriber, _ in owed}
         self.ledger.load_outbox(self.issue, list(mine))
         unknown: list[str] = []  # claimed but not on this sender's list: left to the others
+        after = 0  # where this sender's last claim ended, in list order
         while not self._stop.is_set():
-            emails = self.ledger.claim(self.issue, self.id, self.batch, self.lease, unknown)
+            rows = self.ledger.claim(self.issue, self.id, self.batch, self.lease, unknown, after)
+            if not rows and after:  # behind us: leases run out, readers given back
+                rows = self.ledger.claim(self.issue, self.id, self.batch, self.lease, unknown)
+            if rows:
+                after = max(after, rows[-1][1])
+            emails = [email for email, _ in rows]
             strangers = [email for email in emails if email not in mine]
             if strangers:
                 unknown += strangers

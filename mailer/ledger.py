@@ -137,7 +137,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (issue, email)
         ) WITHOUT ROWID
         """,
-        "CREATE INDEX outbox_by_claim ON outbox (issue, claimed_by, lease_until)",
+        # Claims walk the outbox in list order and stop at a batch: O(batch), not O(list).
+        "CREATE INDEX outbox_in_order ON outbox (issue, seq)",
         """
         CREATE TABLE senders (
             id           TEXT PRIMARY KEY,
@@ -158,9 +159,13 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 # PostgreSQL's clock as the ledger writes times (UTC ISO-8601, microseconds): leases are
 # compared across machines, so they are read off one clock, the database's.
-_PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+# statement_timestamp(): one value per statement (clock_timestamp() is read again per row).
+_PG_NOW = (
+    "to_char(statement_timestamp() AT TIME ZONE 'UTC',"
+    """ 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+)
 _PG_LATER = (
-    "to_char((clock_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC',"
+    "to_char((statement_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC',"
     """ 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 )
 _PG_AGO = _PG_LATER.replace("+ make_interval", "- make_interval")
@@ -505,27 +510,48 @@ class Ledger:
             except BaseException:
                 conn.rollback()
                 raise
+            # Fresh statistics for the claims to come: a planner that still thinks the
+            # outbox empty joins it to deliveries row by row (80 ms a claim at 3,000 readers
+            # instead of 2).
+            conn.execute("ANALYZE outbox, deliveries")
         return added
 
     @_guarded
     def claim(
-        self, issue: str, sender: str, count: int, lease: float, exclude: Sequence[str] = ()
-    ) -> list[str]:
-        """Up to `count` readers of the outbox nobody holds (or whose lease ran out), now
-        held by `sender` for `lease` seconds, in list order; other senders skip the rows
-        being claimed. Readers whose copy was accepted meanwhile are never handed out."""
+        self,
+        issue: str,
+        sender: str,
+        count: int,
+        lease: float,
+        exclude: Sequence[str] = (),
+        after: int = 0,
+    ) -> list[tuple[str, int]]:
+        """Up to `count` readers of the outbox after list position `after` that nobody holds
+        (or whose lease ran out), now held by `sender` for `lease` seconds: (email, position)
+        in list order. Other senders skip the rows being claimed; a reader whose copy was
+        accepted meanwhile is never handed out.
+
+        `after` is where the sender's last claim ended: the rows before it are mostly gone
+        (recorded, deleted), and PostgreSQL's index still walks their dead entries until a
+        vacuum, so starting from the front every time makes each claim cost the whole list
+        sent so far (31 ms a claim at 20,000 readers, against under 1).
+        """
         with self._lock:
             rows = self._db.execute(
                 f"UPDATE outbox SET claimed_by = ?, lease_until = {_PG_LATER}"
                 " WHERE issue = ? AND email IN (SELECT o.email FROM outbox o"
-                f" WHERE o.issue = ? AND (o.claimed_by IS NULL OR o.lease_until < {_PG_NOW})"
+                f" WHERE o.issue = ? AND o.seq > ?"
+                f" AND (o.claimed_by IS NULL OR o.lease_until < {_PG_NOW})"
                 " AND NOT (o.email = ANY (?::text[]))"
-                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.issue = o.issue"
-                " AND d.email = o.email AND d.state IN ('sent', 'bounced'))"
+                # A scalar subquery, not NOT EXISTS: PostgreSQL runs it per candidate on
+                # the primary key, where an anti-join planned while deliveries was still
+                # empty would scan all of this issue's deliveries for every candidate.
+                " AND coalesce((SELECT d.state IN ('sent', 'bounced') FROM deliveries d"
+                " WHERE d.issue = o.issue AND d.email = o.email), false) = false"
                 " ORDER BY o.seq LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING email, seq",
-                (sender, lease, issue, issue, list(exclude), count),
+                (sender, lease, issue, issue, after, list(exclude), count),
             ).fetchall()
-        return [email for email, _ in sorted(rows, key=lambda r: r[1])]
+        return sorted(((str(e), int(q)) for e, q in rows), key=lambda r: r[1])
 
     @_guarded
     def unclaim(self, issue: str, sender: str, emails: Sequence[str]) -> None:
