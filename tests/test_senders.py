@@ -72,6 +72,17 @@ def start(project: Path, env: dict[str, str], *args: str) -> subprocess.Popen[st
     )
 
 
+def status(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MAILER), "status", "issue-2"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def settings_for(project: Path, env: dict[str, str]) -> config.Settings:
     return config.load(project, environ=env)
 
@@ -168,14 +179,7 @@ def test_status_shows_the_live_senders(
         while len(smtp_server.received) < 40:
             assert time.monotonic() < deadline, "the send never got going"
             time.sleep(0.01)
-        during = subprocess.run(
-            [str(MAILER), "status", "issue-2"],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        during = status(project, env)
     finally:
         for p in procs:
             p.communicate(timeout=60)
@@ -183,14 +187,7 @@ def test_status_shows_the_live_senders(
     live = [line for line in during.stdout.splitlines() if "sending since" in line]
     assert len(live) == 2, during.stdout
     assert "senders    2 (2 live)" in during.stdout
-    after = subprocess.run(
-        [str(MAILER), "status", "issue-2"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    after = status(project, env)
     assert "sending since" not in after.stdout, after.stdout
     done = [line for line in after.stdout.splitlines() if ": done at " in line]
     assert len(done) == 2, after.stdout
