@@ -40,8 +40,9 @@ class PerMessage:
     compose_us: float  # Composer.compose, µs per message (median of the repeats)
     read_us: float  # reading + validating the CSV (SubscriberList), µs per row
     record_us: float  # Ledger.record, µs per call
-    token_us: float  # Composer.unsubscribe_url (itsdangerous signing), µs per call
+    token_us: float  # Composer.unsubscribe_url (tokens.sign: itsdangerous's format), µs per call
     quote_us: float | None  # smtplib's dot-stuffing scan of one message, µs (ceiling pays it too)
+    stuff_us: float  # mailer's own dot-stuffing (transports.smtp.dot_stuff) of one message, µs
     message_bytes: int
     count: int
 
@@ -54,6 +55,7 @@ def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) 
     from mailer.render import render
     from mailer.states import DeliveryState
     from mailer.subscribers import SubscriberList
+    from mailer.transports.smtp import dot_stuff
 
     settings = config.load(project, environ={"MAILER_SECRET": "bench"})
     issue = issue_mod.read(
@@ -67,6 +69,7 @@ def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) 
     tokens: list[float] = []
     records: list[float] = []
     quotes: list[float] = []
+    stuffs: list[float] = []
     people = list(SubscriberList(subscribers))
     assert len(people) == count, (len(people), count)
     data = composer.compose(people[0]).data  # also a warm-up
@@ -102,12 +105,17 @@ def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) 
             for _ in range(200):
                 quote(data)
             quotes.append((time.perf_counter() - start) / 200)
+        start = time.perf_counter()
+        for _ in range(200):
+            dot_stuff(data)
+        stuffs.append((time.perf_counter() - start) / 200)
     return PerMessage(
         compose_us=median(composes) * 1e6,
         read_us=median(reads) * 1e6,
         record_us=median(records) * 1e6,
         token_us=median(tokens) * 1e6,
         quote_us=median(quotes) * 1e6 if quotes else None,
+        stuff_us=median(stuffs) * 1e6,
         message_bytes=len(data),
         count=count,
     )

@@ -1,4 +1,4 @@
-"""(h) Several senders on PostgreSQL against one on SQLite, into the same smtp-sink; and what a
+"""(j) Several senders on PostgreSQL against one on SQLite, into the same smtp-sink; and what a
 claim costs per message.
 
 Each run: a fresh database (or state folder), N `mailer send` processes started together on
@@ -28,7 +28,7 @@ from pathlib import Path
 from common import ISSUE, MAILER, REPO, mailer_env, make_project, smtp_sink, write_subscribers
 
 sys.path.insert(0, str(REPO / "tests"))
-from postgres import Postgres, running_postgres, skip_reason  # noqa: E402
+from postgres import Postgres, running_postgres, skip_reason  # noqa: E402, F401
 
 _SENT = re.compile(r"sent (\d+), deferred (\d+), failed (\d+)")
 
