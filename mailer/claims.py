@@ -4,14 +4,14 @@ Each sender reads the list as usual and adds the readers it finds owed to the is
 outbox (mailer/ledger.py: load_outbox; whoever comes first lays the list out, the others
 add nothing new). Then each claims batches of readers with FOR UPDATE SKIP LOCKED, so two
 senders never hold the same reader, under a lease of `claim_timeout` that a heartbeat
-renews. Recording an outcome takes the reader out of the outbox in the same statement. A
-sender killed mid-send stops renewing: its leases run out and the others take its readers.
-At most the copies it had in flight can arrive twice.
+renews every 2 s. Recording an outcome takes the reader out of the outbox in the same
+statement. A sender killed mid-send stops renewing: its leases run out and the others take
+its readers. At most the copies it had in flight can arrive twice.
 
 The rate limit stays global by division: each sender paces itself at rate / live senders,
 counted at every heartbeat. A shared token bucket would cost a round trip to the database
 per message; division costs one query per heartbeat and adapts within one when a sender
-joins or dies (briefly over or under the rate at those moments, never for long).
+joins or dies (over or under the rate for those 2 s, never for long).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from .subscribers import Subscriber
 from .workqueue import LATER, Later
 
 BATCH = 50  # readers claimed per round trip
+HEARTBEAT = 2.0  # seconds between heartbeats (at most a third of the lease): how soon the
+# others see a sender join or die, for the shared rate and `mailer status`
 
 
 class Claims:
@@ -47,6 +49,7 @@ class Claims:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.interval = min(HEARTBEAT, lease / 3)
         self.live = 1  # senders of this issue heard from within one lease, this one included
         self.most = 1  # the most seen at once
         self._stop = threading.Event()
@@ -59,7 +62,7 @@ class Claims:
         counts: Callable[[], tuple[int, int, int]],
         on_share: Callable[[int], None],
     ) -> None:
-        """Register, and renew the leases and counts every lease / 3 until `leave`."""
+        """Register, and renew the leases and counts every `interval` s until `leave`."""
         self._counts, self._on_share = counts, on_share
         self.ledger.join(self.id, self.issue, self.host, self.pid)
         self._heartbeat()
@@ -74,7 +77,7 @@ class Claims:
         self.most = max(self.most, live)
 
     def _beating(self) -> None:
-        while not self._stop.wait(self.lease / 3):
+        while not self._stop.wait(self.interval):
             try:
                 self._heartbeat()
             except Exception:  # noqa: BLE001 - a missed beat is retried; the send goes on
@@ -100,6 +103,7 @@ class Claims:
         unknown: list[str] = []  # claimed but not on this sender's list: left to the others
         after = 0  # where this sender's last claim ended, in list order
         while not self._stop.is_set():
+            self._heartbeat()  # a sender that just joined slows the others down at once
             rows = self.ledger.claim(self.issue, self.id, self.batch, self.lease, unknown, after)
             if not rows and after:  # behind us: leases run out, readers given back
                 rows = self.ledger.claim(self.issue, self.id, self.batch, self.lease, unknown)

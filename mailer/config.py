@@ -78,7 +78,7 @@ class Settings:
     # Empty: one SQLite file in state_dir.
     database_url: str = ""
     # With database_url, several `mailer send` may share a list: a sender holds the readers
-    # it claimed this long without a heartbeat (renewed every third of it); a crashed
+    # it claimed this long without a heartbeat (one every 2 s renews it); a crashed
     # sender's readers go to the others after it.
     claim_timeout: timedelta = field(default=timedelta(seconds=60), metadata={"kind": "duration"})
     templates: str = ""
