@@ -71,6 +71,13 @@ def mailer_env(state_dir: Path | None = None, **settings: str) -> dict[str, str]
     return env
 
 
+def sink_env(state_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """mailer_env for a send into a sink on 127.0.0.1:port (no TLS) from `state_dir`."""
+    return mailer_env(
+        state_dir, smtp_host="127.0.0.1", smtp_port=str(port), smtp_security="none", **settings
+    )
+
+
 @dataclass
 class Run:
     """One finished child process."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BIN, ISSUE, MAILER, mailer_env, run_process, write_subscribers
+from common import BIN, ISSUE, MAILER, mailer_env, run_process, sink_env, write_subscribers
 
 SENDER = "newsletter@example.org"
 _SUMMARY = re.compile(r"sent (\d+), deferred (\d+), failed (\d+) in ([\d.]+)s(?: \((\d+)/s\))?")
@@ -60,13 +60,7 @@ def mailer_send(
     """`mailer send` to every subscriber, from an empty ledger; `settings` become MAILER_*."""
     state = Path(tempfile.mkdtemp(prefix="mailer-bench-state-"))
     try:
-        env = mailer_env(
-            state,
-            smtp_host="127.0.0.1",
-            smtp_port=str(port),
-            smtp_security="none",
-            **(settings or {}),
-        )
+        env = sink_env(state, port, **(settings or {}))
         run = run_process(
             [
                 MAILER,

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ISSUE, MAILER, REPO, mailer_env, make_project, smtp_sink, write_subscribers
+from common import ISSUE, MAILER, REPO, make_project, sink_env, smtp_sink, write_subscribers
 
 sys.path.insert(0, str(REPO / "tests"))
 from postgres import Postgres, running_postgres, skip_reason  # noqa: E402, F401
@@ -59,13 +59,7 @@ def run_senders(
 ) -> SendersRun:
     state = Path(tempfile.mkdtemp(prefix="mailer-bench-senders-"))
     try:
-        env = mailer_env(
-            state,
-            smtp_host="127.0.0.1",
-            smtp_port=str(port),
-            smtp_security="none",
-            database_url=database_url,
-        )
+        env = sink_env(state, port, database_url=database_url)
         env["PGPASSWORD"] = pg.password
         argv = [str(MAILER), "send", ISSUE, "--yes", "--rate", "off", "--batch-size", "1000"]
         argv += ["--subscribers", str(subscribers)]

@@ -83,6 +83,15 @@ def status(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
+def wait_for(server: SMTPServer, count: int, *senders: subprocess.Popen[str]) -> None:
+    """Until the server has `count` copies; every sender must still be running."""
+    deadline = time.monotonic() + 30
+    while len(server.received) < count:
+        assert all(p.poll() is None for p in senders), "a sender ended early"
+        assert time.monotonic() < deadline, "the send never got going"
+        time.sleep(0.01)
+
+
 def settings_for(project: Path, env: dict[str, str]) -> config.Settings:
     return config.load(project, environ=env)
 
@@ -145,11 +154,7 @@ def test_a_killed_senders_readers_go_to_the_other_after_its_lease(
     smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
     env = mailer_env(smtp_server, postgres_url, postgres_server, "50/s")  # ~4 s in all
     victim, survivor = start(project, env), start(project, env)
-    deadline = time.monotonic() + 30
-    while len(smtp_server.received) < 60:
-        assert victim.poll() is None and survivor.poll() is None, "a sender ended early"
-        assert time.monotonic() < deadline, "the send never got going"
-        time.sleep(0.01)
+    wait_for(smtp_server, 60, victim, survivor)
     os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     victim.communicate(timeout=10)
@@ -179,10 +184,7 @@ def test_status_shows_the_live_senders(
     env = mailer_env(smtp_server, postgres_url, postgres_server, "40/s")  # ~5 s in all
     procs = [start(project, env) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 30
-        while len(smtp_server.received) < 40:
-            assert time.monotonic() < deadline, "the send never got going"
-            time.sleep(0.01)
+        wait_for(smtp_server, 40, *procs)
         during = status(project, env)
     finally:
         for p in procs:
@@ -224,11 +226,7 @@ def test_a_signalled_sender_hands_its_claims_back_at_once(
     env = mailer_env(smtp_server, postgres_url, postgres_server, "50/s")
     env["MAILER_CLAIM_TIMEOUT"] = "120s"  # the survivor could not wait this out in time
     first, second = start(project, env), start(project, env)
-    deadline = time.monotonic() + 30
-    while len(smtp_server.received) < 40:
-        assert first.poll() is None and second.poll() is None, "a sender ended early"
-        assert time.monotonic() < deadline, "the send never got going"
-        time.sleep(0.01)
+    wait_for(smtp_server, 40, first, second)
     first.send_signal(signal.SIGTERM)
     out1, err1 = first.communicate(timeout=30)
     out2, err2 = second.communicate(timeout=60)  # well before the 120 s lease would run out
