@@ -51,7 +51,6 @@ class Claims:
         self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self.interval = min(HEARTBEAT, lease / 3)
         self.live = 1  # senders of this issue heard from within one lease, this one included
-        self.most = 1  # the most seen at once
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
@@ -74,7 +73,6 @@ class Claims:
         if live != self.live:
             self.live = live
             self._on_share(live)
-        self.most = max(self.most, live)
 
     def _beating(self) -> None:
         while not self._stop.wait(self.interval):

@@ -140,7 +140,6 @@ class Summary:
     error_code: int = EXIT_TEMPFAIL
     elapsed: float = 0.0
     failures: tuple[tuple[str, str], ...] = ()  # (address, server reply)
-    senders: int = 1  # processes that sent this list together (a shared ledger), at most
 
     @property
     def attempted(self) -> int:
@@ -282,10 +281,9 @@ class Sender:
         t = self._tally
         self.claims.join(lambda: (t.sent, t.deferred, t.failed), self.limiter.share)
         try:
-            summary = self._run(started, self.claims.stream(fresh))
+            return self._run(started, self.claims.stream(fresh))
         finally:
             self.claims.leave(finished=not (self._signal or self._errors))
-        return dataclasses.replace(summary, senders=self.claims.most)
 
     def _run(self, started: float, fresh: Iterator[tuple[Subscriber, int] | Later]) -> Summary:
         queue = self._queue = WorkQueue(fresh, self.options.retry_window)

@@ -129,10 +129,10 @@ class WorkQueue:
     def give_back(self, item: tuple[Subscriber, int]) -> None:
         """A reader taken but never tried: the next take hands it out again, as it was."""
         with self.cond:
-            self.in_flight -= 1
-            if not self.stopped:
-                self.returned.append(item)
-                self.in_flight += 1  # it stays owed: the run cannot end without it
+            if self.stopped:
+                self.in_flight -= 1
+            else:
+                self.returned.append(item)  # still in flight: the run cannot end without it
             self.cond.notify_all()
 
     def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:

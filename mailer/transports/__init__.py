@@ -7,11 +7,21 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
-from .base import THROTTLE_CODES, Done, Pipeline, Result, Transport, TransportFactory, pipeline
+from .base import (
+    ACCEPTED,
+    THROTTLE_CODES,
+    Done,
+    Pipeline,
+    Result,
+    Transport,
+    TransportFactory,
+    pipeline,
+)
 from .dryrun import DryRunTransport
 from .memory import MemoryTransport, Outbox
 
 __all__ = [
+    "ACCEPTED",
     "THROTTLE_CODES",
     "Done",
     "DryRunTransport",

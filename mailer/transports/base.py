@@ -33,6 +33,9 @@ class Result:
         return self.state == DeliveryState.DEFERRED and self.code in THROTTLE_CODES
 
 
+ACCEPTED = Result(DeliveryState.SENT, 250, "250 accepted")
+
+
 class Transport(Protocol):
     """One connection's worth of sending.
 
@@ -76,15 +79,21 @@ class Serial:
         self.transport.open()
 
     def submit(self, message: Message, done: Done) -> bool:
-        result = self.transport.send(message)
-        done(result)
-        return not result.dropped
+        return send_now(self.transport, message, done)
 
     def flush(self) -> bool:
         return True
 
     def close(self) -> None:
         self.transport.close()
+
+
+def send_now(transport: Transport, message: Message, done: Done) -> bool:
+    """Pipeline.submit for a transport that waits for each reply: `done` is told at once;
+    False when the connection went with it."""
+    result = transport.send(message)
+    done(result)
+    return not result.dropped
 
 
 def pipeline(transport: Transport | Pipeline) -> Pipeline:

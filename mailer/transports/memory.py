@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import MailerError
 from ..message import Message
-from ..states import DeliveryState
-from .base import Result
-
-ACCEPTED = Result(DeliveryState.SENT, 250, "250 accepted")
+from .base import ACCEPTED, Result
 
 
 @dataclass

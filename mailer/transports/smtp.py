@@ -25,7 +25,7 @@ from ..config import Settings
 from ..errors import SMTPAuthError, SMTPUnavailable
 from ..message import Message
 from ..states import DeliveryState
-from .base import Done, Result
+from .base import ACCEPTED, Done, Result, send_now
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -132,7 +132,6 @@ class _SMTP_SSL(_UTF8Auth, smtplib.SMTP_SSL):
     pass
 
 
-ACCEPTED = Result(SENT, 250, "250 accepted")
 _LOST = (smtplib.SMTPServerDisconnected, OSError)
 
 
@@ -142,6 +141,11 @@ class _Txn:
 
     message: Message
     done: Done
+
+
+def _body(txn: _Txn) -> bytes:
+    """A message's DATA as it goes on the wire: dot-stuffed, then the end-of-data line."""
+    return dot_stuff(txn.message.data) + b".\r\n"
 
 
 def _state_for(code: int) -> DeliveryState:
@@ -272,11 +276,10 @@ class SMTPTransport:
             self.close()
             reply = _reply(exc.smtp_code, exc.smtp_error, self.secrets)
             return Result(DEFERRED, exc.smtp_code, reply, True)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except _LOST as exc:
             self.smtp = None
-            lost = f"connection lost: {self.secrets.mask(str(exc) or type(exc).__name__)}"
-            return Result(DEFERRED, 0, lost, True, uncertain=self._data_sent)
-        return Result(SENT, 250, "250 accepted")
+            return Result(DEFERRED, 0, self._lost_reply(exc), True, uncertain=self._data_sent)
+        return ACCEPTED
 
     def _sendmail(
         self, smtp: smtplib.SMTP, sender: str, recipient: str, data: bytes, options: list[str]
@@ -362,9 +365,7 @@ class SMTPTransport:
     def submit(self, message: Message, done: Done) -> bool:
         """Send one message; its outcome reaches `done` now or at a later submit or flush."""
         if not self.pipelined:
-            result = self.send(message)
-            done(result)
-            return not result.dropped
+            return send_now(self, message, done)
         if not self._collect():
             done(None)  # the connection went while answering earlier messages: never sent
             return False
@@ -374,7 +375,7 @@ class SMTPTransport:
         txn = _Txn(message, done)
         envelope = self._envelope_for(smtp, message)
         ready, self._ready = self._ready, None
-        out = dot_stuff(ready.message.data) + b".\r\n" if ready is not None else b""
+        out = _body(ready) if ready is not None else b""
         if isinstance(envelope, Result):
             done(envelope)  # refused before a word was sent (SMTPUTF8, a line break)
         else:
@@ -406,7 +407,7 @@ class SMTPTransport:
         if smtp is None:
             raise RuntimeError("flush before open")
         try:
-            smtp.send(dot_stuff(ready.message.data) + b".\r\n")
+            smtp.send(_body(ready))
         except _LOST as exc:
             self._lost(exc, ready, uncertain=False)
             return False
@@ -488,31 +489,32 @@ class SMTPTransport:
         txn.done(Result(_state_for(code), code, _reply(code, text, self.secrets), dropped))
         return not dropped
 
+    def _lost_reply(self, exc: BaseException) -> str:
+        return f"connection lost: {self.secrets.mask(str(exc) or type(exc).__name__)}"
+
     def _lost(self, exc: BaseException, charged: _Txn, *, uncertain: bool) -> None:
         """The connection went: the oldest message owed is charged, the rest are untried."""
         self._hang_up()
-        lost = f"connection lost: {self.secrets.mask(str(exc) or type(exc).__name__)}"
-        charged.done(Result(DEFERRED, 0, lost, True, uncertain=uncertain))
+        charged.done(Result(DEFERRED, 0, self._lost_reply(exc), True, uncertain=uncertain))
 
     def _hang_up(self) -> None:
         """Close without QUIT; every message still owed goes back untried."""
         smtp, self.smtp = self.smtp, None
         if smtp is not None:
             smtp.close()
-        for txn in (self._envelope, self._ready):
-            if txn is not None:
-                txn.done(None)
-        self._envelope = self._ready = None
-        if self._body is not None:  # never: a body owed is the one charged
-            self._body.done(None)
-            self._body = None
+        self._give_back_untried()
 
     def _give_up_owed(self, why: str) -> None:
         """close() with messages still owed (an error path): the body sent may have arrived."""
         body, self._body = self._body, None
         if body is not None:
             body.done(Result(DEFERRED, 0, why, True, uncertain=True))
-        for txn in (self._envelope, self._ready):
+        self._give_back_untried()
+
+    def _give_back_untried(self) -> None:
+        """Every message still owed goes back to the queue untried: the envelopes, whose body
+        never went, and a body owed, which never is (its caller charged it first)."""
+        for txn in (self._envelope, self._ready, self._body):
             if txn is not None:
                 txn.done(None)
-        self._envelope = self._ready = None
+        self._envelope = self._ready = self._body = None
