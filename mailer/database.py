@@ -75,9 +75,12 @@ class SQLiteDatabase:
             ) from exc
         # isolation_level=None: we issue BEGIN ourselves, so a lone statement is its own
         # short transaction instead of one the module keeps open behind our back.
-        self._conn = sqlite3.connect(
-            path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
-        )
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self.describe(exc) from exc
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
             mode = self._enable_wal()
@@ -87,8 +90,10 @@ class SQLiteDatabase:
             # the last commits, and it spares the hot path an fsync per record.
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._identity = _identity(path)
-        except BaseException:
+        except BaseException as exc:
             self._conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):  # a damaged file: say so, with a hint
+                raise self.describe(exc) from exc
             raise
 
     def _enable_wal(self) -> str:
@@ -232,10 +237,14 @@ class PostgresDatabase:
         row = self._conn.execute("SELECT max(version) FROM mailer_schema").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
+    def xact_lock(self, name: str) -> None:
+        """Inside a transaction: wait for, then hold until it ends, the lock named `name`."""
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(name),))
+
     def lock_schema(self) -> None:
         """Inside a transaction: one process at a time creates or migrates the tables (two
         racing to CREATE TABLE IF NOT EXISTS can both try, and one fails)."""
-        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("mailer:schema"),))
+        self.xact_lock("mailer:schema")
         self._conn.execute("CREATE TABLE IF NOT EXISTS mailer_schema (version INTEGER NOT NULL)")
 
     def set_schema_version(self, version: int) -> None:

@@ -168,6 +168,13 @@ _PG_LATER = (
     "to_char((statement_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC',"
     """ 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 )
+# Outbox row `o`'s copy was accepted already. A scalar subquery, not NOT EXISTS: PostgreSQL
+# runs it per candidate on the primary key, where an anti-join planned while deliveries was
+# still empty would scan all of this issue's deliveries for every candidate.
+_ACCEPTED = (
+    "coalesce((SELECT d.state IN ('sent', 'bounced') FROM deliveries d"
+    " WHERE d.issue = o.issue AND d.email = o.email), false)"
+)
 _PG_AGO = _PG_LATER.replace("+ make_interval", "- make_interval")
 # A shared ledger's record also takes the reader out of the outbox, in one statement
 # (_RECORD_SHARED_SQL, below _RECORD_SQL).
@@ -300,6 +307,7 @@ def _schedule(row: tuple[Any, ...]) -> Schedule:
     return Schedule(issue, _from_text(send_at), ScheduleState(state), _from_text(created_at))
 
 
+_OUR_BUGS = (sqlite3.ProgrammingError, sqlite3.IntegrityError)  # bad SQL or values: raised
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -314,7 +322,7 @@ def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
         assert isinstance(ledger, Ledger)
         try:
             return method(*args, **kwargs)
-        except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
+        except _OUR_BUGS:
             raise  # our own bug (bad SQL, bad value), not a problem with the file
         except MailerError:
             raise
@@ -341,10 +349,7 @@ class Ledger:
         if database_url:
             self._conn = PostgresDatabase(database_url, where or database_url)
         else:
-            try:
-                self._conn = SQLiteDatabase(self.path)
-            except sqlite3.DatabaseError as exc:
-                raise MailerError(f"{self.path}: cannot use the ledger: {exc}") from exc
+            self._conn = SQLiteDatabase(self.path)
         self._failures = self._conn.failures
         self._shared = self._conn.shared
         try:
@@ -352,10 +357,8 @@ class Ledger:
         except Exception as exc:
             conn, self._conn = self._conn, None
             conn.close()
-            if isinstance(exc, self._failures) and not isinstance(
-                exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError)
-            ):
-                raise _describe(conn, exc) from exc
+            if isinstance(exc, self._failures) and not isinstance(exc, _OUR_BUGS):
+                raise conn.describe(exc) from exc
             raise
 
     @property
@@ -400,7 +403,7 @@ class Ledger:
 
     def _error(self, exc: Exception) -> MailerError:
         """Describe a database failure as one line naming where the ledger is."""
-        return _describe(self._db, exc)
+        return self._db.describe(exc)
 
     @property
     def _db(self) -> Database:
@@ -480,32 +483,28 @@ class Ledger:
         with self._lock:
             conn = self._db
             conn.begin()
+            assert isinstance(conn, PostgresDatabase)
             try:
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"outbox:{issue}",))
+                conn.xact_lock(f"mailer:outbox:{issue}")
                 row = conn.execute(
                     "SELECT coalesce(max(seq), 0) FROM outbox WHERE issue = ?", (issue,)
                 ).fetchone()
                 start = int(row[0]) if row else 0
-                before = conn.execute("SELECT count(*) FROM outbox WHERE issue = ?", (issue,))
-                count_before = int(before.fetchone()[0])
                 conn.execute(
                     "CREATE TEMP TABLE IF NOT EXISTS owed (email TEXT, seq INTEGER)"
                     " ON COMMIT DELETE ROWS"
                 )
-                assert isinstance(conn, PostgresDatabase)
                 conn.copy_rows(
                     "COPY owed (email, seq) FROM STDIN",
                     ((_norm_email(e), start + i) for i, e in enumerate(emails, 1)),
                 )
-                conn.execute(
+                added = conn.execute(
                     "INSERT INTO outbox (issue, email, seq) SELECT ?, o.email, min(o.seq)"
                     " FROM owed o WHERE NOT EXISTS (SELECT 1 FROM deliveries d"
                     " WHERE d.issue = ? AND d.email = o.email AND d.state IN ('sent', 'bounced'))"
                     " GROUP BY o.email ON CONFLICT (issue, email) DO NOTHING",
                     (issue, issue),
-                )
-                after = conn.execute("SELECT count(*) FROM outbox WHERE issue = ?", (issue,))
-                added = int(after.fetchone()[0]) - count_before
+                ).rowcount
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -542,12 +541,7 @@ class Ledger:
                 " WHERE issue = ? AND email IN (SELECT o.email FROM outbox o"
                 f" WHERE o.issue = ? AND o.seq > ?"
                 f" AND (o.claimed_by IS NULL OR o.lease_until < {_PG_NOW})"
-                " AND NOT (o.email = ANY (?::text[]))"
-                # A scalar subquery, not NOT EXISTS: PostgreSQL runs it per candidate on
-                # the primary key, where an anti-join planned while deliveries was still
-                # empty would scan all of this issue's deliveries for every candidate.
-                " AND coalesce((SELECT d.state IN ('sent', 'bounced') FROM deliveries d"
-                " WHERE d.issue = o.issue AND d.email = o.email), false) = false"
+                f" AND NOT (o.email = ANY (?::text[])) AND NOT {_ACCEPTED}"
                 " ORDER BY o.seq LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING email, seq",
                 (sender, lease, issue, issue, after, list(exclude), count),
             ).fetchall()
@@ -569,9 +563,7 @@ class Ledger:
         with self._lock:
             row = self._db.execute(
                 "SELECT count(*) FROM outbox o WHERE o.issue = ? AND o.claimed_by <> ?"
-                f" AND o.lease_until >= {_PG_NOW} AND NOT EXISTS (SELECT 1 FROM deliveries d"
-                " WHERE d.issue = o.issue AND d.email = o.email"
-                " AND d.state IN ('sent', 'bounced'))",
+                f" AND o.lease_until >= {_PG_NOW} AND NOT {_ACCEPTED}",
                 (issue, sender),
             ).fetchone()
         return int(row[0]) if row else 0
@@ -995,7 +987,3 @@ def existing_ledger(settings: Settings) -> Ledger | None:
     if not settings.database_url and not (settings.state_path / DB_NAME).exists():
         return None
     return open_ledger(settings)
-
-
-def _describe(conn: Database, exc: Exception) -> MailerError:
-    return conn.describe(exc)

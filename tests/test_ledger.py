@@ -71,13 +71,11 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def database_url(request: pytest.FixtureRequest) -> str:
     """ "" for the SQLite file, else a fresh PostgreSQL database (password in PGPASSWORD)."""
     if request.param == "sqlite":
         return ""
-    url = str(request.getfixturevalue("postgres_url"))
-    monkeypatch.setenv("PGPASSWORD", request.getfixturevalue("postgres_server").password)
-    return url
+    return str(request.getfixturevalue("database_with_password"))
 
 
 @pytest.fixture
@@ -126,6 +124,7 @@ def test_corrupt_file_is_a_mailer_error_naming_the_path(tmp_path: Path) -> None:
     with pytest.raises(MailerError) as info:
         Ledger(tmp_path)
     assert str(tmp_path / "ledger.db") in info.value.format_message()
+    assert "the file is damaged; move it aside to start a fresh ledger" in str(info.value.hint)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
