@@ -779,7 +779,7 @@ def process(
             report.read += 1
             found = classify(item.data, settings)
             key = message_key(found, item.data)
-            handled = _handle(found, key, item, box.name, ledger, settings, report, limit)
+            handled = handle(found, key, item, box.name, ledger, settings, report, limit)
             if handled and not keep:
                 box.done(item)
             if on_message is not None:
@@ -787,7 +787,7 @@ def process(
     return report
 
 
-def _handle(
+def handle(
     found: Classified,
     key: str,
     item: Item,

@@ -35,6 +35,13 @@ class Journal:
         name = f"{JOURNAL_NAME}.{sender.replace(':', '-').replace('/', '-')}" if sender else ""
         self.path = Path(state_dir) / (name or JOURNAL_NAME)
 
+    @classmethod
+    def at(cls, path: Path) -> Journal:
+        """The journal in the file `path` (another sender's, found by replay_all)."""
+        journal = cls(path.parent)
+        journal.path = path
+        return journal
+
     def reserve(self) -> None:
         """Make sure the file exists with its room allocated (before anything is sent)."""
         try:
@@ -98,12 +105,8 @@ class Journal:
 
     def replay_all(self, ledger: Ledger) -> int:
         """replay() this journal and any another sender of this folder left behind."""
-        count = 0
-        for path in sorted(self.path.parent.glob(f"{JOURNAL_NAME}*")):
-            other = Journal(self.path.parent)
-            other.path = path
-            count += other.replay(ledger)
-        return count
+        paths = sorted(self.path.parent.glob(f"{JOURNAL_NAME}*"))
+        return sum(Journal.at(path).replay(ledger) for path in paths)
 
     def discard(self) -> None:
         """Remove the file (its outcomes are in the ledger, or there were none)."""

@@ -22,7 +22,7 @@ confirm-subscription`) is what decides whose notifications are believed at all.
 
 A verified Notification carrying SES's JSON (identity notifications' notificationType, or
 event publishing's eventType) becomes the same `Classified` that `mailer bounces` makes of a
-DSN or an ARF report, and goes through the same path (bounces._handle: resolve the reader,
+DSN or an ARF report, and goes through the same path (bounces.handle: resolve the reader,
 record once per feedbackId, suppress): Permanent bounces are hard (except the enhanced codes
 bounces.PERMANENT_BUT_SOFT names, as for a DSN), Transient and Undetermined ones soft, a
 complaint suppresses. Other SES events (Delivery, Send, ...) are acknowledged and ignored.
@@ -371,5 +371,5 @@ def record(app: WebApp, message: dict[str, Any]) -> list[str]:
     ledger = app.ledger(create=True)
     assert ledger is not None
     limit = settings.soft_bounce_limit
-    bounces._handle(found, key, item, SOURCE, ledger, settings, report, limit)
+    bounces.handle(found, key, item, SOURCE, ledger, settings, report, limit)
     return report.lines
