@@ -285,3 +285,13 @@ def postgres_url(
     slug = re.sub(r"[^a-z0-9_]+", "_", request.node.name.lower()).strip("_")
     name = f"t{next(_POSTGRES_DATABASES)}_{slug}"[:63]  # PostgreSQL names: 63 bytes at most
     return postgres_server.fresh_database(name)
+
+
+@pytest.fixture
+def database_with_password(
+    postgres_url: str, postgres_server: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """postgres_url, with PGPASSWORD set for this process (and so for its subprocesses that
+    copy os.environ): a database mailer can open as it would in production."""
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    return postgres_url

@@ -37,9 +37,8 @@ LEASE = 2  # claim_timeout, seconds
 
 
 @pytest.fixture(autouse=True)
-def password(postgres_url: str, postgres_server: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+def password(database_with_password: str) -> None:
     """The test reads the ledger itself too: the password as mailer reads it."""
-    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
 
 
 @pytest.fixture

@@ -40,15 +40,13 @@ GRACE = 1.0  # seconds a send may take to notice a suppression
 def project(
     new_project: Callable[[str], Path],
     request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Path:
     """The project; with postgresql its ledger is a database shared by the send, the
     `mailer unsubscribe` processes and the web app (issue 14: unsubscribes recorded by the
     web host reach every sender within a second), the password in PGPASSWORD."""
     root = new_project("email,name\n" + "".join(f"{a},Reader {a[1:3]}\n" for a in READERS))
     if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        monkeypatch.setenv("PGPASSWORD", request.getfixturevalue("postgres_server").password)
+        url = request.getfixturevalue("database_with_password")
         with (root / "mailer.toml").open("a") as toml:
             toml.write(f'database_url = "{url}"\n')
     return root
