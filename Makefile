@@ -6,9 +6,6 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# A plain sys.path entry for the checkout: templates/ ships as mailer.templates, and
-# setuptools' default editable finder warns about that layout on every install.
-EDITABLE := --config-settings editable_mode=compat
 
 .PHONY: demo test lint fmt bench clean system caniemail
 
@@ -41,15 +38,15 @@ $(VENV)/bin/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e . $(EDITABLE)
+	$(BIN)/pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[test,dev,postgres,ses]' $(EDITABLE)
+	$(BIN)/pip install -q -e '.[test,dev,postgres,ses]'
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[bench]' $(EDITABLE)
+	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
 # Debian packages the tests use for real: chromium (browser tests), postfix (a real MTA).

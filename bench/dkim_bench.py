@@ -40,11 +40,11 @@ def bench_dkim(project: Path, subscribers: Path, count: int, repeats: int = 3) -
     import nacl.encoding
 
     from mailer import config
-    from mailer import dkim as mdkim
-    from mailer import issue as issue_mod
-    from mailer.message import Composer
-    from mailer.render import render
-    from mailer.subscribers import SubscriberList
+    from mailer.compose import issue as issue_mod
+    from mailer.compose.render import render
+    from mailer.deliver import dkim as mdkim
+    from mailer.deliver.message import Composer
+    from mailer.state.subscribers import SubscriberList
 
     keys = Path(tempfile.mkdtemp(prefix="mailer-bench-dkim-"))
     for name, algorithm in (("rsa", mdkim.RSA), ("ed25519", mdkim.ED25519)):

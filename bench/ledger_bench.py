@@ -30,7 +30,7 @@ class RecordFigures:
 
 def bench_record(count: int = 20_000, repeats: int = 3) -> RecordFigures:
     """Time `count` record() calls into a fresh ledger, then `count` more on the same rows."""
-    from mailer.ledger import Ledger
+    from mailer.state.ledger import Ledger
 
     emails = [f"reader{i:06d}@example.com" for i in range(count)]
     new: list[float] = []

@@ -49,13 +49,13 @@ class PerMessage:
 
 def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) -> PerMessage:
     from mailer import config
-    from mailer import issue as issue_mod
-    from mailer.ledger import Ledger
-    from mailer.message import Composer
-    from mailer.render import render
+    from mailer.compose import issue as issue_mod
+    from mailer.compose.render import render
+    from mailer.deliver.message import Composer
+    from mailer.deliver.transports.smtp import dot_stuff
+    from mailer.state.ledger import Ledger
+    from mailer.state.subscribers import SubscriberList
     from mailer.states import DeliveryState
-    from mailer.subscribers import SubscriberList
-    from mailer.transports.smtp import dot_stuff
 
     settings = config.load(project, environ={"MAILER_SECRET": "bench"})
     issue = issue_mod.read(

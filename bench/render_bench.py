@@ -12,7 +12,7 @@ from typing import Any
 
 from common import ISSUE, MAILER, mailer_env, median, run_process, timed
 
-# The stages of mailer.render.render, by the module-level function that does each. They are
+# The stages of mailer.compose.render.render, by the module-level function that does each. They are
 # wrapped while render() runs, so the figures are those of the real pipeline, not a copy of it.
 STAGES = ("_html_body", "_render_template", "compile_mjml", "inline_css", "render_plain")
 
@@ -37,8 +37,8 @@ def _settings(project: Path) -> Any:
 
 
 def bench_render(project: Path, runs: int = 20) -> RenderFigures:
-    from mailer import issue as issue_mod
-    from mailer import render as render_mod
+    from mailer.compose import issue as issue_mod
+    from mailer.compose import render as render_mod
 
     settings = _settings(project)
     path = issue_mod.resolve(ISSUE, project)
@@ -267,7 +267,7 @@ def _semantic(decls: tuple[str, ...]) -> tuple[str, ...]:
 def bench_inliners(mjml_html: str, runs: int = 20) -> InlinerFigures:
     import css_inline
 
-    from mailer.render import inline_css
+    from mailer.compose.render import inline_css
 
     inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
     premailer_s = median(timed(lambda: inline_css(mjml_html), runs))

@@ -103,7 +103,10 @@ def section_render(t: Table, project: Path, runs: int) -> render_bench.RenderFig
         t.add("a", label, ms(seconds), note)
     if f.missing:
         t.add(
-            "a", "stages not measured", ", ".join(f.missing), "mailer.render changed: update bench"
+            "a",
+            "stages not measured",
+            ", ".join(f.missing),
+            "mailer.compose.render changed: update bench",
         )
     t.add("a", "render() total, in process", ms(f.total), note)
     t.add("a", "lint() of the rendered email (what `build` summarises)", ms(f.lint), note)

@@ -82,7 +82,7 @@ def run_senders(
 
 
 def claim_overhead(pg: Postgres, count: int) -> ClaimFigures:
-    from mailer.ledger import Ledger
+    from mailer.state.ledger import Ledger
     from mailer.states import DeliveryState
 
     os.environ["PGPASSWORD"] = pg.password

@@ -1,5 +1,5 @@
 """`python -m mailer` is the `mailer` command."""
 
-from .cli import main
+from mailer.cli import main
 
 main()

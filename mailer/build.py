@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config as config_mod
-from . import issue as issue_mod
-from . import render as render_mod
-from .config import Settings
-from .message import Composer
-from .render import Email
-from .subscribers import Subscriber
+from mailer import config as config_mod
+from mailer.compose import issue as issue_mod
+from mailer.compose import render as render_mod
+from mailer.compose.render import Email
+from mailer.config import Settings
+from mailer.deliver.message import Composer
+from mailer.state.subscribers import Subscriber
 
 
 @dataclass(frozen=True)

@@ -19,24 +19,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from . import dkim as dkim_mod
-from . import issue as issue_mod
-from . import schedule
-from .audience import Audience, LedgerWatch
-from .claims import Claims
-from .config import EXAMPLE_SUBSCRIBERS, Settings
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
-from .journal import Journal, JournaledLedger
-from .ledger import Delivery, Ledger, SenderRow, lock, open_ledger
-from .ledger import existing_ledger as existing_ledger  # re-exported: the CLI opens it here
-from .message import Composer
-from .preflight import check_preflight
-from .render import Email, render
-from .send import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
-from .states import DeliveryState, Skip
-from .subscribers import Problem, Subscriber, SubscriberList, check_email
-from .transports import DryRunTransport, Transport, rate_ceiling
-from .when import now as current_time
+from mailer import schedule
+from mailer.compose import issue as issue_mod
+from mailer.compose.render import Email, render
+from mailer.config import EXAMPLE_SUBSCRIBERS, Settings
+from mailer.deliver import dkim as dkim_mod
+from mailer.deliver.audience import Audience, LedgerWatch
+from mailer.deliver.claims import Claims
+from mailer.deliver.journal import Journal, JournaledLedger
+from mailer.deliver.message import Composer
+from mailer.deliver.preflight import check_preflight
+from mailer.deliver.sender import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
+from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
+from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
+from mailer.state.ledger import Delivery, Ledger, SenderRow, lock, open_ledger
+from mailer.state.ledger import (
+    existing_ledger as existing_ledger,
+)  # re-exported: the CLI opens it here
+from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
+from mailer.states import DeliveryState, Skip
+from mailer.when import now as current_time
 
 SAMPLES = 3  # .eml files a dry run keeps
 SHOWN_PROBLEMS = 20  # list problems a plan carries for display; the counts are exact
@@ -188,7 +190,7 @@ def smtp(settings: Settings, composer: Composer) -> Callable[[], Transport]:
     Each Message carries its own envelope sender (VERP); composer.envelope_from (the bounce
     address, else From) is what a bare Message gets.
     """
-    from .transports import factory
+    from mailer.deliver.transports import factory
 
     return factory(settings, composer.envelope_from)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError
+from mailer.errors import ConfigError
 
 CONFIG_FILE = "mailer.toml"
 ENV_PREFIX = "MAILER_"
@@ -27,7 +27,7 @@ SECRET_KEYS = frozenset(
 # Never read from mailer.toml: the secrets, and where the DKIM private keys are (per machine).
 ENV_ONLY_KEYS = SECRET_KEYS | {"dkim_key_file", "dkim_ed25519_key_file"}
 SECURITY_MODES = ("starttls", "ssl", "none")
-TRANSPORTS = ("smtp", "ses")  # ses: Amazon SES v2's API (mailer/transports/ses.py)
+TRANSPORTS = ("smtp", "ses")  # ses: Amazon SES v2's API (mailer/deliver/transports/ses.py)
 PIPELINING_MODES = ("auto", "off")  # auto: RFC 2920 when the server advertises PIPELINING
 MAX_PIPELINE_DEPTH = 2  # DATA must wait for its 354: more cannot be in flight without BDAT
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
@@ -109,7 +109,7 @@ class Settings:
     bounce_imap_password: str = ""
     bounce_imap_folder: str = "INBOX"
     bounce_imap_cafile: str = ""
-    # Deliverability (mailer/dkim.py, mailer/verp.py, `mailer dns`). DKIM signs with the key
+    # Deliverability (deliver/dkim.py, deliver/verp.py, `mailer dns`). DKIM signs with the key
     # in MAILER_DKIM_KEY_FILE or MAILER_DKIM_KEY (rsa, or ed25519 by its content) under
     # dkim_selector, and with MAILER_DKIM_ED25519_KEY(_FILE) too under dkim_ed25519_selector
     # (default "<dkim_selector>-ed25519"); dkim_domain defaults to the From domain. The keys
@@ -486,7 +486,7 @@ def _validate(s: Settings) -> None:
     _validate_deliverability(s)
 
 
-MAX_VERP_LOCAL = 39  # mailer/verp.py: 64 octets - "+" - its 24-character token
+MAX_VERP_LOCAL = 39  # mailer/deliver/verp.py: 64 octets - "+" - its 24-character token
 SELECTOR_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*$")
 _RESOLVER = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s\[\]]+))(?::(?P<port>\d+))?$")
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
-from .ledger import Suppression
-from .states import Reason
-from .subscribers import Problem, Subscriber, SubscriberList, check_email
+from mailer.config import Settings
+from mailer.state.ledger import Suppression, existing_ledger, open_ledger
+from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
+from mailer.states import Reason
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,6 @@ class Export:
 
 def export(settings: Settings, path: Path) -> Export:
     """The list without suppressed, invalid or duplicate rows."""
-    from .campaign import existing_ledger  # not at import: campaign loads the whole send side
-
     book = existing_ledger(settings)
     suppressed: frozenset[str] = frozenset()
     if book is not None:
@@ -65,17 +63,13 @@ def export(settings: Settings, path: Path) -> Export:
 
 def suppress(settings: Settings, address: str, reason: Reason) -> tuple[str, bool]:
     """(normalised address, newly suppressed) — ValueError if it is no address."""
-    from .campaign import ledger
-
     normalised = check_email(address)
-    with ledger(settings) as book:
+    with open_ledger(settings) as book:
         return normalised, book.suppress(normalised, reason, "cli")
 
 
 def suppressions(settings: Settings) -> list[Suppression]:
     """The suppression list, oldest first (empty when nothing was ever recorded)."""
-    from .campaign import existing_ledger
-
     book = existing_ledger(settings)
     if book is None:
         return []

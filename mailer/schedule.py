@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import issue as issue_mod
-from .config import Settings
-from .errors import InputError
-from .ledger import Ledger
-from .states import ScheduleState, ScheduleStatus
+from mailer.compose import issue as issue_mod
+from mailer.config import Settings
+from mailer.errors import InputError
+from mailer.state.ledger import Ledger
+from mailer.states import ScheduleState, ScheduleStatus
 
 FRONT_MATTER = "front matter"
 COMMAND = "mailer schedule"

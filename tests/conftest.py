@@ -13,8 +13,8 @@ from click.testing import Result
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
 
 import mailer.campaign
-import mailer.render
-from mailer.ledger import Delivery, Ledger
+import mailer.compose.render
+from mailer.state.ledger import Delivery, Ledger
 from mailer.states import DeliveryState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def greeting_templates(root: Path, greeting: str) -> None:
     """root/templates: the built-in templates, with `greeting` (MJML) right after the
     <mj-body ...> tag, whatever its attributes are today, and "Hello {{ subscriber.name }}
     from {{ subscriber.city }}" atop the text."""
-    builtin = mailer.render.BUILTIN_TEMPLATES
+    builtin = mailer.compose.render.BUILTIN_TEMPLATES
     (root / "templates").mkdir()
     source = (builtin / "newsletter.mjml.j2").read_text(encoding="utf-8")
     source, n = re.subn(r"(<mj-body\b[^>]*>)", lambda m: m.group(1) + greeting, source, count=1)
@@ -157,8 +157,8 @@ def module_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built(module_project: Path) -> Callable[[Path], tuple[object, object]]:
     """Read and render an issue file once per module: get(path) -> (Issue, Email)."""
     from mailer import config
-    from mailer.issue import read
-    from mailer.render import render
+    from mailer.compose.issue import read
+    from mailer.compose.render import render
 
     settings = config.load(module_project, environ={})
     done: dict[Path, tuple[object, object]] = {}
@@ -187,7 +187,7 @@ def render_memo(monkeypatch: pytest.MonkeyPatch) -> None:
     def memo(issue, settings):  # type: ignore[no-untyped-def]
         templates = tuple(
             (str(p.relative_to(d)), p.read_bytes())
-            for d in mailer.render.template_dirs(settings)
+            for d in mailer.compose.render.template_dirs(settings)
             for p in sorted(d.rglob("*.j2"))
         )
         key = (issue.path.read_bytes(), issue.slug, settings, templates)

@@ -17,13 +17,13 @@ from click.testing import CliRunner, Result
 from conftest import FIXTURES, SECRET, SENT, delivery, one_line_error
 
 from mailer import config
-from mailer.audience import LedgerWatch
-from mailer.bounces import Maildir, Mbox, Report, classify, digest, process
 from mailer.cli import main
 from mailer.config import Settings
+from mailer.deliver.audience import LedgerWatch
+from mailer.deliver.message import Composer
 from mailer.errors import InputError
-from mailer.ledger import Ledger
-from mailer.message import Composer
+from mailer.feedback.bounces import Maildir, Mbox, Report, classify, digest, process
+from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState, Feedback, Reason
 
 BOUNCES = FIXTURES / "bounces"
@@ -647,7 +647,7 @@ def test_a_bounce_no_detector_knows_maps_to_its_reader_by_verp(
     module_project: Path, tmp_path: Path
 ) -> None:
     """Text only the VERP address ties to a reader: counted soft for that reader."""
-    from mailer import verp
+    from mailer.deliver import verp
 
     environ = {
         "MAILER_SECRET": SECRET,

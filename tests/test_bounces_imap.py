@@ -27,8 +27,8 @@ from smtp_server import TLSFiles, make_tls_files
 from test_bounces import READERS, SUMMARY_ALL, TABLE
 
 from mailer import config
-from mailer.bounces import Imap, process
-from mailer.ledger import Ledger
+from mailer.feedback.bounces import Imap, process
+from mailer.state.ledger import Ledger
 from mailer.states import Reason
 
 DOVECOT = Path("/usr/sbin/dovecot")

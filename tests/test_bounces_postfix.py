@@ -24,7 +24,7 @@ import pytest
 from postfix import Postfix, requires_postfix, run, running_postfix
 
 from mailer.config import Settings
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState, Reason
 
 REPO = Path(__file__).resolve().parents[1]

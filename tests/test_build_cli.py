@@ -22,10 +22,11 @@ from click.testing import CliRunner, Result
 from conftest import CORPUS
 from lxml import html as lxml_html
 
-from mailer import config, images
+from mailer import config
 from mailer.cli import main
-from mailer.issue import read
-from mailer.render import render
+from mailer.compose import images
+from mailer.compose.issue import read
+from mailer.compose.render import render
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEED = PROJECT / "issues" / "issue-2.md"

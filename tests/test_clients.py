@@ -16,8 +16,8 @@ from conftest import CORPUS, SEED_FIXTURE, ZH
 from lxml import html as lxml_html
 
 from mailer import config
-from mailer.issue import read
-from mailer.render import LATIN_FONTS, font_stack, render
+from mailer.compose.issue import read
+from mailer.compose.render import LATIN_FONTS, font_stack, render
 
 ALL = [SEED_FIXTURE, *CORPUS]
 COLUMN = 552  # 600px minus the mj-text padding

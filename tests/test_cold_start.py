@@ -16,8 +16,8 @@ import cssutils  # type: ignore[import-untyped]
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy
 
-from mailer import render
-from mailer.dkim import relaxed_body
+from mailer.compose import render
+from mailer.deliver.dkim import relaxed_body
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -38,11 +38,11 @@ with open(os.environ["MAILER_TEST_MODULES"], "w") as out:
 # the image fetcher, language detection, the preview server.
 NOT_FOR_BUILD = (
     "mailer.campaign",
-    "mailer.send",
-    "mailer.ledger",
-    "mailer.transports",
-    "mailer.dnsrecords",
-    "mailer.bounces",
+    "mailer.deliver.sender",
+    "mailer.state.ledger",
+    "mailer.deliver.transports",
+    "mailer.deliver.dnsrecords",
+    "mailer.feedback.bounces",
     "mailer.web",
     "mailer.preview",
     "dkim",
@@ -58,9 +58,9 @@ NOT_FOR_BUILD = (
 # Nor does `mailer config`: no renderer, no linter, no Markdown.
 NOT_FOR_CONFIG = (
     *NOT_FOR_BUILD,
-    "mailer.render",
+    "mailer.compose.render",
     "mailer.lint",
-    "mailer.issue",
+    "mailer.compose.issue",
     "mailer.lists",
     "jinja2",
     "markdown_it",
@@ -106,7 +106,7 @@ def loaded(modules: set[str], package: str) -> bool:
 def test_build_imports_nothing_of_the_send_side(project: Path) -> None:
     modules = imported(project, "build", "issue-2")
     assert (project / "build" / "issue-2" / "email.html").is_file()
-    assert {"mjml", "premailer", "mailer.lint", "mailer.message"} <= modules  # it did build
+    assert {"mjml", "premailer", "mailer.lint", "mailer.deliver.message"} <= modules  # it did build
     assert [p for p in NOT_FOR_BUILD if loaded(modules, p)] == []
 
 

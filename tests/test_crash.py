@@ -18,7 +18,7 @@ from conftest import BOUNCED, DEFERRED, FAILED, SENT, smtp_env
 from smtp_server import SMTPServer
 
 from mailer.cli import main
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 200

@@ -1,4 +1,4 @@
-"""DKIM (mailer/dkim.py): keys, signatures verified by dkimpy, `mailer dkim keygen`, the
+"""DKIM (mailer/deliver/dkim.py): keys, signatures verified by dkimpy, `mailer dkim keygen`, the
 configuration errors, and a real `mailer send` through Postfix whose every delivered file
 carries two signatures that verify (rsa-sha256 and ed25519-sha256)."""
 
@@ -28,14 +28,15 @@ from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import parse_tag_value
 from postfix import Postfix, requires_postfix, running_postfix
 
-from mailer import config, verp
-from mailer import dkim as mdkim
-from mailer import issue as issue_mod
+from mailer import config
 from mailer.cli import main
-from mailer.ledger import Ledger
-from mailer.message import Composer
-from mailer.render import Email, render
-from mailer.subscribers import Subscriber
+from mailer.compose import issue as issue_mod
+from mailer.compose.render import Email, render
+from mailer.deliver import dkim as mdkim
+from mailer.deliver import verp
+from mailer.deliver.message import Composer
+from mailer.state.ledger import Ledger
+from mailer.state.subscribers import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = Path(sys.executable).with_name("mailer")
@@ -515,7 +516,9 @@ def test_keygen_ed25519_and_another_selector(
     assert match["file"] == "mail-ed25519.ed25519.pem" and match["bits"] == "256"
     assert match["name"] == "mail-ed25519._domainkey.example.org"
     assert re.fullmatch(r"v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=", match["value"])
-    assert match["env"] == "MAILER_DKIM_ED25519_KEY_FILE=.mailer/dkim/mail-ed25519.ed25519.pem"
+    assert (
+        match["env"] == "MAILER_DKIM_ED25519_KEY_FILE=.mailer/dkim/mail-ed25519.ed25519.pem"
+    )
     assert match["extra"] == (
         "   (this signs beside the rsa key; to sign with it alone use MAILER_DKIM_KEY_FILE and"
         " MAILER_DKIM_SELECTOR=mail-ed25519 instead)\n"

@@ -1,4 +1,4 @@
-"""`mailer dns` and `mailer dns --check` (mailer/dnsrecords.py) against a real DNS server:
+"""`mailer dns` and `mailer dns --check` (mailer/deliver/dnsrecords.py) against a real DNS server:
 dnslib serving a zone written here, on 127.0.0.1 (UDP and TCP), named by MAILER_DNS_RESOLVER.
 Never the internet."""
 
@@ -19,8 +19,8 @@ from dnslib import RCODE, RR
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from mailer import config
-from mailer import dkim as mdkim
 from mailer.cli import main
+from mailer.deliver import dkim as mdkim
 from mailer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

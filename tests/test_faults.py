@@ -25,7 +25,7 @@ from conftest import DEFERRED, FAILED, SECRET, SENT
 from smtp_server import SMTPServer
 
 from mailer.cli import main
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 
 N = 20
 READERS = [f"r{i:02d}@example.com" for i in range(N)]

@@ -66,7 +66,7 @@ def test_installed_package_builds_an_issue_in_any_folder(installed: Path, tmp_pa
     assert result.stderr.splitlines()[0].startswith(str(installed))  # not the checkout
     html = (project / "build" / "issue-2" / "email.html").read_text(encoding="utf-8")
     assert "Welcome back to the NLP Newsletter!" in html
-    assert (installed / "mailer" / "templates" / "newsletter.mjml.j2").is_file()
+    assert (installed / "mailer" / "compose" / "templates" / "newsletter.mjml.j2").is_file()
     assert (installed / "mailer" / "preview" / "page.html").is_file()
     # Nothing of the project's own folders leaked into site-packages as a package.
     assert not (installed / "issues").exists() and not (installed / "templates").exists()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, PT_BR, ZH
 
+from mailer.compose.issue import Issue, read, resolve
 from mailer.errors import InputError
-from mailer.issue import Issue, read, resolve
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEED = PROJECT / "issues" / "issue-2.md"

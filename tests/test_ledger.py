@@ -19,7 +19,7 @@ import pytest
 from conftest import DEFERRED, FAILED, SENT, delivery, done
 
 from mailer.errors import LockedError, MailerError
-from mailer.ledger import _MIGRATIONS, SCHEMA_VERSION, FeedbackEvent, Ledger, lock
+from mailer.state.ledger import _MIGRATIONS, SCHEMA_VERSION, FeedbackEvent, Ledger, lock
 from mailer.states import DeliveryState, Feedback, Reason
 
 BOUNCED = DeliveryState.BOUNCED

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState
 
 ROOT = Path(__file__).resolve().parent.parent

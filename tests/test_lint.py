@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from mailer import campaign, config
 from mailer import lint as lint_mod
 from mailer.cli import main
+from mailer.compose.render import BUILTIN_TEMPLATES, HTML_TEMPLATE
 from mailer.lint import (
     Client,
     ClientSupport,
@@ -28,7 +29,6 @@ from mailer.lint import (
     select_clients,
     summary,
 )
-from mailer.render import BUILTIN_TEMPLATES, HTML_TEMPLATE
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""One reader's message (mailer.message.Composer), parsed back with Python's email parser."""
+"""One reader's message (deliver.message.Composer), parsed back with Python's email parser."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 from conftest import greeting_templates, seed_project
 
 from mailer import config
-from mailer import issue as issue_mod
-from mailer import render as render_mod
+from mailer.compose import issue as issue_mod
+from mailer.compose import render as render_mod
+from mailer.compose.render import Email
+from mailer.deliver.message import Composer, clean_header_text
+from mailer.deliver.tokens import verify
 from mailer.errors import ConfigError, InputError
-from mailer.message import Composer, clean_header_text
-from mailer.render import Email
-from mailer.subscribers import Subscriber
-from mailer.tokens import verify
+from mailer.state.subscribers import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret"

@@ -18,7 +18,7 @@ from conftest import FAILED, SENT, smtp_env
 from smtp_server import SMTPServer, TLSFiles
 
 from mailer.cli import main
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 
 READERS = [f"p{i:02d}@example.com" for i in range(12)]
 UTF8_READER = "josé@example.com"

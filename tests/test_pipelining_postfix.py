@@ -29,7 +29,7 @@ from conftest import DEFERRED, FAILED, SECRET, SENT
 from postfix import Postfix, requires_postfix, running_postfix
 
 from mailer.cli import main
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 
 pytestmark = requires_postfix
 

@@ -1,4 +1,4 @@
-"""The token bucket (mailer.ratelimit) and the pace of a whole send, on an injected clock.
+"""The token bucket (mailer.deliver.ratelimit) and the pace of a whole send, on an injected clock.
 
 No test here waits for real time: the clock is a counter that `sleep` moves forward.
 """
@@ -13,12 +13,12 @@ import pytest
 from conftest import SENT
 
 from mailer.config import parse_rate
+from mailer.deliver.message import Message
+from mailer.deliver.ratelimit import RateLimiter
+from mailer.deliver.sender import Sender, SendOptions, estimate
+from mailer.deliver.transports import Outbox, Result
 from mailer.errors import ConfigError
-from mailer.message import Message
-from mailer.ratelimit import RateLimiter
-from mailer.send import Sender, SendOptions, estimate
-from mailer.subscribers import Subscriber
-from mailer.transports import Outbox, Result
+from mailer.state.subscribers import Subscriber
 
 
 class FakeClock:

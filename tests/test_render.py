@@ -12,11 +12,11 @@ import pytest
 from conftest import CORPUS, PT_BR, ZH
 from lxml import html as lxml_html
 
-import mailer.render
+import mailer.compose.render
 from mailer import config
+from mailer.compose.issue import read
+from mailer.compose.render import BUILTIN_TEMPLATES, GMAIL_CLIP_BYTES, Email, compile_mjml, render
 from mailer.errors import TemplateError
-from mailer.issue import read
-from mailer.render import BUILTIN_TEMPLATES, GMAIL_CLIP_BYTES, Email, compile_mjml, render
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEED = PROJECT / "issues" / "issue-2.md"
@@ -613,7 +613,7 @@ def test_a_broken_cache_is_no_cache(sized_project):
 def test_rendering_leaves_the_parsed_issue_and_the_shared_parser_alone(sized_project):
     from markdown_it.renderer import RendererHTML
 
-    from mailer.markdown import parser
+    from mailer.compose.markdown import parser
 
     settings = config.load(sized_project, environ={})
     issue = read(write(sized_project / "issues", IMAGES, "i.md"))
@@ -634,7 +634,7 @@ def test_rendering_leaves_the_parsed_issue_and_the_shared_parser_alone(sized_pro
 
 
 def test_fit():
-    from mailer.images import fit
+    from mailer.compose.images import fit
 
     assert fit() == (552, None)
     assert fit(real=(2400, 1200)) == (552, 276)
@@ -725,7 +725,7 @@ def just_over(tmp_path_factory, greeting_settings):
 def test_over_the_clip_is_minified_under_it(just_over, greeting_settings, monkeypatch):
     issue, unminified = just_over
     email = render(issue, greeting_settings)
-    monkeypatch.setattr(mailer.render, "GMAIL_CLIP_BYTES", 10**9)
+    monkeypatch.setattr(mailer.compose.render, "GMAIL_CLIP_BYTES", 10**9)
     plain = render(issue, greeting_settings)
     assert plain.html_bytes == pytest.approx(unminified, abs=64)  # the estimate was right
     assert email.html_bytes < GMAIL_CLIP_BYTES < unminified
@@ -752,8 +752,8 @@ def test_minified_html_through_the_composer(just_over, greeting_settings):
     import email as email_pkg
     from email import policy
 
-    from mailer.message import Composer
-    from mailer.subscribers import Subscriber
+    from mailer.deliver.message import Composer
+    from mailer.state.subscribers import Subscriber
 
     issue, _ = just_over
     rendered = render(issue, greeting_settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, FIXTURES, SEED_FIXTURE
 
-from mailer.repair import Repair, _repair_parts, _repair_whole, repair_mojibake
+from mailer.compose.repair import Repair, _repair_parts, _repair_whole, repair_mojibake
 
 SEED = SEED_FIXTURE
 

@@ -15,7 +15,7 @@ from conftest import DEFERRED, SENT, delivery
 from smtp_server import SMTPServer
 
 from mailer.cli import main
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = [f"reader{i}@example.com" for i in range(5)]

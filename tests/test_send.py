@@ -1,4 +1,4 @@
-"""The send loop (mailer.send.Sender) against the real aiosmtpd server and a scripted Outbox."""
+"""The send loop (deliver.sender.Sender) against the real aiosmtpd server and a scripted Outbox."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from conftest import DEFERRED, FAILED, SENT, delivery
 from smtp_server import SMTPServer
 
 from mailer import config
-from mailer import issue as issue_mod
-from mailer import render as render_mod
-from mailer.audience import Audience
+from mailer.compose import issue as issue_mod
+from mailer.compose import render as render_mod
+from mailer.compose.render import Email
+from mailer.deliver.audience import Audience
+from mailer.deliver.message import Composer, Message
+from mailer.deliver.sender import NullRecorder, Sender, SendOptions
+from mailer.deliver.transports import DryRunTransport, Outbox, Result
+from mailer.deliver.transports.smtp import SMTPTransport, dot_stuff
 from mailer.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -24,13 +29,8 @@ from mailer.errors import (
     SMTPAuthError,
     SMTPUnavailable,
 )
-from mailer.ledger import Ledger
-from mailer.message import Composer, Message
-from mailer.render import Email
-from mailer.send import NullRecorder, Sender, SendOptions
-from mailer.subscribers import Subscriber
-from mailer.transports import DryRunTransport, Outbox, Result
-from mailer.transports.smtp import SMTPTransport, dot_stuff
+from mailer.state.ledger import Ledger
+from mailer.state.subscribers import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = dict(rate=float("inf"), retry_delay=0.02)

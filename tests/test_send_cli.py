@@ -22,11 +22,11 @@ from conftest import DEFERRED, FAILED, SECRET, SENT, delivery, one_line_error, s
 from smtp_server import SMTPServer, TLSFiles
 
 import mailer.campaign
-import mailer.render
+import mailer.compose.render
 from mailer.cli import main
-from mailer.ledger import Ledger, lock
-from mailer.render import BUILTIN_TEMPLATES
-from mailer.tokens import verify
+from mailer.compose.render import BUILTIN_TEMPLATES
+from mailer.deliver.tokens import verify
+from mailer.state.ledger import Ledger, lock
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST_ID = "nlp-newsletter.example.org"
@@ -286,16 +286,16 @@ def test_batch_size_reconnects_and_logs_in_once_per_connection(
 def test_personalisation_renders_once(
     cli: Run, project: Path, smtp_server: SMTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mailer.campaign, "render", mailer.render.render)  # no memo here
+    monkeypatch.setattr(mailer.campaign, "render", mailer.compose.render.render)  # no memo here
     calls = {"compile_mjml": 0, "inline_css": 0}
     for name in calls:
-        original = getattr(mailer.render, name)
+        original = getattr(mailer.compose.render, name)
 
         def counted(*args: object, _name: str = name, _original=original) -> str:
             calls[_name] += 1
             return _original(*args)
 
-        monkeypatch.setattr(mailer.render, name, counted)
+        monkeypatch.setattr(mailer.compose.render, name, counted)
     result = cli("send", "issue-2", "--yes", *FAST, server=smtp_server)
     assert result.exit_code == 0, result.output
     assert len(smtp_server.received) == 5

@@ -26,7 +26,7 @@ from smtp_server import SMTPServer
 
 from mailer import config
 from mailer.errors import LockedError
-from mailer.ledger import open_ledger, state_lock
+from mailer.state.ledger import open_ledger, state_lock
 
 pytestmark = requires_postgres
 

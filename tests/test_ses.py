@@ -29,16 +29,16 @@ from moto.server import ThreadedMotoServer
 from moto.sesv2 import urls as moto_sesv2_urls
 from moto.sesv2.responses import SESV2Response
 
-import mailer.dkim as mdkim
+import mailer.deliver.dkim as mdkim
 from mailer import config
 from mailer.cli import main
+from mailer.deliver.message import Message
+from mailer.deliver.transports import factory, rate_ceiling
+from mailer.deliver.transports import ses as ses_mod
+from mailer.deliver.transports.ses import SESAuthError, SESPaused, SESRefused, SESTransport
 from mailer.errors import EXIT_TEMPFAIL
-from mailer.ledger import Ledger
-from mailer.message import Message
+from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState
-from mailer.transports import factory, rate_ceiling
-from mailer.transports import ses as ses_mod
-from mailer.transports.ses import SESAuthError, SESPaused, SESRefused, SESTransport
 
 REGION = "us-east-1"
 READERS = [f"r{i:02d}@example.com" for i in range(8)]

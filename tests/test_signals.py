@@ -19,7 +19,7 @@ import pytest
 from conftest import SECRET, SENT
 from smtp_server import SMTPServer
 
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = ROOT / ".venv" / "bin" / "mailer"

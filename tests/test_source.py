@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, PT_BR, SEED_FIXTURE, ZH
 
-from mailer import lang
-from mailer.issue import Issue, read
-from mailer.markdown import parser, prepare, url_length
+from mailer.compose import lang
+from mailer.compose.issue import Issue, read
+from mailer.compose.markdown import parser, prepare, url_length
 
 HEAD = "---\ntitle: T\n---\n"  # the body starts on line 4
 
@@ -631,7 +631,7 @@ def test_detection_loads_py3langid_only_when_it_must(tmp_path):
     )
     script = (
         "import sys\n"
-        "from mailer.issue import read\n"
+        "from mailer.compose.issue import read\n"
         "for name in sys.argv[1:]:\n"
         "    issue = read(__import__('pathlib').Path(name))\n"
         "    print(issue.lang, 'py3langid' in sys.modules)\n"

@@ -15,17 +15,17 @@ from conftest import DEFERRED, FAILED, SENT, delivery, smtp_env
 from smtp_server import SMTPServer
 
 from mailer import config
-from mailer import issue as issue_mod
-from mailer import render as render_mod
-from mailer.audience import Audience, LedgerWatch
 from mailer.cli import main
-from mailer.journal import Journal, JournaledLedger, RecordFailed
-from mailer.ledger import Ledger, LedgerGone
-from mailer.message import Composer
-from mailer.render import Email
-from mailer.send import Sender, SendOptions
-from mailer.subscribers import Subscriber
-from mailer.transports import Outbox, Result
+from mailer.compose import issue as issue_mod
+from mailer.compose import render as render_mod
+from mailer.compose.render import Email
+from mailer.deliver.audience import Audience, LedgerWatch
+from mailer.deliver.journal import Journal, JournaledLedger, RecordFailed
+from mailer.deliver.message import Composer
+from mailer.deliver.sender import Sender, SendOptions
+from mailer.deliver.transports import Outbox, Result
+from mailer.state.ledger import Ledger, LedgerGone
+from mailer.state.subscribers import Subscriber
 
 OK = Result(SENT, 250, "250 ok")
 GREYLISTED = Result(DEFERRED, 451, "451 4.7.1 greylisted")

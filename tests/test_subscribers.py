@@ -1,4 +1,4 @@
-"""Tests for mailer.subscribers: streaming, validation, line numbers, dedupe and bounded memory."""
+"""Tests for state.subscribers: streaming, validation, line numbers, dedupe and bounded memory."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-import mailer.subscribers as subs
+import mailer.state.subscribers as subs
 from mailer.errors import EXIT_DATA, InputError
-from mailer.subscribers import Problem, Subscriber, SubscriberList, check_email
+from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
 
 REPO = Path(__file__).resolve().parent.parent
 

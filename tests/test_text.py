@@ -8,8 +8,8 @@ import unicodedata
 import pytest
 from conftest import CORPUS, PT_BR, SEED_FIXTURE, ZH
 
-from mailer.issue import Issue, read
-from mailer.text import WIDTH, render_plain
+from mailer.compose.issue import Issue, read
+from mailer.compose.text import WIDTH, render_plain
 
 SEED = SEED_FIXTURE
 ALL_ISSUES = [SEED, *CORPUS]
@@ -24,7 +24,7 @@ def split_text(text: str) -> tuple[str, list[tuple[int, str]]]:
     body, sep, rest = text.rpartition("\nLinks:\n")
     if not sep:
         return text, []
-    # [n], or <n>, {n}, [#n] when the issue's own text already uses [n] (see mailer.text)
+    # [n], or <n>, {n}, [#n] when the issue's own text already uses [n] (see mailer.compose.text)
     found = re.findall(r"^(?:\[|<|\{|\[#)(\d+)(?:\]|>|\}) (\S+)$", rest, re.M)
     return body, [(int(n), url) for n, url in found]
 

@@ -10,11 +10,11 @@ from conftest import CORPUS, SEED_FIXTURE, ZH
 from markdown_it import MarkdownIt
 from mdit_py_plugins.footnote import footnote_plugin
 
-from mailer.issue import read
-from mailer.text import WIDTH, Plain, render_plain
+from mailer.compose.issue import read
+from mailer.compose.text import WIDTH, Plain, render_plain
 
 # The dialect the issue parser is moving to (footnotes on), built here so these tests do not
-# depend on mailer/markdown.py's state.
+# depend on mailer/compose/markdown.py's state.
 MD = (
     MarkdownIt("commonmark", {"html": True, "linkify": True})
     .enable(["table", "strikethrough", "linkify"])

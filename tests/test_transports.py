@@ -16,14 +16,14 @@ import pytest
 from conftest import DEFERRED, FAILED, SENT
 
 from mailer import config
-from mailer import issue as issue_mod
-from mailer import render as render_mod
+from mailer.compose import issue as issue_mod
+from mailer.compose import render as render_mod
+from mailer.compose.render import Email
+from mailer.deliver.message import Composer, Message
+from mailer.deliver.sender import NullRecorder, Sender, SendOptions
+from mailer.deliver.transports import DryRunTransport, MemoryTransport, Outbox, Result
 from mailer.errors import EXIT_NOPERM, MailerError, SMTPAuthError, SMTPUnavailable
-from mailer.message import Composer, Message
-from mailer.render import Email
-from mailer.send import NullRecorder, Sender, SendOptions
-from mailer.subscribers import Subscriber
-from mailer.transports import DryRunTransport, MemoryTransport, Outbox, Result
+from mailer.state.subscribers import Subscriber
 
 
 def message(to: str, body: bytes = b"hello") -> Message:

@@ -22,8 +22,11 @@ import pytest
 from conftest import SECRET, SENT, smtp_env
 from smtp_server import SMTPServer
 
-from mailer import config, tokens, web, wsgi
-from mailer.ledger import Ledger, open_ledger
+from mailer import config
+from mailer.deliver import tokens
+from mailer.state.ledger import Ledger, open_ledger
+from mailer.web import routes as web
+from mailer.web import wsgi
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = ROOT / ".venv" / "bin" / "mailer"

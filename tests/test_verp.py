@@ -1,4 +1,4 @@
-"""The envelope sender (mailer/verp.py): From, bounce_address, or one VERP address per copy,
+"""The envelope sender (mailer/deliver/verp.py): From, bounce_address, or one VERP address per copy,
 traced back to (issue, reader) through the ledger; and SMTP's MAIL FROM per message."""
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ from click.testing import CliRunner
 from conftest import smtp_env
 from smtp_server import SMTPServer
 
-from mailer import config, verp
+from mailer import config
 from mailer.campaign import dry_run, plan
 from mailer.cli import main
+from mailer.compose.render import Email
+from mailer.deliver import verp
+from mailer.deliver.message import Composer, Message
+from mailer.deliver.sender import SendOptions
+from mailer.deliver.transports import MemoryTransport, Outbox
+from mailer.deliver.transports.smtp import SMTPTransport
 from mailer.errors import ConfigError
-from mailer.ledger import Ledger
-from mailer.message import Composer, Message
-from mailer.render import Email
-from mailer.send import SendOptions
+from mailer.state.ledger import Ledger
+from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState
-from mailer.subscribers import Subscriber
-from mailer.transports import MemoryTransport, Outbox
-from mailer.transports.smtp import SMTPTransport
 
 SECRET = "verp-test-secret"
 READERS = ["ada@example.com", "Zoe.Martin@Example.com", "a" * 64 + "@" + "b" * 180 + ".example"]
@@ -41,8 +42,8 @@ def project(module_project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def email(project: Path) -> Email:
-    from mailer import issue as issue_mod
-    from mailer.render import render
+    from mailer.compose import issue as issue_mod
+    from mailer.compose.render import render
 
     return render(issue_mod.read(project / "issues" / "issue-2.md"), settings_for(project))
 

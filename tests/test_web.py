@@ -1,6 +1,6 @@
 """The unsubscribe endpoint and the web archive, over real HTTP on 127.0.0.1.
 
-Every test serves mailer.web on a free loopback port (mailer.wsgi's waitress server, as
+Every test serves mailer.web on a free loopback port (mailer.web.wsgi's waitress server, as
 `mailer serve` does) and speaks HTTP to it with http.client, which never follows a redirect by
 itself.
 """
@@ -29,13 +29,16 @@ from urllib.parse import quote, urlsplit
 import pytest
 from click.testing import CliRunner
 
-from mailer import config, tokens, web, wsgi
+from mailer import config
 from mailer.cli import main
+from mailer.deliver import tokens
 from mailer.errors import ConfigError
-from mailer.ledger import Ledger
 from mailer.preview.app import PreviewApp
 from mailer.preview.watcher import Preview
+from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState
+from mailer.web import routes as web
+from mailer.web import wsgi
 
 REPO = Path(__file__).resolve().parents[1]
 SENT = DeliveryState.SENT

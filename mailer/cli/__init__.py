@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from .. import config as config_mod
-from .common import Context, collector_paused, ends_process, warn
+from mailer import config as config_mod
+from mailer.cli.common import Context, collector_paused, ends_process, warn
 
 # Each command's module, imported only when that command runs (or --help lists it): `mailer
 # send --due` from cron need not load MJML, the linter, DKIM or the bounce parsers.

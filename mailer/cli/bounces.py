@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .. import bounces as bounces_mod
-from .common import Context, pass_ctx
+from mailer.cli.common import Context, pass_ctx
+from mailer.feedback import bounces as bounces_mod
 
 
 @click.command()

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from .. import build as build_mod
-from .. import images
-from .. import issue as issue_mod
-from .. import lint as lint_mod
-from ..render import GMAIL_CLIP_BYTES
-from .common import Context, collector_paused, pass_ctx, print_notices, shown, warn
+from mailer import build as build_mod
+from mailer import lint as lint_mod
+from mailer.cli.common import Context, collector_paused, pass_ctx, print_notices, shown, warn
+from mailer.compose import images
+from mailer.compose import issue as issue_mod
+from mailer.compose.render import GMAIL_CLIP_BYTES
 
 
 @click.command()

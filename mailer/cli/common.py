@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..config import Settings
-from ..errors import EXIT_ABORTED, EXIT_OK, MailerError
-from ..when import now as current_time
-from ..when import parse_when
+from mailer.config import Settings
+from mailer.errors import EXIT_ABORTED, EXIT_OK, MailerError
+from mailer.when import now as current_time
+from mailer.when import parse_when
 
 if TYPE_CHECKING:  # only annotations: importing render would load MJML for every command
-    from ..issue import Notice
-    from ..render import Email
+    from mailer.compose.issue import Notice
+    from mailer.compose.render import Email
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from .. import dkim as dkim_mod
-from .. import dnsrecords
-from ..config import SELECTOR_RE, Settings, env_name
-from ..errors import ConfigError, MailerError
-from .common import Context, pass_ctx, shown
+from mailer.cli.common import Context, pass_ctx, shown
+from mailer.config import SELECTOR_RE, Settings, env_name
+from mailer.deliver import dkim as dkim_mod
+from mailer.deliver import dnsrecords
+from mailer.errors import ConfigError, MailerError
 
 
 @click.group("dkim")

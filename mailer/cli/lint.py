@@ -7,10 +7,10 @@ from itertools import groupby
 
 import click
 
-from .. import campaign
-from .. import lint as lint_mod
-from ..errors import EXIT_DATA
-from .common import Context, pass_ctx
+from mailer import campaign
+from mailer import lint as lint_mod
+from mailer.cli.common import Context, pass_ctx
+from mailer.errors import EXIT_DATA
 
 _CLIENT_NAMES = ", ".join(c.key for c in lint_mod.CLIENTS)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .. import campaign
-from .. import issue as issue_mod
-from .. import schedule as schedule_mod
-from ..when import parse_when, zone
-from .common import Context, now_option, pass_ctx, warn
+from mailer import schedule as schedule_mod
+from mailer.cli.common import Context, now_option, pass_ctx, warn
+from mailer.compose import issue as issue_mod
+from mailer.state.ledger import existing_ledger, open_ledger
+from mailer.when import parse_when, zone
 
 
 @click.command("schedule")
@@ -43,7 +43,7 @@ def schedule(
     now = now_option(now_text)
     settings = ctx.settings
     if show or (issue is None and not at and not cancel):
-        ledger = campaign.existing_ledger(settings)
+        ledger = existing_ledger(settings)
         entries, problems = schedule_mod.entries(settings, ledger)
         if ledger is not None:
             ledger.close()
@@ -61,7 +61,7 @@ def schedule(
         raise click.UsageError("name the ISSUE to schedule or cancel")
     slug = issue_mod.resolve(issue, settings.root).stem
     if cancel:
-        with campaign.ledger(settings) as ledger:
+        with open_ledger(settings) as ledger:
             source = schedule_mod.cancel(settings, ledger, slug)
         if source == schedule_mod.FRONT_MATTER:
             click.echo(f"{slug}: schedule cancelled (its front matter send_at is now ignored)")
@@ -75,7 +75,7 @@ def schedule(
         where = zone(tz) if tz else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at/--tz") from None
-    with campaign.ledger(settings) as ledger:
+    with open_ledger(settings) as ledger:
         schedule_mod.set_time(ledger, slug, when)
     local = f" ({when.astimezone(where):%Y-%m-%d %H:%M %Z})" if where else ""
     click.echo(f"{slug}: scheduled for {when:%Y-%m-%d %H:%M} UTC{local}")

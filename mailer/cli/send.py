@@ -9,11 +9,20 @@ from pathlib import Path
 
 import click
 
-from .. import campaign
-from ..campaign import DueEvent, Plan
-from ..config import format_duration, with_overrides
-from ..send import Progress, SendOptions, Summary
-from .common import Context, confirm, human, now_option, pass_ctx, print_notices, rate_text, shown
+from mailer import campaign
+from mailer.campaign import DueEvent, Plan
+from mailer.cli.common import (
+    Context,
+    confirm,
+    human,
+    now_option,
+    pass_ctx,
+    print_notices,
+    rate_text,
+    shown,
+)
+from mailer.config import format_duration, with_overrides
+from mailer.deliver.sender import Progress, SendOptions, Summary
 
 
 @click.command()

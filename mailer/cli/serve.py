@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import MailerError
-from .common import Context, pass_ctx, warn
+from mailer.cli.common import Context, pass_ctx, warn
+from mailer.errors import MailerError
 
 # -- preview ------------------------------------------------------------------------------
 
@@ -48,7 +48,7 @@ def preview(
 
     The page updates by itself when the issue, a template or mailer.toml changes.
     """
-    from .. import preview as preview_mod
+    from mailer import preview as preview_mod
 
     if out is not None:
         written = preview_mod.write_static(ctx.settings, issue, out, as_email=as_email)
@@ -92,7 +92,7 @@ def serve(ctx: Context, port: int, host: str) -> None:
 
     For real traffic run the same WSGI app behind a server: gunicorn 'mailer.web:app'.
     """
-    from .. import web
+    from mailer.web import routes as web
 
     def ready(url: str) -> None:
         click.echo(f"serving unsubscribe endpoint and archive at {url} (Ctrl-C to stop)")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..config import env_name
-from ..errors import EXIT_DATA
-from ..states import DeliveryState, Feedback, Reason
-from .common import Context, pass_ctx
+from mailer.cli.common import Context, pass_ctx
+from mailer.config import env_name
+from mailer.errors import EXIT_DATA
+from mailer.states import DeliveryState, Feedback, Reason
 
 # campaign (the send side: ledger, render, DKIM) and lists are imported by the commands that
 # use them: `mailer config` and `mailer --help` need neither.
@@ -45,7 +45,7 @@ def status(
     ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None
 ) -> None:
     """Show how ISSUE's send went: sent, deferred, failed, bounced, complained, pending."""
-    from .. import campaign
+    from mailer import campaign
 
     st = campaign.status(ctx.settings, issue, subscribers)
     if only_failed:
@@ -95,9 +95,9 @@ def status(
 
 def _complained(ctx: Context, issue: str) -> int:
     """Readers who reported this issue as spam (ARF reports read by `mailer bounces`)."""
-    from .. import campaign
+    from mailer.state.ledger import existing_ledger
 
-    book = campaign.existing_ledger(ctx.settings)
+    book = existing_ledger(ctx.settings)
     if book is None:
         return 0
     with book:
@@ -114,7 +114,7 @@ def subscribers() -> None:
 @pass_ctx
 def subscribers_check(ctx: Context, path: Path | None) -> None:
     """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
-    from .. import lists
+    from mailer import lists
 
     checked = lists.check(path or ctx.settings.root / ctx.settings.subscribers)
     invalid, skipped = checked.invalid_count, checked.skipped_count
@@ -136,7 +136,7 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
 @pass_ctx
 def subscribers_export(ctx: Context, path: Path | None) -> None:
     """Print the list (CSV) with suppressed, invalid and duplicate rows left out."""
-    from .. import lists
+    from mailer import lists
 
     export = lists.export(ctx.settings, path or ctx.settings.root / ctx.settings.subscribers)
     writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -163,7 +163,7 @@ def subscribers_export(ctx: Context, path: Path | None) -> None:
 @pass_ctx
 def unsubscribe(ctx: Context, address: str, reason: str) -> None:
     """Suppress ADDRESS by hand (a reply asking to be removed); every later send skips it."""
-    from .. import lists
+    from mailer import lists
 
     try:
         normalised, new = lists.suppress(ctx.settings, address, Reason(reason))
@@ -177,7 +177,7 @@ def unsubscribe(ctx: Context, address: str, reason: str) -> None:
 @pass_ctx
 def suppressed(ctx: Context, as_csv: bool) -> None:
     """List suppressed addresses: who, why, since when."""
-    from .. import lists
+    from mailer import lists
 
     rows = lists.suppressions(ctx.settings)
     if as_csv:

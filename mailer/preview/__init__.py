@@ -6,7 +6,7 @@ warnings. The package, by step:
 
     snapshot.py   one render for one reader: the message, the warnings, the error banner
     watcher.py    Preview: the current render, re-made when an input changes; long-poll waits
-    app.py        the WSGI app serving it (mailer.wsgi serves it, as it serves mailer.web)
+    app.py        the WSGI app serving it (mailer.web.wsgi serves it, as it serves mailer.web)
 
 Never prints: the CLI reports through the `ready` callback.
 """
@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import wsgi
-from ..config import Settings
-from .app import PreviewApp, page
-from .snapshot import build
-from .watcher import Preview
+from mailer.config import Settings
+from mailer.preview.app import PreviewApp, page
+from mailer.preview.snapshot import build
+from mailer.preview.watcher import Preview
+from mailer.web import wsgi
 
 __all__ = ["THREADS", "serve", "write_static"]
 

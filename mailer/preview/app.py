@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import wsgi
-from ..wsgi import HTTPError
-from .watcher import Preview
+from mailer.preview.watcher import Preview
+from mailer.web import wsgi
+from mailer.web.wsgi import HTTPError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -16,14 +16,14 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
-from .. import config as config_mod
-from .. import issue as issue_mod
-from ..config import EXAMPLE_FROM, EXAMPLE_READER, EXAMPLE_SUBSCRIBERS, Settings
-from ..errors import ConfigError, InputError, MailerError
-from ..message import Composer
-from ..preflight import preflight
-from ..render import GMAIL_CLIP_BYTES, Email, render, template_dirs
-from ..subscribers import Subscriber, SubscriberList, check_email
+from mailer import config as config_mod
+from mailer.compose import issue as issue_mod
+from mailer.compose.render import GMAIL_CLIP_BYTES, Email, render, template_dirs
+from mailer.config import EXAMPLE_FROM, EXAMPLE_READER, EXAMPLE_SUBSCRIBERS, Settings
+from mailer.deliver.message import Composer
+from mailer.deliver.preflight import preflight
+from mailer.errors import ConfigError, InputError, MailerError
+from mailer.state.subscribers import Subscriber, SubscriberList, check_email
 
 # Notices that were fixed on the way (shown, but not as something to act on).
 _INFO_CODES = frozenset({"mojibake", "stylesheet"})

@@ -14,12 +14,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import config as config_mod
-from .. import issue as issue_mod
-from ..config import Settings
-from ..errors import MailerError
-from ..render import template_dirs
-from .snapshot import Snapshot, build, error_state, relative, stat_key, subscriber_files
+from mailer import config as config_mod
+from mailer.compose import issue as issue_mod
+from mailer.compose.render import template_dirs
+from mailer.config import Settings
+from mailer.errors import MailerError
+from mailer.preview.snapshot import (
+    Snapshot,
+    build,
+    error_state,
+    relative,
+    stat_key,
+    subscriber_files,
+)
 
 POLL_SECONDS = 0.3  # how often the watcher looks at the files
 

@@ -1,0 +1,130 @@
+"""Who is owed a copy of one issue: the ledger's history, read once, asked per subscriber.
+
+The one place that decides it, for the send, its plan, `status` and picking the next issue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mailer.state.ledger import Ledger
+from mailer.state.subscribers import Subscriber
+from mailer.states import DeliveryState, Skip
+from mailer.when import now as current_time
+
+
+def backoff(retry_delay: float, attempts: int) -> float:
+    """Seconds to wait after the `attempts`-th deferral: retry_delay, doubling."""
+    return retry_delay * 2.0 ** max(0, attempts - 1)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """A snapshot of one issue's history; `skip(subscriber)` says why it gets no copy, if so."""
+
+    issue: str
+    done: frozenset[str] = frozenset()  # sent, or failed for good (unless retry_failed)
+    # deferred reader -> (attempts, last try, next try time if stored)
+    deferred: Mapping[str, tuple[int, datetime, datetime | None]] = field(default_factory=dict)
+    suppressed: frozenset[str] = frozenset()
+    now: datetime = field(default_factory=current_time)
+    retry_delay: float = 30.0
+    max_attempts: int = 5
+
+    @classmethod
+    def of(
+        cls,
+        ledger: Ledger | None,
+        issue: str,
+        *,
+        retry_failed: bool = False,
+        retry_delay: float = 30.0,
+        max_attempts: int = 5,
+        now: datetime | None = None,
+    ) -> Audience:
+        """Read the history of `issue` (nobody has had it when there is no ledger yet)."""
+        done: set[str] = set()
+        deferred: dict[str, tuple[int, datetime, datetime | None]] = {}
+        suppressed: frozenset[str] = frozenset()
+        if ledger is not None:
+            suppressed = frozenset(ledger.suppressed_set())
+            for d in ledger.deliveries(issue):
+                if d.state == DeliveryState.SENT or (
+                    d.state == DeliveryState.FAILED and not retry_failed
+                ):
+                    done.add(d.email)
+                elif d.state == DeliveryState.DEFERRED:
+                    deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
+        return cls(
+            issue,
+            frozenset(done),
+            deferred,
+            suppressed,
+            now or current_time(),
+            retry_delay,
+            max_attempts,
+        )
+
+    def skip(self, subscriber: Subscriber) -> Skip | None:
+        """None if this subscriber is owed a copy now; else why not."""
+        key = subscriber.email.lower()
+        if key in self.suppressed:
+            return Skip.SUPPRESSED
+        if key in self.done:
+            return Skip.ALREADY_DONE
+        if key in self.deferred:
+            # Its stored next try time (Postfix's queue model); a ledger from before those
+            # were stored waits out the backoff, which stops growing at max_attempts.
+            attempts, last, next_try = self.deferred[key]
+            if next_try is not None:
+                if self.now < next_try:
+                    return Skip.NOT_DUE
+                return None
+            wait = backoff(self.retry_delay, min(attempts, self.max_attempts))
+            if (self.now - last).total_seconds() < wait:
+                return Skip.NOT_DUE
+        return None
+
+
+class LedgerWatch:
+    """Keeps a running send true to the ledger: suppressions recorded by any process (the
+    web endpoint, `mailer unsubscribe`, another host) count within `interval` seconds, and a
+    ledger deleted or replaced under the run stops it before the next message (LedgerGone).
+
+    One PRAGMA data_version per interval, not a query per message: the suppression list is
+    read again only when another connection has committed something.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        suppressed: frozenset[str],
+        *,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.interval = interval
+        self.clock = clock
+        self._suppressed = suppressed
+        self._version = ledger.data_version()
+        self._due = clock() + interval
+        self._lock = threading.Lock()
+
+    def suppressed(self, email: str) -> bool:
+        """Is this address suppressed now? Raises LedgerGone if the ledger went away."""
+        self.ledger.check_identity()  # one stat(): cheap enough for every message
+        now = self.clock()
+        if now >= self._due:
+            with self._lock:
+                if now >= self._due:
+                    version = self.ledger.data_version()
+                    if version != self._version:
+                        self._version = version
+                        self._suppressed = frozenset(self.ledger.suppressed_set())
+                    self._due = self.clock() + self.interval
+        return email.lower() in self._suppressed

@@ -1,0 +1,483 @@
+"""The web side: the one-click unsubscribe endpoint (RFC 8058) and the archive of sent issues.
+
+A plain WSGI application. Everything it knows comes from the Settings it is made with: the
+state directory (the ledger holds the suppression list and which issues went out), the
+signing secret and the list id. Run it with `mailer serve` (mailer.web.wsgi: waitress, a fixed
+pool of threads, loopback by default) or under another WSGI server: `gunicorn 'mailer.web:app'`.
+
+    GET  /unsubscribe?token=T   a page with one button; never unsubscribes by itself
+    POST /unsubscribe?token=T   List-Unsubscribe=One-Click (or the button): suppress, 200
+    GET  /issues/<slug>         an issue already sent, rendered without anyone's data
+    GET  /                      the issues already sent
+    GET  /healthz               "ok"
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+from itsdangerous import BadData
+
+from mailer.compose import issue as issue_mod
+from mailer.compose.render import fill_slots, render
+from mailer.config import Settings
+from mailer.deliver.tokens import BadToken, verify
+from mailer.errors import ConfigError, MailerError
+from mailer.state.ledger import Ledger, existing_ledger, open_ledger
+from mailer.states import Reason
+from mailer.web import wsgi
+from mailer.web.wsgi import HTTPError
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+MAX_BODY = 10 * 1024  # a one-click POST is 26 bytes; a form post a few hundred
+MAX_TOKEN = 2048  # real tokens are ~100-300 characters
+DEFAULT_UNSUBSCRIBE_PATH = "/unsubscribe"
+DEFAULT_ARCHIVE_PATH = "/issues"
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+# Pages of our own: nothing to load but inline style; the one form posts back to us.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+# An archived issue: the email's own inline styles and remote images, never a script or a form.
+ARCHIVE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; "
+    "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+NO_STORE = "no-store"
+ARCHIVE_CACHE = "public, max-age=300"
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    """What a route answers; the headers every response carries are added when it is sent."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    csp: str = PAGE_CSP
+    cache: str = NO_STORE
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def wsgi_headers(self) -> list[tuple[str, str]]:
+        return wsgi.headers(
+            self.content_type, len(self.body), csp=self.csp, cache=self.cache, extra=self.headers
+        )
+
+
+_STYLE = """
+  body { font: 16px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2328;
+         background: #f3f4f6; margin: 0; padding: 48px 16px; }
+  main { max-width: 32rem; margin: 0 auto; background: #fff; border-radius: 8px;
+         padding: 24px 28px; }
+  h1 { font-size: 1.4rem; line-height: 1.3; margin: 0 0 12px; }
+  p { margin: 0 0 12px; }
+  button { font: inherit; font-weight: 600; color: #fff; background: #cf222e; border: 0;
+           border-radius: 6px; padding: 10px 18px; cursor: pointer; }
+  ul { padding-left: 1.2rem; }
+  li { margin: 0 0 12px; }
+  a { color: #0b62d6; }
+  .muted { color: #57606a; font-size: .9rem; }
+"""
+
+
+def page(
+    status: int,
+    title: str,
+    body: str,
+    *,
+    lang: str = "en",
+    robots: bool = False,
+    cache: str = NO_STORE,
+) -> Response:
+    """A small page of our own; `title` is text (escaped here), `body` is HTML built escaped."""
+    text = (
+        "<!doctype html>\n"
+        f'<html lang="{html.escape(lang)}">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        + ("" if robots else '<meta name="robots" content="noindex, nofollow">\n')
+        + f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+    headers = [] if robots else [("X-Robots-Tag", "noindex, nofollow")]
+    return Response(status, text.encode("utf-8"), cache=cache, headers=headers)
+
+
+def error_page(status: int, message: str) -> Response:
+    phrase = HTTPStatus(status).phrase
+    return page(status, phrase, f"<h1>{html.escape(phrase)}</h1>\n<p>{html.escape(message)}</p>")
+
+
+def text_response(status: int, text: str) -> Response:
+    return Response(status, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
+
+
+def mask_email(address: str) -> str:
+    """reader@example.com -> re***@example.com: enough to recognise, not to harvest."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return "***"
+    shown = local[:2] if len(local) >= 4 else local[:1]
+    return f"{shown}***@{domain}"
+
+
+# -- request helpers ------------------------------------------------------------------------
+
+
+def _path_of(url: str, default: str) -> str:
+    """The path part of a configured URL, without a trailing slash ("" for the site root)."""
+    return urlsplit(url).path.rstrip("/") if url else default
+
+
+# -- the application ------------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    stamp: tuple[int, int]
+    title: str
+    preheader: str
+    html: str | None = None
+
+
+class WebApp:
+    """The WSGI application; make one per settings with make_app()."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.secret:
+            raise ConfigError(
+                "no MAILER_SECRET: the unsubscribe endpoint needs the secret the links were "
+                "signed with (without it anyone could forge an unsubscribe)",
+                hint="set MAILER_SECRET in .env or the environment, as for `mailer send`",
+            )
+        self.settings = settings
+        self.secret = settings.secret
+        # The same list id the Composer signs with: a token for another list is void here.
+        self.list_id = settings.list_id_effective
+        self.list_name = settings.list_name
+        configured = _path_of(settings.unsubscribe_url, DEFAULT_UNSUBSCRIBE_PATH)
+        self.unsubscribe_path = configured or DEFAULT_UNSUBSCRIBE_PATH
+        self.unsubscribe_paths = {DEFAULT_UNSUBSCRIBE_PATH, self.unsubscribe_path}
+        self.archive_prefix = _path_of(settings.archive_url, DEFAULT_ARCHIVE_PATH)
+        self.archive_prefixes = {DEFAULT_ARCHIVE_PATH, self.archive_prefix}
+        # Where the archive's "Unsubscribe" link goes: the endpoint without a token explains.
+        base = settings.unsubscribe_url
+        self.unsubscribe_help_url = base.split("?", 1)[0] if base else DEFAULT_UNSUBSCRIBE_PATH
+        self._ledger: Ledger | None = None
+        self._ledger_lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._render_lock = threading.Lock()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        try:
+            response = self.dispatch(environ, method)
+        except HTTPError as exc:
+            response = error_page(exc.status, exc.message)
+            response.headers += exc.headers
+        except MailerError as exc:  # the ledger is busy or broken: say so, never pretend
+            self._log(environ, f"mailer: {exc.format_message()}")
+            response = error_page(503, "Something went wrong on our side. Please try again later.")
+        except Exception:
+            self._log(environ, traceback.format_exc())
+            response = error_page(500, "Something went wrong on our side.")
+        status = wsgi.status_line(response.status)
+        start_response(status, response.wsgi_headers())
+        return [b"" if method == "HEAD" else response.body]
+
+    @staticmethod
+    def _log(environ: WSGIEnvironment, text: str) -> None:
+        stream = environ.get("wsgi.errors") or sys.stderr
+        stream.write(text.rstrip("\n") + "\n")
+        stream.flush()
+
+    def ledger(self, *, create: bool) -> Ledger | None:
+        """The ledger, opened once and shared (it serialises its own use); None if absent."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                if create:
+                    self._ledger = open_ledger(self.settings)
+                else:
+                    self._ledger = existing_ledger(self.settings)
+            return self._ledger
+
+    def close(self) -> None:
+        with self._ledger_lock:
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
+
+    def dispatch(self, environ: WSGIEnvironment, method: str) -> Response:
+        path = str(environ.get("PATH_INFO") or "/")
+        if len(path) > 1:
+            path = path.rstrip("/") or "/"
+        script = str(environ.get("SCRIPT_NAME") or "").rstrip("/")
+        if path in self.unsubscribe_paths:
+            self._allow(method, ("GET", "HEAD", "POST"))
+            return self.unsubscribe(environ, method, script)
+        if path == "/healthz":
+            self._allow(method, ("GET", "HEAD"))
+            return text_response(200, "ok")
+        if path == "/sns":  # Amazon SNS: SES bounces and complaints (mailer/feedback/sns.py)
+            self._allow(method, ("POST",))
+            from mailer.feedback import sns
+
+            return sns.respond(self, environ)
+        if path == "/" or path in self.archive_prefixes:
+            self._allow(method, ("GET", "HEAD"))
+            return self.index(script)
+        for prefix in self.archive_prefixes:
+            if path.startswith(prefix + "/"):
+                slug = path[len(prefix) + 1 :]
+                if _SLUG.fullmatch(slug) and ".." not in slug:
+                    self._allow(method, ("GET", "HEAD"))
+                    return self.archived(slug)
+        raise HTTPError(404, "There is no such page.")
+
+    @staticmethod
+    def _allow(method: str, allowed: tuple[str, ...]) -> None:
+        if method not in allowed:
+            allow = [("Allow", ", ".join(allowed))]
+            raise HTTPError(405, "This method is not allowed here.", allow)
+
+    # -- unsubscribe --------------------------------------------------------------------
+
+    def unsubscribe(self, environ: WSGIEnvironment, method: str, script: str) -> Response:
+        query = wsgi.query(environ)
+        tokens = query.get("token")
+        token = tokens[0] if tokens else None
+        form: dict[str, str] = {}
+        if method == "POST":
+            form = wsgi.form(environ, wsgi.read_body(environ, MAX_BODY))
+            if token is None:
+                token = form.get("token")
+        if token is None:
+            if method == "POST":
+                raise HTTPError(400, "This unsubscribe link is not valid.")
+            return self._how_to_page()
+        address = self._verify(token)
+        ledger: Ledger | None
+        if method == "POST":
+            one_click = form.get("List-Unsubscribe", "").strip().lower() == "one-click"
+            ledger = self.ledger(create=True)
+            assert ledger is not None
+            new = ledger.suppress(address, Reason.UNSUBSCRIBED, "one-click" if one_click else "web")
+            return self._done_page(address, already=not new)
+        ledger = self.ledger(create=False)
+        if ledger is not None and ledger.is_suppressed(address):
+            return self._done_page(address, already=True)
+        return self._confirm_page(address, token, script)
+
+    def _verify(self, token: str) -> str:
+        bad = HTTPError(
+            400,
+            "This unsubscribe link is not valid: it may have been cut short when it was copied. "
+            "Please use the Unsubscribe link at the bottom of one of our emails.",
+        )
+        if not token or len(token) > MAX_TOKEN:
+            raise bad
+        try:
+            address = verify(self.secret, self.list_id, token)
+        except (BadToken, BadData, ValueError, TypeError, UnicodeError):
+            raise bad from None
+        if "@" not in address or not address.strip():
+            raise bad
+        return address
+
+    def _confirm_page(self, address: str, token: str, script: str) -> Response:
+        who, lst = html.escape(mask_email(address)), html.escape(self.list_name)
+        action = html.escape(script + self.unsubscribe_path, quote=True)
+        body = (
+            f"<h1>Unsubscribe {who} from {lst}?</h1>\n"
+            "<p>You will get no more emails from this newsletter.</p>\n"
+            f'<form method="post" action="{action}">\n'
+            f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">\n'
+            '<input type="hidden" name="confirm" value="1">\n'
+            '<button type="submit">Unsubscribe</button>\n</form>'
+        )
+        return page(200, f"Unsubscribe from {self.list_name}?", body, lang=self.settings.lang)
+
+    def _done_page(self, address: str, *, already: bool) -> Response:
+        who, lst = html.escape(mask_email(address)), html.escape(self.list_name)
+        note = (
+            "You had already unsubscribed: nothing more to do."
+            if already
+            else ("It takes effect at once: no further issue will be sent to this address.")
+        )
+        back = ""
+        if self.settings.reply_to:
+            back = (
+                f'<p class="muted">Unsubscribed by mistake? Write to '
+                f"{html.escape(self.settings.reply_to)}.</p>"
+            )
+        body = (
+            "<h1>You are unsubscribed</h1>\n"
+            f"<p>{who} will get no more emails from {lst}.</p>\n<p>{note}</p>\n{back}"
+        )
+        return page(200, "You are unsubscribed", body, lang=self.settings.lang)
+
+    def _how_to_page(self) -> Response:
+        lst = html.escape(self.list_name)
+        body = (
+            f"<h1>Unsubscribe from {lst}</h1>\n"
+            "<p>Every email we send ends with an <strong>Unsubscribe</strong> link made for the "
+            "address it was sent to. Open it from one of our emails and confirm with the "
+            "button: that address gets nothing more from us.</p>\n"
+            "<p>Your mail app may also show an Unsubscribe button next to the sender's name; it "
+            "does the same.</p>"
+        )
+        if self.settings.reply_to:
+            body += (
+                f"\n<p>Or reply to any issue, or write to {html.escape(self.settings.reply_to)}, "
+                "asking to be removed.</p>"
+            )
+        return page(200, f"Unsubscribe from {self.list_name}", body, lang=self.settings.lang)
+
+    # -- archive ------------------------------------------------------------------------
+
+    def sent_issues(self) -> list[str]:
+        """Slugs of issues the ledger has deliveries for (only those are public), oldest first."""
+        ledger = self.ledger(create=False)
+        return ledger.issues() if ledger is not None else []
+
+    def _issue_path(self, slug: str) -> Path:
+        return self.settings.root / "issues" / f"{slug}.md"
+
+    def _entry(self, slug: str, *, with_html: bool) -> _Cached | None:
+        """The cached title (and page) of an issue file, refreshed when the file changes."""
+        path = self._issue_path(slug)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(slug)
+        if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
+            return cached
+        with self._render_lock:  # one render at a time: it is CPU-bound and rare
+            cached = self._cache.get(slug)
+            if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
+                return cached
+            s = self.settings
+            parsed = issue_mod.read(path, default_lang=s.lang, base_url=s.base_url)
+            entry = _Cached(stamp, parsed.title, parsed.preheader)
+            if with_html:
+                entry.html = self._render_public(parsed)
+            self._cache[slug] = entry
+            return entry
+
+    def _render_public(self, parsed: issue_mod.Issue) -> str:
+        """The email's HTML with every slot filled by a value that names nobody."""
+        email = render(parsed, self.settings)
+        values = []
+        for slot in email.slots:
+            if slot.field == "unsubscribe_url":
+                value = self.unsubscribe_help_url
+            elif slot.field == "email":
+                value = slot.fallback or "you"
+            else:
+                value = slot.fallback
+            values.append(value)
+        return fill_slots(email.html, values, escape=True)
+
+    def archived(self, slug: str) -> Response:
+        missing = HTTPError(404, "There is no such issue in the archive.")
+        if slug not in self.sent_issues():
+            raise missing  # a draft or a scheduled issue must not leak before it goes out
+        entry = self._entry(slug, with_html=True)
+        if entry is None or entry.html is None:
+            raise missing
+        return Response(200, entry.html.encode("utf-8"), csp=ARCHIVE_CSP, cache=ARCHIVE_CACHE)
+
+    def index(self, script: str) -> Response:
+        items = []
+        for slug in reversed(self.sent_issues()):
+            if not _SLUG.fullmatch(slug):
+                continue
+            entry = self._entry(slug, with_html=False)
+            if entry is None:
+                continue
+            href = html.escape(f"{script}{self.archive_prefix}/{quote(slug)}", quote=True)
+            excerpt = (
+                f'<br><span class="muted">{html.escape(entry.preheader)}</span>'
+                if (entry.preheader)
+                else ""
+            )
+            items.append(f'<li><a href="{href}">{html.escape(entry.title)}</a>{excerpt}</li>')
+        lst = html.escape(self.list_name)
+        listing = "<ul>\n" + "\n".join(items) + "\n</ul>" if items else "<p>No issues yet.</p>"
+        body = f"<h1>{lst}</h1>\n<p>Issues sent so far, newest first.</p>\n{listing}"
+        return page(
+            200, self.list_name, body, lang=self.settings.lang, robots=True, cache=ARCHIVE_CACHE
+        )
+
+
+def make_app(settings: Settings) -> WSGIApplication:
+    """The WSGI application for one project's settings (state dir, secret, list id)."""
+    return WebApp(settings)
+
+
+class _LazyApp:
+    """`mailer.web:app`: builds make_app(config.load()) on the first request, not on import."""
+
+    def __init__(self) -> None:
+        self._app: WebApp | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    from mailer import config
+
+                    try:
+                        self._app = WebApp(config.load())
+                    except MailerError as exc:  # tried again on the next request
+                        WebApp._log(environ, f"mailer.web: {exc.format_message()}")
+                        response = error_page(500, "This site is not configured yet.")
+                        start_response("500 Internal Server Error", response.wsgi_headers())
+                        return [response.body]
+        return self._app(environ, start_response)
+
+
+app = _LazyApp()
+
+
+# -- the built-in server --------------------------------------------------------------------
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the app until KeyboardInterrupt; ready(url) once listening."""
+    application = WebApp(settings)
+    try:
+        with wsgi.Server(application, host=host, port=port, log=sys.stderr) as server:
+            if ready is not None:
+                ready(server.url)
+            server.run()
+    finally:
+        application.close()
