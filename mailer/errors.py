@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 # Exit codes (sysexits.h where one fits); the README's table lists them.
@@ -15,6 +17,17 @@ EXIT_NOPERM = 77  # the SMTP server refused our credentials
 EXIT_ABORTED = 130  # ctrl-C (or end of input) at a question: nothing was done (128 + SIGINT)
 
 
+# What must never reach a terminal raw from input: C0 and C1 controls (CR, LF, NUL, ESC...),
+# DEL, Unicode line and paragraph separators, zero-width and bidirectional controls. Any of
+# them could end a message's line early, forge another line, or reorder what is shown.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """Text as one terminal line: every control or separator character shown escaped (\\r)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class MailerError(click.ClickException):
     """Base of every error meant for the user: no traceback, a clear line, an exit code."""
 
@@ -25,7 +38,8 @@ class MailerError(click.ClickException):
         self.hint = hint
 
     def format_message(self) -> str:
-        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+        message = printable(self.message)
+        return message if not self.hint else f"{message}\n  hint: {printable(self.hint)}"
 
 
 class ConfigError(MailerError):
@@ -65,8 +79,11 @@ class PreflightError(MailerError):
     exit_code = EXIT_DATA
 
     def __init__(self, reasons: list[str]) -> None:
-        super().__init__("refusing to send:\n" + "\n".join(f"  - {r}" for r in reasons))
+        super().__init__("refusing to send: " + "; ".join(reasons))
         self.reasons = reasons
+
+    def format_message(self) -> str:
+        return "refusing to send:\n" + "\n".join(f"  - {printable(r)}" for r in self.reasons)
 
 
 class SMTPUnavailable(MailerError):

@@ -249,13 +249,30 @@ def test_iterating_twice_is_refused(tmp_path: Path) -> None:
         iter(sl)
 
 
-def test_an_absurdly_long_line_is_refused_not_loaded(
+def test_an_absurdly_long_line_refuses_its_row_and_keeps_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(subs, "MAX_LINE_CHARS", 100)
-    path = write(tmp_path, "email,name\na@example.com,A\nb@example.com," + "x" * 200 + "\n")
-    with pytest.raises(InputError, match=r":3: line longer than 100 characters"):
-        SubscriberList(path)
+    path = write(
+        tmp_path,
+        "email,name\na@example.com,A\nb@example.com," + "x" * 350 + "\nc@example.com,C\n",
+    )
+    sl = SubscriberList(path)
+    assert [s.email for s in sl] == ["a@example.com", "c@example.com"]
+    assert [(p.line, p.reason) for p in sl.problems] == [
+        (3, "row refused: a field longer than 100 characters")
+    ]
+    assert sl.rows_in_file == 3 and sl.total_rows == 3
+
+
+def test_a_one_megabyte_field_refuses_its_row_and_keeps_the_rest(tmp_path: Path) -> None:
+    big = "x" * 1_000_000
+    path = write(tmp_path, f"email,name\na@example.com,A\nb@example.com,{big}\nc@example.com,C\n")
+    sl = SubscriberList(path)
+    assert [s.email for s in sl] == ["a@example.com", "c@example.com"]
+    assert [(p.line, p.email, p.reason) for p in sl.problems] == [
+        (3, "b@example.com", "row refused: a field longer than 65,536 characters")
+    ]
 
 
 # -- addresses: the fast path must agree with email-validator

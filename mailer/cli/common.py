@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailer.config import Settings
-from mailer.errors import EXIT_ABORTED, EXIT_OK, MailerError
+from mailer.errors import EXIT_ABORTED, EXIT_OK, MailerError, printable
 from mailer.when import now as current_time
 from mailer.when import parse_when
 
@@ -34,7 +34,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def warn(text: str) -> None:
-    click.secho(f"warning: {text}", fg="yellow", err=True)
+    click.secho(f"warning: {printable(text)}", fg="yellow", err=True)
 
 
 def print_notices(email: Email, fold: bool = True) -> None:

@@ -207,7 +207,7 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
         if count:
             click.echo(f"  {count} {what}")
     for problem in planned.problems:
-        click.echo(f"  line {problem.line}: {problem.reason} {problem.email!r}".rstrip(), err=True)
+        click.echo(f"  line {problem.line}: {problem.reason} '{problem.email}'".rstrip(), err=True)
     for address, reply in s.failures[:20]:
         click.echo(f"  {address}: {reply}", err=True)
     if s.given_up:

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
-from mailer.errors import InputError
+from mailer.errors import InputError, printable
 
 if TYPE_CHECKING:
     from email_validator import ValidatedEmail
@@ -27,9 +27,12 @@ RESERVED_COLUMNS = frozenset({"email", "name", "status"})
 # Only this many Problems are kept per list; the counts stay exact. A hostile file could
 # otherwise grow the lists without bound.
 MAX_STORED = 1_000
-# A physical line longer than this is refused: without a cap one newline-free file is one
-# string in memory. csv's own field_size_limit (128 KiB) only applies after the line is read.
+# A physical line longer than this is refused as a row (its line named, the rest of the list
+# kept), and never held whole in memory: it is read and dropped a chunk at a time.
 MAX_LINE_CHARS = 1 << 20
+# A field longer than this refuses its row. csv's own field_size_limit (128 KiB) would
+# otherwise raise mid-file and refuse the whole list; it is lifted to MAX_LINE_CHARS instead.
+MAX_FIELD_CHARS = 64 << 10
 # A valid address is at most 254 UTF-8 bytes, so anything much longer is invalid; refusing it
 # here spares email-validator, which takes ~100 ms on a 128 KiB field.
 MAX_ADDRESS_CHARS = 1_000
@@ -144,10 +147,10 @@ def _blank(cells: list[str]) -> bool:
 
 
 def _short(raw: str) -> str:
-    """The raw address as kept in a Problem: bounded in size."""
-    if len(raw) <= MAX_PROBLEM_EMAIL_CHARS:
-        return raw
-    return raw[: MAX_PROBLEM_EMAIL_CHARS - 1] + "…"
+    """The raw address as kept in a Problem: bounded in size, safe to print on one line."""
+    if len(raw) > MAX_PROBLEM_EMAIL_CHARS:
+        raw = raw[: MAX_PROBLEM_EMAIL_CHARS - 1] + "…"
+    return printable(raw)
 
 
 # --- the list -------------------------------------------------------------------------
@@ -210,13 +213,14 @@ class SubscriberList:
         # Data rows the first pass found: what total_rows will be once iterated (for "up to N").
         self.rows_in_file = 0
         self._iterated = False
+        self._overlong: set[int] = set()  # physical lines dropped by _lines as too long
         with closing(self._records()) as records:
             header = self._parse_header(records)
             # A first pass (csv parsing only, 1-3 µs a row) so that every whole-file error
             # (not UTF-8, broken quoting, a runaway line) is raised here, before anyone is
             # mailed, rather than half-way through a send.
-            for _, cells in records:
-                if not _blank(cells):
+            for line, cells in records:
+                if not _blank(cells) or line in self._overlong:
                     self.rows_in_file += 1
         # The merge-field columns, known before iterating (templates are checked against them).
         self.columns: tuple[str, ...] = tuple(name for name, _ in header.fields)
@@ -243,6 +247,8 @@ class SubscriberList:
         with self._open() as f:
             # strict: an unclosed quote is an error instead of silently swallowing every row
             # up to the next quote. skipinitialspace: `a@example.com, "Lee, Ann"` is quoted.
+            if csv.field_size_limit() < MAX_LINE_CHARS:
+                csv.field_size_limit(MAX_LINE_CHARS)
             reader = csv.reader(self._lines(f), strict=True, skipinitialspace=True)
             done = 0
             try:
@@ -261,14 +267,15 @@ class SubscriberList:
                 raise
 
     def _lines(self, f: IO[str]) -> Iterator[str]:
-        """Physical lines, refusing one that is absurdly long instead of holding it in memory."""
+        """Physical lines; one absurdly long is dropped (read a chunk at a time) and noted."""
         count = 0
         while line := f.readline(MAX_LINE_CHARS):
             count += 1
             if len(line) == MAX_LINE_CHARS and line[-1] not in "\r\n":
-                raise InputError(
-                    f"line longer than {MAX_LINE_CHARS:,} characters", path=self.path, line=count
-                )
+                while (rest := f.readline(MAX_LINE_CHARS)) and rest[-1] not in "\r\n":
+                    pass
+                self._overlong.add(count)
+                line = "\n"  # an empty record in its place: _row refuses it by its line
             yield line
 
     def _bad_utf8(self) -> None:
@@ -344,6 +351,12 @@ class SubscriberList:
 
     def _row(self, cells: list[str], line: int, h: _Header, dedupe: _Dedupe) -> Subscriber | None:
         """One data row: a Subscriber, or None after recording why not."""
+        if line in self._overlong or any(len(cell) > MAX_FIELD_CHARS for cell in cells):
+            self.total_rows += 1
+            longest = MAX_LINE_CHARS if line in self._overlong else MAX_FIELD_CHARS
+            raw = cells[h.email].strip() if h.email < len(cells) else ""
+            self._problem(line, raw, f"row refused: a field longer than {longest:,} characters")
+            return None
         if len(cells) == h.width:
             raw = cells[h.email].strip()
             # A blank line, or ",,," as spreadsheets pad: not a row at all.
@@ -396,10 +409,10 @@ class SubscriberList:
         """Count an invalid row; keep the first MAX_STORED."""
         self.problem_count += 1
         if len(self.problems) < MAX_STORED:
-            self.problems.append(Problem(line, _short(raw), reason))
+            self.problems.append(Problem(line, _short(raw), printable(reason)))
 
     def _skip(self, line: int, raw: str, reason: str) -> None:
         """Count a deliberately skipped row; keep the first MAX_STORED."""
         self.skipped_count += 1
         if len(self.skipped) < MAX_STORED:
-            self.skipped.append(Problem(line, _short(raw), reason))
+            self.skipped.append(Problem(line, _short(raw), printable(reason)))
