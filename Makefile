@@ -53,5 +53,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 system:
 	@sh tests/install-system.sh
 
+# Generated output and the virtualenv only. State (.mailer/: the ledger, suppressions, DKIM
+# keys), .env and subscriber lists are the user's: no target here ever deletes them.
 clean:
-	rm -rf build .mailer $(VENV) *.egg-info
+	rm -rf build $(VENV) *.egg-info

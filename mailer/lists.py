@@ -1,4 +1,4 @@
-"""The subscriber list and the suppression list: check, export, suppress by hand."""
+"""The subscriber list and the suppression list: check, export, suppress by hand; backups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.config import Settings
-from mailer.state.ledger import Suppression, existing_ledger, open_ledger
+from mailer.state.backup import Backup, backup_postgres, backup_sqlite
+from mailer.state.ledger import DB_NAME, Suppression, existing_ledger, open_ledger
 from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
 from mailer.states import Reason
 
@@ -75,3 +76,10 @@ def suppressions(settings: Settings) -> list[Suppression]:
         return []
     with book:
         return book.suppressions()
+
+
+def backup(settings: Settings, path: Path) -> Backup:
+    """A consistent copy of the store (ledger, suppressions, schedules), safe during a send."""
+    if settings.database_url:
+        return backup_postgres(settings.database_url, path)
+    return backup_sqlite(settings.state_path / DB_NAME, path)
