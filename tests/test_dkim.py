@@ -516,9 +516,7 @@ def test_keygen_ed25519_and_another_selector(
     assert match["file"] == "mail-ed25519.ed25519.pem" and match["bits"] == "256"
     assert match["name"] == "mail-ed25519._domainkey.example.org"
     assert re.fullmatch(r"v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=", match["value"])
-    assert (
-        match["env"] == "MAILER_DKIM_ED25519_KEY_FILE=.mailer/dkim/mail-ed25519.ed25519.pem"
-    )
+    assert match["env"] == "MAILER_DKIM_ED25519_KEY_FILE=.mailer/dkim/mail-ed25519.ed25519.pem"
     assert match["extra"] == (
         "   (this signs beside the rsa key; to sign with it alone use MAILER_DKIM_KEY_FILE and"
         " MAILER_DKIM_SELECTOR=mail-ed25519 instead)\n"
