@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mailer import config
+from mailer.compose.render import BUILTIN_TEMPLATES
 from mailer.errors import InputError
 from mailer.preview import write_static
 from mailer.preview.watcher import Preview
@@ -523,7 +524,7 @@ def test_server_rerenders_on_template_and_config_changes(
 
     # A templates/ folder appearing beside issues/ overrides the built-in template.
     (project / "templates").mkdir()
-    template = (REPO / "templates" / "newsletter.mjml.j2").read_text(encoding="utf-8")
+    template = (BUILTIN_TEMPLATES / "newsletter.mjml.j2").read_text(encoding="utf-8")
     (project / "templates" / "newsletter.mjml.j2").write_text(
         template.replace("View this email in your browser", "Read it on the web, please"),
         encoding="utf-8",
