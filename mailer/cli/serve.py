@@ -86,18 +86,43 @@ def preview(
     show_default=True,
     help="Address to bind (loopback unless you ask).",
 )
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.5, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a request may take to arrive; a slower client is disconnected.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(16, 1_000_000),
+    default=4096,
+    show_default=True,
+    help="Connections held at once; past them a new one is answered 503 at once.",
+)
 @pass_ctx
-def serve(ctx: Context, port: int, host: str) -> None:
-    """Serve the one-click unsubscribe endpoint and the web archive (small lists).
+def serve(ctx: Context, port: int, host: str, request_timeout: float, max_connections: int) -> None:
+    """Serve the one-click unsubscribe endpoint and the web archive.
 
-    For real traffic run the same WSGI app behind a server: gunicorn 'mailer.web:app'.
+    \b
+    Slow clients cost a socket, never a thread: a request that takes longer than
+    --request-timeout to arrive is cut off, and past --max-connections new clients get
+    503 with Retry-After instead of waiting. On the internet, put it behind a reverse
+    proxy (nginx, Caddy) that terminates TLS; docs/operations.md shows one.
+    Or run the same WSGI app under another server: gunicorn 'mailer.web:app'.
     """
     from mailer.web import routes as web
+    from mailer.web.limits import Limits
 
     def ready(url: str) -> None:
         click.echo(f"serving unsubscribe endpoint and archive at {url} (Ctrl-C to stop)")
 
-    _serve(lambda: web.serve(ctx.settings, host=host, port=port, ready=ready), host, port)
+    limits = Limits(request_timeout=request_timeout, max_connections=max_connections)
+    _serve(
+        lambda: web.serve(ctx.settings, host=host, port=port, ready=ready, limits=limits),
+        host,
+        port,
+    )
 
 
 def _serve(run: Callable[[], None], host: str, port: int, what: str = "server") -> None:

@@ -36,6 +36,7 @@ from mailer.errors import ConfigError, MailerError
 from mailer.state.ledger import Ledger, existing_ledger, open_ledger
 from mailer.states import Reason
 from mailer.web import wsgi
+from mailer.web.limits import Limits
 from mailer.web.wsgi import HTTPError
 
 if TYPE_CHECKING:
@@ -471,11 +472,14 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     ready: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve the app until KeyboardInterrupt; ready(url) once listening."""
     application = WebApp(settings)
     try:
-        with wsgi.Server(application, host=host, port=port, log=sys.stderr) as server:
+        with wsgi.Server(
+            application, host=host, port=port, log=sys.stderr, limits=limits
+        ) as server:
             if ready is not None:
                 ready(server.url)
             server.run()

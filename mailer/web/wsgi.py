@@ -4,8 +4,9 @@ mailer.web (unsubscribe + archive) and mailer.preview are plain WSGI apps; this 
 everything between them and the socket, and nothing of theirs:
 
 - `Server`: waitress on one socket with a fixed pool of worker threads. An idle or slow
-  connection costs a socket in waitress' event loop, never a thread; headers, bodies and
-  open connections are bounded; client junk gets a 4xx status line and no traceback.
+  connection costs a socket in waitress' event loop, never a thread; headers, bodies, the
+  time a request takes to arrive and open connections are bounded (web/limits.py); client
+  junk gets a 4xx status line and no traceback.
 - `limit_target`: 414 for a request-target over MAX_TARGET. (Waitress hands a URL of any
   length up to max_request_header_size to the app, and answers 431 only beyond that.)
 - `headers`: the security headers of every response; each response chooses its CSP.
@@ -31,7 +32,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import parse_qs
 
 from waitress import wasyncore
-from waitress.server import create_server
+from waitress.adjustments import Adjustments
+from waitress.task import ThreadedTaskDispatcher
+
+from mailer.web.limits import GuardedServer, Limits
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -48,26 +52,6 @@ SHUTDOWN_SECONDS = 5.0  # how long close() waits for requests in progress
 # For responses that show nothing: text, JSON, errors.
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 NO_STORE = "no-store"
-
-
-def _connection_limit(most: int = 1000, spare: int = 100) -> int:
-    """Open connections waitress accepts; past it, it stops accepting until one closes.
-
-    Each costs a file descriptor, no thread: as many as the process may open, less some spare.
-    """
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):  # no resource module (Windows)
-        return 100  # waitress' default
-    if soft == resource.RLIM_INFINITY:
-        return most
-    return max(50, min(most, soft - spare))
-
-
-# Open connections: each costs a file descriptor and no thread.
-CONNECTION_LIMIT = _connection_limit()
 
 
 # -- what every response carries --------------------------------------------------------------
@@ -288,6 +272,7 @@ class Server:
         port: int = 0,
         threads: int = THREADS,
         log: TextIO | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.threads = threads
         self._sock = _bind(host, port)
@@ -301,19 +286,34 @@ class Server:
         if log is not None:  # outermost: a 414 is logged too
             wrapped = access_log(wrapped, log)
         try:
-            self._server = create_server(
-                wrapped,
-                map=self._map,
+            adj = Adjustments(
                 sockets=[self._sock],
                 threads=threads,
                 ident="mailer",  # the Server header: not waitress', not Python's version
-                connection_limit=CONNECTION_LIMIT,
                 channel_timeout=CHANNEL_TIMEOUT,
                 cleanup_interval=min(10, CHANNEL_TIMEOUT),
                 max_request_header_size=MAX_HEADER,
                 max_request_body_size=MAX_BODY,
                 log_socket_errors=False,  # a client resetting its connection is no traceback
                 expose_tracebacks=False,
+            )
+            dispatcher = ThreadedTaskDispatcher()
+            dispatcher.set_thread_count(threads)
+            self._server = GuardedServer(
+                wrapped,
+                self._map,
+                True,
+                self._sock,
+                dispatcher=dispatcher,
+                adj=adj,
+                bind_socket=False,
+                sockinfo=(
+                    self._sock.family,
+                    self._sock.type,
+                    self._sock.proto,
+                    self._sock.getsockname(),
+                ),
+                limits=limits or Limits(),
             )
         except BaseException:
             self._sock.close()
