@@ -7,6 +7,7 @@ own line and no line can be forged.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ MAILER = Path(sys.executable).with_name("mailer")
 
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "MAILER_SECRET": "s" * 40}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["MAILER_SECRET"] = "s" * 40
     return subprocess.run(
         [str(MAILER), "-C", str(root), *args],
         capture_output=True,
