@@ -17,7 +17,6 @@ from mailer.lint.colours import contrast_ratio
 from mailer.lint.features import caniemail
 from mailer.lint.report import (
     CLIENTS,
-    FAMILIES,
     Client,
     ClientSupport,
     Finding,
@@ -34,7 +33,6 @@ from mailer.lint.report import (
 
 __all__ = [
     "CLIENTS",
-    "FAMILIES",
     "Client",
     "ClientSupport",
     "Finding",

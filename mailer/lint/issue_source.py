@@ -22,7 +22,6 @@ class _IElem:
     tag: str
     line: int | None
     raw: bool  # written as HTML in the issue
-    attrs: Mapping[str, str] = field(default_factory=dict)
     decls: Mapping[str, str] = field(default_factory=dict)  # style="" (normalised values)
 
 
@@ -80,7 +79,7 @@ class IssueSource:
                 where = line + (el.sourceline or 1) - 1 if line is not None else None
                 attrs = {k.lower(): v for k, v in el.attrib.items()}
                 decls = _style_decls(attrs.get("style", ""))
-                self.elements.append(_IElem(el.tag.lower(), where, True, attrs, decls))
+                self.elements.append(_IElem(el.tag.lower(), where, True, decls))
                 if el.tag.lower() == "img":
                     self.images.setdefault(attrs.get("src", ""), []).append(where)
                 if el.tag.lower() == "a" and "href" in attrs:
