@@ -6,8 +6,9 @@
 
 The stage, by job: report (the model and its summaries), check (lint itself), features
 (caniemail's data and titles), uses (what the HTML and CSS use), clients, accessibility and
-links (the three checks), colours (contrast), css (values compared in one form), and origins
-(who wrote what a finding is about), which reads template_source and issue_source.
+links (the three checks), colours (contrast), css (values compared in one form). Who is
+responsible for a finding (the template, the issue's own text, or MJML output) is decided in
+origins alone, from template_source and issue_source; every check asks it.
 """
 
 from __future__ import annotations
