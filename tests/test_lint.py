@@ -24,10 +24,13 @@ from mailer.lint import (
     Severity,
     Support,
     caniemail,
+    colours,
     contrast_ratio,
+    features,
     lint,
     select_clients,
     summary,
+    uses,
 )
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -328,8 +331,8 @@ def test_data_is_every_feature_with_its_source() -> None:
 
 
 def test_titles_map_to_features() -> None:
-    m = lint_mod._matchers()
-    slugs = lint_mod._property_slugs
+    m = features.matchers()
+    slugs = uses.property_slugs
     assert slugs(m, "border-top-left-radius", "4px", False) == ["css-border-radius", "css-unit-px"]
     assert slugs(m, "display", "flex !important", True) == [
         "css-display",
@@ -347,7 +350,7 @@ def test_titles_map_to_features() -> None:
         "css-unit-rem",
     ]
     assert slugs(m, "background", "url('a.webp')", False) == ["css-background", "image-webp"]
-    assert sorted(lint_mod._selector_slugs(m, "[data-ogsc] .a.b > p:hover, li")) == [
+    assert sorted(uses.selector_slugs(m, "[data-ogsc] .a.b > p:hover, li")) == [
         "css-pseudo-class-hover",
         "css-selector-attribute",
         "css-selector-chaining",
@@ -357,10 +360,10 @@ def test_titles_map_to_features() -> None:
         "css-selector-grouping",
         "css-selector-type",
     ]
-    assert lint_mod._media_slugs(m, "(prefers-color-scheme: dark)") == [
+    assert uses.media_slugs(m, "(prefers-color-scheme: dark)") == [
         "css-at-media-prefers-color-scheme"
     ]
-    assert lint_mod._media_slugs(m, "(-webkit-min-device-pixel-ratio: 2)") == [
+    assert uses.media_slugs(m, "(-webkit-min-device-pixel-ratio: 2)") == [
         "css-at-media-device-pixel-ratio"
     ]
     assert m.elements["h4"] == ["html-h1-h6"] and m.elements["dl"] == ["html-lists"]
@@ -368,12 +371,12 @@ def test_titles_map_to_features() -> None:
 
 
 def test_contrast_ratio() -> None:
-    white, black = lint_mod.WHITE, lint_mod.BLACK
+    white, black = colours.WHITE, colours.BLACK
     assert contrast_ratio(black, white) == pytest.approx(21)
     assert contrast_ratio((170, 170, 170, 1), white) == pytest.approx(2.32, abs=0.005)
-    assert lint_mod._colour("#0b62d6") == (11, 98, 214, 1.0)
-    assert lint_mod._colour("rgba(0, 0, 0, 0.5)") == (0, 0, 0, 0.5)
-    assert lint_mod._colour("transparent") == (0, 0, 0, 0)
+    assert colours.read_colour("#0b62d6") == (11, 98, 214, 1.0)
+    assert colours.read_colour("rgba(0, 0, 0, 0.5)") == (0, 0, 0, 0.5)
+    assert colours.read_colour("transparent") == (0, 0, 0, 0)
 
 
 def test_summary_line_for_build() -> None:
