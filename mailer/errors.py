@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 
 import click
@@ -102,3 +103,20 @@ class LockedError(MailerError):
     """Another mailer run holds the lock on this issue."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+class DiskFull(MailerError):
+    """The disk under the state (or the output) is full: nothing was lost, try again later."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def io_error(path: object, what: str, exc: OSError) -> MailerError:
+    """One line for an OS error on a state file: DiskFull (75) when the disk is full."""
+    message = f"{path}: {what}: {exc.strerror or exc}"
+    if exc.errno in FULL:
+        return DiskFull(message, hint="free some space there, then run the same command again")
+    return MailerError(message)

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from mailer.errors import DiskFull
 from mailer.state.ledger import Ledger
+from mailer.state.locks import lock
 from mailer.states import DeliveryState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,6 +239,52 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return ballast
+
+
+@pytest.mark.parametrize(
+    ("ledger_exists", "error"),
+    [
+        (False, "ledger.db: cannot use the ledger: database or disk is full"),
+        (True, "ledger.db: cannot use the ledger: disk I/O error (the disk is full)"),
+    ],
+    ids=["new-ledger", "existing-ledger"],
+)
+def test_a_send_on_a_disk_still_full_is_one_line_and_exit_75(
+    project: Path, server: Server, tmpfs: Path, ledger_exists: bool, error: str
+) -> None:
+    env = env_for(server, MAILER_STATE_DIR=str(tmpfs))
+    if ledger_exists:
+        made = subprocess.run(
+            [str(MAILER), "unsubscribe", "someone@example.org"], cwd=project, env=env, timeout=60
+        )
+        assert made.returncode == 0
+    ballast = fill(tmpfs)
+    done = subprocess.run(SEND, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 75, output
+    assert "Traceback" not in output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and errors[0].endswith(error), output
+    assert "hint: free some space there, then run the same command again" in done.stderr
+    assert server.count() == 0
+    ballast.unlink()
+    rerun = subprocess.run(SEND, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert sorted(server.recipients()) == sorted(ADDRESSES)
+
+
+def test_a_lock_on_a_full_disk_is_disk_full_not_a_traceback(tmpfs: Path) -> None:
+    (tmpfs / "locks").mkdir()
+    (tmpfs / "locks" / "issue-2.lock").touch()  # as an earlier run left it: empty
+    ballast = fill(tmpfs)
+    with (
+        pytest.raises(DiskFull, match="cannot write the lock holder's pid: No space left"),
+        lock(tmpfs, "issue-2"),
+    ):
+        pass
+    ballast.unlink()
+    with lock(tmpfs, "issue-2", wait=1):  # the failed attempt left the lock free
+        pass
 
 
 def test_disk_full_during_a_send_journals_the_outcome_and_the_rerun_sends_nobody_twice(

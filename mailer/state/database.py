@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from mailer.errors import EXIT_TEMPFAIL, MailerError
+from mailer.errors import EXIT_TEMPFAIL, DiskFull, MailerError
 
 _BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
 _CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL
@@ -157,11 +157,26 @@ class SQLiteDatabase:
     def describe(self, exc: Exception) -> MailerError:
         detail = str(exc)
         hint = None
+        code = getattr(exc, "sqlite_errorcode", 0)
+        # A full disk shows as SQLITE_FULL, or, when the WAL index cannot grow, as an I/O error.
+        if code == sqlite3.SQLITE_FULL or (code & 0xFF == sqlite3.SQLITE_IOERR and self._full()):
+            if code != sqlite3.SQLITE_FULL:
+                detail += " (the disk is full)"
+            return DiskFull(
+                f"{self.path}: cannot use the ledger: {detail}",
+                hint="free some space there, then run the same command again",
+            )
         if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
             hint = "another process kept the ledger busy for over 5 s; try again"
         elif not isinstance(exc, sqlite3.OperationalError):
             hint = "the file is damaged; move it aside to start a fresh ledger"
         return MailerError(f"{self.path}: cannot use the ledger: {detail}", hint=hint)
+
+    def _full(self) -> bool:
+        try:
+            return os.statvfs(self.path.parent).f_bavail == 0
+        except OSError:
+            return False
 
     def close(self) -> None:
         self._conn.close()

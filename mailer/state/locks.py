@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mailer.errors import LockedError, MailerError
+from mailer.errors import LockedError, io_error
 
 _LOCK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _POLL = 0.05  # seconds between tries while waiting; flock has no timed wait
@@ -38,7 +38,7 @@ def lock(state_dir: Path, name: str, *, wait: float = 0.0) -> Iterator[None]:
         # inode while a newcomer locks a fresh one, and then both "hold" the lock.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise MailerError(f"{path}: cannot create the lock file: {exc.strerror or exc}") from exc
+        raise io_error(path, "cannot create the lock file", exc) from exc
     try:
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
@@ -47,7 +47,7 @@ def lock(state_dir: Path, name: str, *, wait: float = 0.0) -> Iterator[None]:
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise MailerError(f"{path}: cannot lock: {exc.strerror or exc}") from exc
+                    raise io_error(path, "cannot lock", exc) from exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 pid = _read_pid(fd)
@@ -60,8 +60,12 @@ def lock(state_dir: Path, name: str, *, wait: float = 0.0) -> Iterator[None]:
             time.sleep(min(_POLL, remaining))
         # flock belongs to the open file, so the OS drops it when this process dies, even by
         # kill -9; the pid is only there to name the holder in the message above.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError as exc:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise io_error(path, "cannot write the lock holder's pid", exc) from exc
         try:
             yield
         finally:
