@@ -58,7 +58,8 @@ from lxml.cssselect import CSSSelector  # type: ignore[import-untyped]
 from markdown_it.token import Token
 
 from mailer.compose.issue import Issue, located
-from mailer.compose.render import HTML_TEMPLATE, SLOT_RE, Email, template_dirs
+from mailer.compose.render import HTML_TEMPLATE, Email, template_dirs
+from mailer.compose.slots import SLOT_RE
 from mailer.config import Settings
 
 # -- the report ---------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from urllib.parse import quote, urlsplit
 from itsdangerous import BadData
 
 from mailer.compose import issue as issue_mod
-from mailer.compose.render import fill_slots, render
+from mailer.compose.render import render
+from mailer.compose.slots import fill_slots
 from mailer.config import Settings
 from mailer.deliver.tokens import BadToken, verify
 from mailer.errors import ConfigError, MailerError
