@@ -15,7 +15,7 @@ import yaml
 from markdown_it.token import Token
 
 from mailer.compose import lang as lang_mod
-from mailer.compose import markdown
+from mailer.compose import markdown, mdrules
 from mailer.compose.repair import repair_mojibake
 from mailer.errors import InputError
 from mailer.when import parse_when
@@ -74,7 +74,7 @@ def located(tokens: Sequence[Token], lines: Lines) -> Iterator[tuple[Token, int 
         if block.map:
             line = lines.of(block.map[0])
         if block.type == "inline":
-            for child, parsed in markdown.inline_lines(block):
+            for child, parsed in mdrules.inline_lines(block):
                 yield child, lines.of(parsed) if parsed is not None else line
         else:
             yield block, line
@@ -196,7 +196,7 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     tokens = markdown.parser().parse(body, env)
     lines = Lines(body_line, env.get(markdown.LINES, ()))
     notices += _check_links(tokens, lines, base_url)
-    notices += [Notice(f.code, f.message, lines.of(f.line)) for f in env.get(markdown.FINDINGS, [])]
+    notices += [Notice(f.code, f.message, lines.of(f.line)) for f in env.get(mdrules.FINDINGS, [])]
     notices.sort(key=lambda n: n.line or 0)
     lang = given_lang or default_lang
     if not given_lang:
