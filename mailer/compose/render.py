@@ -6,7 +6,7 @@ import copy
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -148,9 +148,34 @@ def template_dirs(settings: Settings) -> list[Path]:
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
-def environment(settings: Settings) -> jinja2.Environment:
+@dataclass(frozen=True)
+class ComposeOptions:
+    """What rendering takes from the settings, read once per render."""
+
+    templates: tuple[Path, ...]  # where templates are looked up, first match wins
+    image_sizes: Path  # the cache of images' real sizes (images.json)
+    name_fallback: str  # `subscriber.name` for a reader with no name
+    archive_url: str
+    list_name: str
+    list_id: str
+    postal_address: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ComposeOptions:
+        return cls(
+            templates=tuple(template_dirs(settings)),
+            image_sizes=images_mod.cache_file(settings),
+            name_fallback=settings.name_fallback,
+            archive_url=settings.archive_url,
+            list_name=settings.list_name,
+            list_id=settings.list_id,
+            postal_address=settings.postal_address,
+        )
+
+
+def environment(templates: Sequence[Path]) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs(settings)]),
+        loader=jinja2.FileSystemLoader([str(d) for d in templates]),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(enabled_extensions=("mjml.j2", "html.j2", "html")),
         keep_trailing_newline=True,
@@ -161,11 +186,16 @@ def environment(settings: Settings) -> jinja2.Environment:
 
 def render(issue: Issue, settings: Settings) -> Email:
     """Render an issue into an Email (both parts), checking what can be checked."""
-    env = environment(settings)
-    slots = Slots(settings.name_fallback)
+    return render_with(issue, ComposeOptions.from_settings(settings))
+
+
+def render_with(issue: Issue, options: ComposeOptions) -> Email:
+    """render(), given only what it takes from the settings."""
+    env = environment(options.templates)
+    slots = Slots(options.name_fallback)
     env.filters["underlined"] = underlined
     env.filters["fallback"] = slots.fallback
-    body_html = neutralise(_html_body(issue, images_mod.load_sizes(settings)))
+    body_html = neutralise(_html_body(issue, images_mod.load_sizes(options.image_sizes)))
     plain = render_plain(issue.tokens)
     shown = neutralised(issue)  # what the templates see of the issue
     context: dict[str, Any] = {
@@ -173,13 +203,13 @@ def render(issue: Issue, settings: Settings) -> Email:
         "meta": shown.meta,
         "subscriber": Subscriber(slots),
         "unsubscribe_url": slots("unsubscribe_url"),
-        "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}"
-        if settings.archive_url
+        "archive_url": f"{options.archive_url.rstrip('/')}/{issue.slug}"
+        if options.archive_url
         else "",
         "newsletter": {
-            "name": settings.list_name,
-            "postal_address": settings.postal_address,
-            "list_id": settings.list_id,
+            "name": options.list_name,
+            "postal_address": options.postal_address,
+            "list_id": options.list_id,
         },
         "font_stack": Markup(font_stack(issue.lang).replace("Roboto", _ROBOTO_STAND_IN)),
         "preheader_filler": Markup(PREHEADER_FILLER),
