@@ -40,7 +40,7 @@ def bench_dkim(project: Path, subscribers: Path, count: int, repeats: int = 3) -
     import nacl.encoding
 
     from mailer import config
-    from mailer.compose import issue as issue_mod
+    from mailer.compose import load
     from mailer.compose.render import render
     from mailer.deliver import dkim as mdkim
     from mailer.deliver.message import Composer
@@ -60,12 +60,7 @@ def bench_dkim(project: Path, subscribers: Path, count: int, repeats: int = 3) -
         },
     }
     base = config.load(project, environ=env)
-    email = render(
-        issue_mod.read(
-            issue_mod.resolve(ISSUE, project), default_lang=base.lang, base_url=base.base_url
-        ),
-        base,
-    )
+    email = render(load.by_name(base, ISSUE), base)
     composers = {}
     for label in CONFIGS:
         settings = config.load(project, environ={**env, **key_env[label]})

@@ -49,7 +49,7 @@ class PerMessage:
 
 def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) -> PerMessage:
     from mailer import config
-    from mailer.compose import issue as issue_mod
+    from mailer.compose import load
     from mailer.compose.render import render
     from mailer.deliver.message import Composer
     from mailer.deliver.transports.smtp import dot_stuff
@@ -58,9 +58,7 @@ def per_message(project: Path, subscribers: Path, count: int, repeats: int = 3) 
     from mailer.states import DeliveryState
 
     settings = config.load(project, environ={"MAILER_SECRET": "bench"})
-    issue = issue_mod.read(
-        issue_mod.resolve(ISSUE, project), default_lang=settings.lang, base_url=settings.base_url
-    )
+    issue = load.by_name(settings, ISSUE)
     composer = Composer(render(issue, settings), settings)
 
     quote = getattr(smtplib, "_quote_periods", None)  # private to smtplib: may go away

@@ -38,10 +38,11 @@ def _settings(project: Path) -> Any:
 
 def bench_render(project: Path, runs: int = 20) -> RenderFigures:
     from mailer.compose import issue as issue_mod
+    from mailer.compose import load
     from mailer.compose import render as render_mod
 
     settings = _settings(project)
-    path = issue_mod.resolve(ISSUE, project)
+    path = load.resolve(ISSUE, project)
 
     def read() -> Any:
         return issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)

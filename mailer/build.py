@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer import config as config_mod
-from mailer.compose import issue as issue_mod
+from mailer.compose import load
 from mailer.compose import render as render_mod
 from mailer.compose.render import Email
 from mailer.config import Settings
@@ -37,11 +37,9 @@ def sample(settings: Settings, email: Email) -> tuple[str, str]:
 def build(settings: Settings, issue: str, out: Path | None = None) -> Built:
     """Render `issue` and write email.html and email.txt to `out` (build/ISSUE)."""
     started = time.perf_counter()
-    # campaign.load's three steps, without importing campaign: that module is the sending
+    # campaign.load's two steps, without importing campaign: that module is the sending
     # side (ledger, transports, the send loop, DKIM keys), which a build never uses.
-    path = issue_mod.resolve(issue, settings.root)
-    parsed = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
-    email = render_mod.render(parsed, settings)
+    email = render_mod.render(load.by_name(settings, issue), settings)
     out = out or settings.root / "build" / email.issue.slug
     out.mkdir(parents=True, exist_ok=True)
     html, text = sample(settings, email)

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from mailer import schedule
-from mailer.compose import issue as issue_mod
+from mailer.compose import load as load_mod
+from mailer.compose.issue import slug_of
 from mailer.compose.render import Email, render
 from mailer.config import EXAMPLE_SUBSCRIBERS, Settings
 from mailer.deliver import dkim as dkim_mod
@@ -46,9 +47,7 @@ SHOWN_PROBLEMS = 20  # list problems a plan carries for display; the counts are 
 
 def load(settings: Settings, name: str) -> Email:
     """Read, repair, parse and render an issue by name (issues/NAME.md) or path."""
-    path = issue_mod.resolve(name, settings.root)
-    parsed = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
-    return render(parsed, settings)
+    return render(load_mod.by_name(settings, name), settings)
 
 
 ledger = open_ledger  # the project's ledger, created on first use
@@ -412,18 +411,19 @@ def due_exit_code(events: list[DueEvent]) -> int:
 
 def pick_issue(settings: Settings, subscribers: Path) -> str:
     """The newest issue (by file time) that some active subscriber has not been sent yet."""
-    issues_dir = settings.root / "issues"
-    paths = sorted(issues_dir.glob("*.md"), key=lambda p: p.stat().st_mtime, reverse=True)
+    paths = sorted(load_mod.files(settings.root), key=lambda p: p.stat().st_mtime, reverse=True)
     if not paths:
-        raise InputError(f"no issues in {issues_dir}", hint="create issues/NAME.md")
+        raise InputError(
+            f"no issues in {load_mod.folder(settings.root)}", hint="create issues/NAME.md"
+        )
     with _history(settings) as ledger:
         if ledger is None:
-            return paths[0].stem
+            return slug_of(paths[0])
         for path in paths:
-            audience = Audience.of(ledger, path.stem)
+            audience = Audience.of(ledger, slug_of(path))
             gone = (Skip.SUPPRESSED, Skip.ALREADY_DONE)  # a deferred reader is still owed
             if any(audience.skip(s) not in gone for s in SubscriberList(subscribers)):
-                return path.stem
+                return slug_of(path)
     raise InputError("every issue in issues/ has been sent to everyone on the list")
 
 
@@ -440,10 +440,10 @@ class Status:
 
 def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
     """Counts from the ledger; pending = on the list, not suppressed, never attempted."""
-    slug = Path(name).stem
+    slug = slug_of(Path(name))
     with _history(settings) as ledger:
         if ledger is None:
-            issue_mod.resolve(name, settings.root)
+            load_mod.resolve(name, settings.root)
             raise InputError(f"nothing has been sent yet (no ledger in {settings.state_path})")
         deliveries = list(ledger.deliveries(slug))
         counts = ledger.counts(slug)
@@ -451,7 +451,7 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
         lease = settings.claim_timeout.total_seconds()
         senders = tuple(ledger.senders(slug, lease)) if ledger.shared else ()
     if not deliveries:
-        issue_mod.resolve(name, settings.root)  # no such issue: say so, not "pending 20"
+        load_mod.resolve(name, settings.root)  # no such issue: say so, not "pending 20"
     path = subscribers or settings.root / settings.subscribers
     pending = None
     if path.exists():

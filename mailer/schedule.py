@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mailer.compose import issue as issue_mod
+from mailer.compose import load
+from mailer.compose.issue import slug_of
 from mailer.config import Settings
 from mailer.errors import InputError
 from mailer.state.ledger import Ledger
@@ -46,16 +47,17 @@ def entries(settings: Settings, ledger: Ledger | None) -> tuple[list[Entry], lis
     and the problems with send_at keys that could not be read."""
     found: dict[str, Entry] = {}
     problems: list[str] = []
-    for path in sorted((settings.root / "issues").glob("*.md")):
+    for path in load.files(settings.root):
         try:
-            send_at = issue_mod.read(path, default_lang=settings.lang).send_at
+            send_at = load.read(settings, path).send_at
         except InputError as exc:
             # A draft that does not build yet is not cron's business; a bad send_at is.
             if "send_at" in exc.message:
                 problems.append(exc.message)
             continue
         if send_at is not None:
-            found[path.stem] = Entry(path.stem, send_at, ScheduleState.SCHEDULED, FRONT_MATTER)
+            slug = slug_of(path)
+            found[slug] = Entry(slug, send_at, ScheduleState.SCHEDULED, FRONT_MATTER)
     if ledger is not None:
         for s in ledger.schedules():
             source = COMMAND

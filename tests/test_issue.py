@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import CORPUS, PT_BR, ZH
 
-from mailer.compose.issue import Issue, read, resolve
+from mailer.compose.issue import Issue, read
+from mailer.compose.load import resolve
 from mailer.errors import InputError
 
 PROJECT = Path(__file__).resolve().parents[1]

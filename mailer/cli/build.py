@@ -9,8 +9,7 @@ import click
 from mailer import build as build_mod
 from mailer import lint as lint_mod
 from mailer.cli.common import Context, collector_paused, pass_ctx, print_notices, shown, warn
-from mailer.compose import images
-from mailer.compose import issue as issue_mod
+from mailer.compose import images, load
 from mailer.compose.render import GMAIL_CLIP_BYTES
 
 
@@ -62,8 +61,7 @@ def _build(ctx: Context, issue: str, out: Path | None) -> None:
 def _fetch_images(ctx: Context, name: str) -> None:
     """Size the issue's images into the cache; one summary line, one warning per failure."""
     settings = ctx.settings
-    path = issue_mod.resolve(name, settings.root)
-    parsed = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
+    parsed = load.by_name(settings, name)
     fetched = images.fetch_sizes(settings, images.image_urls(parsed.tokens))
     parts = [f"{len(fetched.sized)} sized", f"{len(fetched.failed)} failed"]
     if fetched.known:

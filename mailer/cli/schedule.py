@@ -6,7 +6,8 @@ import click
 
 from mailer import schedule as schedule_mod
 from mailer.cli.common import Context, now_option, pass_ctx, warn
-from mailer.compose import issue as issue_mod
+from mailer.compose import load
+from mailer.compose.issue import slug_of
 from mailer.state.ledger import existing_ledger, open_ledger
 from mailer.when import parse_when, zone
 
@@ -59,7 +60,7 @@ def schedule(
         return
     if issue is None:
         raise click.UsageError("name the ISSUE to schedule or cancel")
-    slug = issue_mod.resolve(issue, settings.root).stem
+    slug = slug_of(load.resolve(issue, settings.root))
     if cancel:
         with open_ledger(settings) as ledger:
             source = schedule_mod.cancel(settings, ledger, slug)

@@ -75,10 +75,10 @@ def _size(entry: Any) -> tuple[int, int] | None:
     return None
 
 
-def load_sizes(settings: Settings) -> dict[str, tuple[int, int]]:
-    """Every cached real size, url -> (width, height). Offline: only reads the state dir."""
+def load_sizes(cache: Path) -> dict[str, tuple[int, int]]:
+    """Every real size in the cache file, url -> (width, height). Offline: reads only it."""
     sizes = {}
-    for url, entry in _read(cache_file(settings)).items():
+    for url, entry in _read(cache).items():
         size = _size(entry)
         if size:
             sizes[url] = size

@@ -15,7 +15,7 @@ import yaml
 from markdown_it.token import Token
 
 from mailer.compose import lang as lang_mod
-from mailer.compose import markdown
+from mailer.compose import markdown, mdrules
 from mailer.compose.repair import repair_mojibake
 from mailer.errors import InputError
 from mailer.when import parse_when
@@ -74,7 +74,7 @@ def located(tokens: Sequence[Token], lines: Lines) -> Iterator[tuple[Token, int 
         if block.map:
             line = lines.of(block.map[0])
         if block.type == "inline":
-            for child, parsed in markdown.inline_lines(block):
+            for child, parsed in mdrules.inline_lines(block):
                 yield child, lines.of(parsed) if parsed is not None else line
         else:
             yield block, line
@@ -130,32 +130,29 @@ def _walk(tokens: tuple[Token, ...] | list[Token]) -> list[Token]:
     return out
 
 
-def resolve(name: str, root: Path) -> Path:
-    """`issue-2`, `issue-2.md` or a path -> the issue file, or an error listing what exists."""
-    candidates = [Path(name), root / name, root / "issues" / name, root / "issues" / f"{name}.md"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    known = sorted(p.stem for p in (root / "issues").glob("*.md"))
-    raise InputError(
-        f"no issue {name!r}",
-        hint=f"issues in {root / 'issues'}: {', '.join(known)}"
-        if known
-        else "create issues/NAME.md",
-    )
+# An issue's slug is its file name without .md: its id in the ledger, its lock, every
+# Message-ID and VERP address, and its archive URL.
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+def slug_of(path: Path) -> str:
+    """The slug of an issue file (issues/issue-2.md -> issue-2)."""
+    return path.stem
+
+
+def is_slug(text: str) -> bool:
+    """Whether `text` may be a slug: letters, digits, '.', '_' and '-', not starting with a mark."""
+    return SLUG.fullmatch(text) is not None
 
 
 def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     """Read and parse one issue file."""
-    if not _SLUG.match(path.stem):
-        # The name is the issue's id in the ledger, its lock and every Message-ID.
+    slug = slug_of(path)
+    if not is_slug(slug):
         raise InputError(
             "an issue's file name may only use letters, digits, '.', '_' and '-'",
             path=path,
-            hint=f"rename it, e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', path.stem).strip('-.')}.md",
+            hint=f"rename it, e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', slug).strip('-.')}.md",
         )
     try:
         raw = path.read_bytes()
@@ -196,7 +193,7 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     tokens = markdown.parser().parse(body, env)
     lines = Lines(body_line, env.get(markdown.LINES, ()))
     notices += _check_links(tokens, lines, base_url)
-    notices += [Notice(f.code, f.message, lines.of(f.line)) for f in env.get(markdown.FINDINGS, [])]
+    notices += [Notice(f.code, f.message, lines.of(f.line)) for f in env.get(mdrules.FINDINGS, [])]
     notices.sort(key=lambda n: n.line or 0)
     lang = given_lang or default_lang
     if not given_lang:
@@ -206,7 +203,7 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
     if not preheader:
         preheader = _first_paragraph(tokens)
     return Issue(
-        slug=path.stem,
+        slug=slug,
         path=path,
         title=title,
         subject=subject,

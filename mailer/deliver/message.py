@@ -26,7 +26,8 @@ from email.headerregistry import BaseHeader
 from email.utils import formataddr, formatdate, parseaddr
 from typing import cast
 
-from mailer.compose.render import SLOT_RE, Email, fill_slots, unescape
+from mailer.compose.render import Email
+from mailer.compose.slots import SLOT_RE, fill_slots, unescape
 from mailer.config import Settings
 from mailer.deliver import verp as verp_mod
 from mailer.deliver.dkim import Signer, relaxed_body, relaxed_fragment

@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from mailer.compose.render import SLOT_RE, Email
+from mailer.compose.render import Email
+from mailer.compose.slots import SLOT_RE
 from mailer.lint.colours import BLACK, WHITE, Colour, contrast_ratio, hex_code, over, read_colour
 from mailer.lint.css import declarations, norm_value
 from mailer.lint.origins import Origins

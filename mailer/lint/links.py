@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from mailer.compose.render import SLOT_RE, Email
+from mailer.compose.render import Email
+from mailer.compose.slots import SLOT_RE
 from mailer.lint.origins import Origins
 from mailer.lint.report import Finding, OriginKind, Section, Severity
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mailer import config as config_mod
-from mailer.compose import issue as issue_mod
+from mailer.compose import load
 from mailer.compose.render import GMAIL_CLIP_BYTES, Email, render, template_dirs
 from mailer.config import EXAMPLE_FROM, EXAMPLE_READER, EXAMPLE_SUBSCRIBERS, Settings
 from mailer.deliver.message import Composer
@@ -172,7 +172,7 @@ def _headers(message: bytes) -> tuple[list[list[str]], list[dict[str, Any]], str
 def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
     """Read, render and personalise the issue at `path`; MailerError if it cannot be rendered."""
     started = time.perf_counter()
-    issue = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
+    issue = load.read(settings, path)
     email = render(issue, settings)
     reader = choose_reader(settings, as_email)
     problems: list[tuple[str, str, str]] = []  # (code, message, where), before the notices

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mailer import config as config_mod
-from mailer.compose import issue as issue_mod
+from mailer.compose import load
+from mailer.compose.issue import slug_of
 from mailer.compose.render import template_dirs
 from mailer.config import Settings
 from mailer.errors import MailerError
@@ -55,7 +56,7 @@ class Preview:
         self.settings = settings
         self.root = settings.root
         self.as_email = as_email
-        self.path = issue_mod.resolve(issue, settings.root).resolve()
+        self.path = load.resolve(issue, settings.root).resolve()
         self.overrides = _flag_overrides(settings)
         self.instance = secrets.token_hex(6)
         self.cond = threading.Condition()
@@ -151,9 +152,9 @@ class Preview:
                 if self.snapshot
                 else {
                     "issue": {
-                        "slug": self.path.stem,
+                        "slug": slug_of(self.path),
                         "path": relative(self.path, self.root),
-                        "title": self.path.stem,
+                        "title": slug_of(self.path),
                     },
                 }
             )

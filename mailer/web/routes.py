@@ -15,21 +15,21 @@ pool of threads, loopback by default) or under another WSGI server: `gunicorn 'm
 from __future__ import annotations
 
 import html
-import re
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from itsdangerous import BadData
 
-from mailer.compose import issue as issue_mod
-from mailer.compose.render import fill_slots, render
+from mailer.compose import load
+from mailer.compose.issue import Issue, is_slug
+from mailer.compose.render import render
+from mailer.compose.slots import fill_slots
 from mailer.config import Settings
 from mailer.deliver.tokens import BadToken, verify
 from mailer.errors import ConfigError, MailerError
@@ -46,7 +46,6 @@ MAX_BODY = 10 * 1024  # a one-click POST is 26 bytes; a form post a few hundred
 MAX_TOKEN = 2048  # real tokens are ~100-300 characters
 DEFAULT_UNSUBSCRIBE_PATH = "/unsubscribe"
 DEFAULT_ARCHIVE_PATH = "/issues"
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 # Pages of our own: nothing to load but inline style; the one form posts back to us.
 PAGE_CSP = (
@@ -249,7 +248,7 @@ class WebApp:
         for prefix in self.archive_prefixes:
             if path.startswith(prefix + "/"):
                 slug = path[len(prefix) + 1 :]
-                if _SLUG.fullmatch(slug) and ".." not in slug:
+                if is_slug(slug):
                     self._allow(method, ("GET", "HEAD"))
                     return self.archived(slug)
         raise HTTPError(404, "There is no such page.")
@@ -360,12 +359,9 @@ class WebApp:
         ledger = self.ledger(create=False)
         return ledger.issues() if ledger is not None else []
 
-    def _issue_path(self, slug: str) -> Path:
-        return self.settings.root / "issues" / f"{slug}.md"
-
     def _entry(self, slug: str, *, with_html: bool) -> _Cached | None:
         """The cached title (and page) of an issue file, refreshed when the file changes."""
-        path = self._issue_path(slug)
+        path = load.file_of(self.settings.root, slug)
         try:
             st = path.stat()
         except OSError:
@@ -378,15 +374,14 @@ class WebApp:
             cached = self._cache.get(slug)
             if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
                 return cached
-            s = self.settings
-            parsed = issue_mod.read(path, default_lang=s.lang, base_url=s.base_url)
+            parsed = load.read(self.settings, path)
             entry = _Cached(stamp, parsed.title, parsed.preheader)
             if with_html:
                 entry.html = self._render_public(parsed)
             self._cache[slug] = entry
             return entry
 
-    def _render_public(self, parsed: issue_mod.Issue) -> str:
+    def _render_public(self, parsed: Issue) -> str:
         """The email's HTML with every slot filled by a value that names nobody."""
         email = render(parsed, self.settings)
         values = []
@@ -412,7 +407,7 @@ class WebApp:
     def index(self, script: str) -> Response:
         items = []
         for slug in reversed(self.sent_issues()):
-            if not _SLUG.fullmatch(slug):
+            if not is_slug(slug):
                 continue
             entry = self._entry(slug, with_html=False)
             if entry is None:
