@@ -29,8 +29,10 @@ from mailer.deliver.audience import Audience, LedgerWatch
 from mailer.deliver.claims import Claims
 from mailer.deliver.journal import Journal, JournaledLedger
 from mailer.deliver.message import Composer
+from mailer.deliver.options import SendOptions, estimate
 from mailer.deliver.preflight import check_preflight
-from mailer.deliver.sender import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
+from mailer.deliver.sender import NullRecorder, Sender
+from mailer.deliver.summary import Progress, Summary
 from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
 from mailer.state.ledger import Delivery, Ledger, SenderRow, lock, open_ledger

@@ -1,6 +1,6 @@
-"""DKIM (mailer/deliver/dkim.py): keys, signatures verified by dkimpy, `mailer dkim keygen`, the
-configuration errors, and a real `mailer send` through Postfix whose every delivered file
-carries two signatures that verify (rsa-sha256 and ed25519-sha256)."""
+"""DKIM (mailer/deliver/dkim.py and dkim_keys.py): keys, signatures verified by dkimpy,
+`mailer dkim keygen`, the configuration errors, and a real `mailer send` through Postfix whose
+every delivered file carries two signatures that verify (rsa-sha256 and ed25519-sha256)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from email import message_from_bytes
 from pathlib import Path
 
 import dkim
-import nacl.signing
 import pytest
 from click.testing import CliRunner
 from conftest import greeting_templates, seed_project
@@ -33,7 +32,7 @@ from mailer.cli import main
 from mailer.compose import issue as issue_mod
 from mailer.compose.render import Email, render
 from mailer.deliver import dkim as mdkim
-from mailer.deliver import verp
+from mailer.deliver import dkim_keys, verp
 from mailer.deliver.message import Composer
 from mailer.state.ledger import Ledger
 from mailer.state.subscribers import Subscriber
@@ -67,7 +66,7 @@ def openssl(*args: str, data: bytes | None = None) -> bytes:
     return done.stdout
 
 
-def dnsfunc_for(*keys: mdkim.Key) -> Callable[..., bytes | None]:
+def dnsfunc_for(*keys: dkim_keys.Key) -> Callable[..., bytes | None]:
     """dkimpy's DNS hook, answering from the keys' public halves (it must accept timeout)."""
     records = {f"{k.dns_name}.".encode(): k.dns_value.encode() for k in keys}
 
@@ -96,8 +95,8 @@ def verify_all(raw: bytes, lookup: Callable[..., bytes | None]) -> list[bool]:
 @pytest.fixture(scope="module")
 def keyfiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("keys")
-    rsa_pem, _ = mdkim.generate(mdkim.RSA)
-    ed_pem, _ = mdkim.generate(mdkim.ED25519)
+    rsa_pem, _ = dkim_keys.generate(dkim_keys.RSA)
+    ed_pem, _ = dkim_keys.generate(dkim_keys.ED25519)
     out = {"rsa": d / "mail.rsa.pem", "ed25519": d / "mail-ed25519.ed25519.pem"}
     out["rsa"].write_bytes(rsa_pem)
     out["ed25519"].write_bytes(ed_pem)
@@ -164,22 +163,19 @@ def test_key_formats_openssl_and_dkimpy_write(tmp_path: Path) -> None:
     pkcs8 = openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024")
     pkcs1 = openssl("pkey", "-traditional", data=pkcs8)
     assert pkcs1.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
-    a, b = mdkim.parse_key(pkcs8), mdkim.parse_key(pkcs1)
+    a, b = dkim_keys.parse_key(pkcs8), dkim_keys.parse_key(pkcs1)
     assert a[0] == b[0] == "rsa" and a[2] == b[2] and a[3] == 1024
     ed_openssl = openssl("genpkey", "-algorithm", "ed25519")
-    algorithm, key, public, bits = mdkim.parse_key(ed_openssl)
+    algorithm, key, public, bits = dkim_keys.parse_key(ed_openssl)
     assert (algorithm, bits) == ("ed25519", 256)
     der = openssl("pkey", "-pubout", "-outform", "DER", data=ed_openssl)
     assert public == base64.b64encode(der[-32:]).decode()
-    # dkimpy's dknewkey writes an Ed25519 key as the bare base64 seed.
-    seed = nacl.signing.SigningKey.generate()
-    assert (
-        mdkim.parse_key(base64.b64encode(bytes(seed)))[2]
-        == base64.b64encode(bytes(seed.verify_key)).decode()
-    )
+    # dkimpy's dknewkey writes an Ed25519 key as the bare base64 seed (PKCS#8's last 32 bytes).
+    seed = openssl("pkey", "-outform", "DER", data=ed_openssl)[-32:]
+    assert dkim_keys.parse_key(base64.b64encode(seed))[2] == public
     # Ours reads back in openssl.
-    ours = mdkim.ed25519_pem(seed)
-    assert openssl("pkey", "-pubout", "-outform", "DER", data=ours)[-32:] == bytes(seed.verify_key)
+    ours = dkim_keys.to_pem(key)
+    assert openssl("pkey", "-pubout", "-outform", "DER", data=ours)[-32:] == der[-32:]
 
 
 @pytest.mark.parametrize(
@@ -217,8 +213,8 @@ def test_key_formats_openssl_and_dkimpy_write(tmp_path: Path) -> None:
     ],
 )
 def test_bad_keys_say_what_is_wrong(make: Callable[[], bytes], reason: str) -> None:
-    with pytest.raises(mdkim.BadKey) as err:
-        mdkim.parse_key(make())
+    with pytest.raises(dkim_keys.BadKey) as err:
+        dkim_keys.parse_key(make())
     assert str(err.value) == reason
 
 
@@ -231,8 +227,8 @@ def test_damaged_rsa_numbers_are_refused(keyfiles: dict[str, Path]) -> None:
         + base64.encodebytes(bytes(der))
         + (b"-----END RSA PRIVATE KEY-----\n")
     )
-    with pytest.raises(mdkim.BadKey, match="^is damaged: its RSA numbers do not make"):
-        mdkim.parse_key(pem)
+    with pytest.raises(dkim_keys.BadKey, match="^is damaged: its RSA numbers do not make"):
+        dkim_keys.parse_key(pem)
 
 
 # -- signatures ---------------------------------------------------------------------------
@@ -487,7 +483,7 @@ def test_keygen_writes_a_private_key_and_prints_the_record(
     # The printed record is the key's public half, and the .env line makes mailer use it.
     (root / ".env").write_text(match["env"] + "\n")
     settings = config.load(root, environ={})
-    [key] = mdkim.load_keys(settings)
+    [key] = dkim_keys.load_keys(settings)
     assert key.dns_value == match["value"] and key.bits == 2048
     # A second run refuses, and leaves the file alone.
     before = path.read_bytes()
@@ -576,7 +572,7 @@ def test_real_send_is_dual_signed_and_verp_addressed(
     assert len(files) == len(READERS), postfix.log()
 
     settings = config.load(project, environ={"MAILER_SECRET": SECRET, **env})
-    keys = mdkim.load_keys(settings)
+    keys = dkim_keys.load_keys(settings)
     assert [k.dns_name for k in keys] == [
         "mail._domainkey.example.com",
         "mail-ed25519._domainkey.example.com",

@@ -20,7 +20,7 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from mailer import config
 from mailer.cli import main
-from mailer.deliver import dkim as mdkim
+from mailer.deliver import dkim_keys as mdkim
 from mailer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,9 @@ from conftest import SENT
 
 from mailer.config import parse_rate
 from mailer.deliver.message import Message
+from mailer.deliver.options import SendOptions, estimate
 from mailer.deliver.ratelimit import RateLimiter
-from mailer.deliver.sender import Sender, SendOptions, estimate
+from mailer.deliver.sender import Sender
 from mailer.deliver.transports import Outbox, Result
 from mailer.errors import ConfigError
 from mailer.state.subscribers import Subscriber

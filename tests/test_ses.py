@@ -29,7 +29,7 @@ from moto.server import ThreadedMotoServer
 from moto.sesv2 import urls as moto_sesv2_urls
 from moto.sesv2.responses import SESV2Response
 
-import mailer.deliver.dkim as mdkim
+import mailer.deliver.dkim_keys as mdkim
 from mailer import config
 from mailer.cli import main
 from mailer.deliver.message import Message

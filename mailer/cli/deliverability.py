@@ -10,7 +10,7 @@ import click
 
 from mailer.cli.common import Context, pass_ctx, shown
 from mailer.config import SELECTOR_RE, Settings, env_name
-from mailer.deliver import dkim as dkim_mod
+from mailer.deliver import dkim_keys as dkim_mod
 from mailer.deliver import dnsrecords
 from mailer.errors import ConfigError, MailerError
 

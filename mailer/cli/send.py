@@ -22,7 +22,8 @@ from mailer.cli.common import (
     shown,
 )
 from mailer.config import format_duration, with_overrides
-from mailer.deliver.sender import Progress, SendOptions, Summary
+from mailer.deliver.options import SendOptions
+from mailer.deliver.summary import Progress, Summary
 
 
 @click.command()

@@ -25,10 +25,9 @@ from email.utils import parseaddr
 import dns.exception
 import dns.name
 import dns.resolver
-from dkim.crypto import UnparsableKeyError, parse_public_key
 
 from mailer.config import Settings, env_name
-from mailer.deliver.dkim import RSA, Key, signing_domain
+from mailer.deliver.dkim_keys import RSA, Key, signing_domain
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, ConfigError, MailerError
 
 OK, MISSING, WRONG, ERROR = "ok", "missing", "wrong", "error"
@@ -331,17 +330,25 @@ def _check_spf(found: dns.resolver.Resolver, record: Record, settings: Settings)
 
 def _key_bytes(algorithm: str, p: str) -> bytes | None:
     """A public key's identity: (modulus, exponent) for rsa, the 32 bytes for ed25519."""
+    # Here, not at the top: `mailer --help` imports this module and reads no key.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
     try:
         raw = base64.b64decode("".join(p.split()), validate=True)
     except (binascii.Error, ValueError):
         return None
     if algorithm != RSA:
         return raw
-    try:
-        numbers = parse_public_key(raw)
-    except (UnparsableKeyError, IndexError, ValueError):
+    try:  # SubjectPublicKeyInfo, or the bare PKCS#1 RSAPublicKey some records hold
+        public = load_der_public_key(raw)
+    except (ValueError, UnsupportedAlgorithm):
         return None
-    return f"{numbers['modulus']:x}:{numbers['publicExponent']:x}".encode()
+    if not isinstance(public, rsa.RSAPublicKey):
+        return None
+    numbers = public.public_numbers()
+    return f"{numbers.n:x}:{numbers.e:x}".encode()
 
 
 def _check_dkim(found: dns.resolver.Resolver, record: Record) -> tuple[str, str]:

@@ -6,70 +6,30 @@ Outbox) and a recorder (NullRecorder, the ledger) handed to the same loop.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol
 
 from mailer.compose.render import Email
-from mailer.config import Settings
-from mailer.deliver.audience import Audience, backoff
+from mailer.deliver.audience import Audience
 from mailer.deliver.claims import Claims
 from mailer.deliver.message import Composer
+from mailer.deliver.options import SendOptions
 from mailer.deliver.ratelimit import RateLimiter
+from mailer.deliver.summary import KEEP_FAILURES, Progress, Summary, Tally
 from mailer.deliver.transports import Done, Pipeline, Result, Transport, TransportFactory, pipeline
 from mailer.deliver.workqueue import WAIT, Later, WorkQueue
-from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, MailerError
+from mailer.errors import EXIT_TEMPFAIL, MailerError
 from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as wall_now
 
-KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
 SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
-
-
-@dataclass(frozen=True)
-class SendOptions:
-    """How fast and how hard to try."""
-
-    rate: float = 10.0  # messages per second over all connections (inf: no limit)
-    batch_size: int = 100  # messages per connection before QUIT and a fresh one
-    pause: float = 0.0  # seconds between batches on a connection
-    connections: int = 1
-    max_attempts: int = 5  # tries per recipient before it stays deferred
-    retry_delay: float = 30.0  # first backoff after a 4xx; doubles each try
-    retry_failed: bool = False  # send again to recipients marked failed
-    throttle_streak: int = 3  # this many throttling replies in a row halve the rate
-    retry_window: float = 120.0  # in-run retries only this long after the last fresh reader
-    circuit_breaker: int = 5  # timeouts or drops in a row, across readers, that stop the run
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, retry_failed: bool = False) -> SendOptions:
-        return cls(
-            rate=settings.rate,
-            batch_size=settings.batch_size,
-            pause=settings.pause,
-            connections=settings.connections,
-            max_attempts=settings.max_attempts,
-            retry_delay=settings.retry_delay,
-            retry_failed=retry_failed,
-            retry_window=settings.retry_window.total_seconds(),
-            circuit_breaker=settings.circuit_breaker,
-        )
-
-    def unpaced(self) -> SendOptions:
-        """The same run with no waiting: for a dry run or a single test copy."""
-        return dataclasses.replace(self, rate=float("inf"), pause=0.0)
-
-    def backoff(self, attempts: int) -> float:
-        """Seconds to wait after the `attempts`-th deferral."""
-        return backoff(self.retry_delay, attempts)
 
 
 class Recorder(Protocol):
@@ -114,92 +74,6 @@ class ServerNotAnswering(MailerError):
     exit_code = EXIT_TEMPFAIL
 
 
-@dataclass(frozen=True)
-class Summary:
-    """What a send did, for the user and for cron's exit code."""
-
-    issue: str
-    dry_run: bool = False
-    rows: int = 0  # subscriber rows read
-    sent: int = 0
-    deferred: int = 0  # still deferred at the end (will be retried by a later run)
-    failed: int = 0
-    already_done: int = 0  # sent (or failed) in an earlier run
-    suppressed: int = 0
-    not_due: int = 0  # deferred earlier, backoff not over yet
-    invalid: int = 0
-    skipped: int = 0  # unsubscribed / duplicate rows in the list
-    retries: int = 0
-    slowdowns: int = 0
-    interrupted: bool = False
-    signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
-    uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
-    reconciled: int = 0  # outcomes replayed from an earlier run's journal
-    given_up: int = 0  # deferred longer than give_up_after: failed for good at this run's start
-    error: str = ""  # why the run stopped early (server gone, login refused...)
-    error_code: int = EXIT_TEMPFAIL
-    elapsed: float = 0.0
-    failures: tuple[tuple[str, str], ...] = ()  # (address, server reply)
-
-    @property
-    def attempted(self) -> int:
-        return self.sent + self.deferred + self.failed
-
-    @property
-    def exit_code(self) -> int:
-        if self.error:
-            return self.error_code
-        if self.dry_run:
-            return EXIT_OK
-        if self.interrupted:
-            return EXIT_TEMPFAIL
-        if self.failed or self.given_up:
-            return EXIT_FAILED
-        if self.deferred or self.not_due:
-            return EXIT_TEMPFAIL
-        return EXIT_OK
-
-
-@dataclass
-class _Tally:
-    """The counters a run keeps while it goes; frozen into a Summary at the end."""
-
-    rows: int = 0
-    sent: int = 0
-    deferred: int = 0
-    failed: int = 0
-    skips: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
-    retries: int = 0
-    slowdowns: int = 0
-    uncertain: int = 0
-    drops: set[str] = field(default_factory=set)  # readers lost in a row (circuit breaker)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def skipped(self) -> int:
-        return sum(self.skips.values())
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Counters after each message; `total` is the number of rows to go through."""
-
-    done: int  # rows settled: sent, failed, given up for this run, or skipped
-    total: int
-    sent: int
-    deferred: int
-    failed: int
-
-
-def estimate(recipients: int, options: SendOptions) -> float:
-    """Seconds a real send to `recipients` would take at the chosen rate, batches and pauses."""
-    if not recipients:
-        return 0.0
-    pace = 0.0 if options.rate == float("inf") else recipients / options.rate
-    batches_per_connection = -(-recipients // (options.batch_size * options.connections))
-    return pace + max(0, batches_per_connection - 1) * options.pause
-
-
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -237,7 +111,7 @@ class Sender:
         self.sleep = sleep
         self.wall_clock = wall_clock
         self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
-        self._tally = _Tally()
+        self._tally = Tally()
         self._lock = threading.Lock()  # the tally, and each outcome's recording
         self._last_throttled: str | None = None  # reader of the last reply, if it was a throttle
         self._throttle_streak: set[str] = set()  # readers throttled in a row

@@ -1,0 +1,87 @@
+"""What a send tells as it goes (Progress) and at the end (Summary), and the tally behind both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL
+from mailer.states import Skip
+
+KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counters after each message; `total` is the number of rows to go through."""
+
+    done: int  # rows settled: sent, failed, given up for this run, or skipped
+    total: int
+    sent: int
+    deferred: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a send did, for the user and for cron's exit code."""
+
+    issue: str
+    dry_run: bool = False
+    rows: int = 0  # subscriber rows read
+    sent: int = 0
+    deferred: int = 0  # still deferred at the end (will be retried by a later run)
+    failed: int = 0
+    already_done: int = 0  # sent (or failed) in an earlier run
+    suppressed: int = 0
+    not_due: int = 0  # deferred earlier, backoff not over yet
+    invalid: int = 0
+    skipped: int = 0  # unsubscribed / duplicate rows in the list
+    retries: int = 0
+    slowdowns: int = 0
+    interrupted: bool = False
+    signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
+    uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
+    reconciled: int = 0  # outcomes replayed from an earlier run's journal
+    given_up: int = 0  # deferred longer than give_up_after: failed for good at this run's start
+    error: str = ""  # why the run stopped early (server gone, login refused...)
+    error_code: int = EXIT_TEMPFAIL
+    elapsed: float = 0.0
+    failures: tuple[tuple[str, str], ...] = ()  # (address, server reply)
+
+    @property
+    def attempted(self) -> int:
+        return self.sent + self.deferred + self.failed
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return self.error_code
+        if self.dry_run:
+            return EXIT_OK
+        if self.interrupted:
+            return EXIT_TEMPFAIL
+        if self.failed or self.given_up:
+            return EXIT_FAILED
+        if self.deferred or self.not_due:
+            return EXIT_TEMPFAIL
+        return EXIT_OK
+
+
+@dataclass
+class Tally:
+    """The counters a run keeps while it goes; frozen into a Summary at the end."""
+
+    rows: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    skips: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
+    retries: int = 0
+    slowdowns: int = 0
+    uncertain: int = 0
+    drops: set[str] = field(default_factory=set)  # readers lost in a row (circuit breaker)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skips.values())
