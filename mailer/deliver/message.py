@@ -17,7 +17,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import hashlib
-import hmac
 import html
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import cast
 
 from mailer.compose.render import SLOT_RE, Email, fill_slots, unescape
 from mailer.config import Settings
+from mailer.deliver import msgid
 from mailer.deliver import verp as verp_mod
 from mailer.deliver.dkim import Signer, relaxed_body, relaxed_fragment
 from mailer.deliver.tokens import sign
@@ -212,10 +212,7 @@ class Composer:
 
     def message_id(self, address: str) -> str:
         """The same for the same issue and reader, so a copy re-sent after a crash collapses."""
-        digest = hmac.new(
-            self.secret.encode(), f"{self.email.issue.slug}\0{address.lower()}".encode(), "sha256"
-        ).hexdigest()[:32]
-        return f"<{self.email.issue.slug}.{digest}@{self.domain}>"
+        return msgid.make(self.secret, self.email.issue.slug, address, self.domain)
 
     def values(self, subscriber: Subscriber, unsubscribe_url: str) -> list[str]:
         """Each slot's value for one reader (fallback where the reader's field is empty)."""
