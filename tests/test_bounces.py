@@ -21,8 +21,11 @@ from mailer.cli import main
 from mailer.config import Settings
 from mailer.deliver.audience import LedgerWatch
 from mailer.deliver.message import Composer
+from mailer.deliver.msgid import digest
 from mailer.errors import InputError
-from mailer.feedback.bounces import Maildir, Mbox, Report, classify, digest, process
+from mailer.feedback.classify import classify
+from mailer.feedback.mailboxes import Maildir, Mbox
+from mailer.feedback.process import Report, process
 from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState, Feedback, Reason
 

@@ -27,7 +27,8 @@ from smtp_server import TLSFiles, make_tls_files
 from test_bounces import READERS, SUMMARY_ALL, TABLE
 
 from mailer import config
-from mailer.feedback.bounces import Imap, process
+from mailer.feedback.mailboxes import Imap
+from mailer.feedback.process import process
 from mailer.state.ledger import Ledger
 from mailer.states import Reason
 

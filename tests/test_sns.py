@@ -1,7 +1,7 @@
 """POST /sns: SNS signatures (v1 SHA1withRSA, v2 SHA256withRSA) and SES feedback into the ledger.
 
 The one thing here that cannot run for real is fetching AWS's signing certificate: a
-throwaway key and certificate stand in, handed to mailer.feedback.sns's Verifier for an
+throwaway key and certificate stand in, handed to mailer.feedback.ses's Verifier for an
 https://sns.us-east-1.amazonaws.com/... URL. Everything else is mailer.web's WSGI app,
 called as a server calls it, and the ledger it writes.
 """
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from mailer import config
-from mailer.feedback import sns
-from mailer.feedback.bounces import digest
+from mailer.deliver.msgid import digest
+from mailer.feedback import ses as sns
 from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState, Reason
 from mailer.web import routes as web
