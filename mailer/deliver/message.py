@@ -157,6 +157,7 @@ class Composer:
         ).encode()
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
         self._mailto = settings.unsubscribe_mailto
+        self._targets = bool(settings.unsubscribe_url or self._mailto)
         self._runs = self._constant_runs()
         # Canonicalised once: relaxed_fragment for the runs between values, the whole body's
         # rules (trailing blank lines) for the last one.
@@ -202,13 +203,18 @@ class Composer:
             lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         return b"".join(lines)
 
-    def unsubscribe_url(self, address: str) -> str:
+    def unsubscribe_url(self, address: str, token: str = "") -> str:
         """The signed one-click unsubscribe link for one address."""
         base = self.settings.unsubscribe_url
         if not base:
             return ""
-        token = sign(self.secret, self.list_id, address)
+        token = token or sign(self.secret, self.list_id, address)
         return f"{base}{'&' if '?' in base else '?'}token={token}"
+
+    def unsubscribe_mailto(self, token: str) -> str:
+        """The List-Unsubscribe mailto: URI; its subject carries the reader's signed token,
+        so `mailer bounces` can believe the mail whoever sends it (a forwarding address)."""
+        return f"mailto:{self._mailto}?subject=unsubscribe%20{token}"
 
     def message_id(self, address: str) -> str:
         """The same for the same issue and reader, so a copy re-sent after a crash collapses."""
@@ -256,14 +262,15 @@ class Composer:
     def compose(self, subscriber: Subscriber, date: str | None = None) -> Message:
         """The complete message for one subscriber."""
         address = wire_address(subscriber.email)
-        unsubscribe = self.unsubscribe_url(subscriber.email)
+        token = sign(self.secret, self.list_id, subscriber.email) if self._targets else ""
+        unsubscribe = self.unsubscribe_url(subscriber.email, token)
         values = self.values(subscriber, unsubscribe)
         message_id = self.message_id(address)
         targets = []
         if unsubscribe:
             targets.append(f"<{unsubscribe}>")
         if self._mailto:
-            targets.append(f"<mailto:{self._mailto}?subject=unsubscribe>")
+            targets.append(f"<{self.unsubscribe_mailto(token)}>")
         head = [
             _to_header(clean_header_text(subscriber.name), address),
             b"Date: ",
