@@ -9,11 +9,10 @@ blame the message or our sending rather than the address (PERMANENT_BUT_SOFT: ma
 too big, content, policy/spam blocks): a blocklisted IP must not wipe out a domain's readers.
 Those, 4.x.x and Action delayed are soft. Delivered/relayed/expanded recipients are ignored.
 
-flufl.bounce reports addresses only, read from free text: its permanent failures are hard
-only when the message proves it is about a copy we sent to that address (resolve.py).
-
-Besides the failures, a Classified carries what may tie the message to one of our copies:
-the Message-IDs it returns or quotes, and the addresses that may hold a VERP token.
+Nothing here is believed yet: anyone can send any of these. Besides the failures, a
+Classified carries what may tie the message to one of our copies (resolve.py decides): the
+Message-IDs it returns or quotes, the addresses that may hold a VERP token, and in a mail to
+the unsubscribe address the signed unsubscribe tokens it may carry.
 """
 
 from __future__ import annotations
@@ -46,6 +45,10 @@ _BASIC_CODE = re.compile(r"^\s*(?:smtp\s*;)?\s*([245])\d\d\b", re.I)
 # Syntax enough to look an address up (the ledger decides whose it is): one @, a dot after it.
 _ADDRESS = re.compile(r'^[^\s@<>(),;:"\[\]\\]+@[^\s@<>(),;:"\[\]\\]+\.[^\s@<>(),;:"\[\]\\.]+$')
 _QUOTED_ID = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.I | re.M)
+# A signed unsubscribe token (deliver/tokens.py): URL-safe base64 payload, a dot, and the
+# 43 characters of an HMAC-SHA256; a leading dot when the payload is compressed.
+_TOKEN = re.compile(r"(?<![\w.-])(\.?[A-Za-z0-9_-]{10,1000}\.[A-Za-z0-9_-]{43})(?![\w.-])")
+MAX_TOKENS = 5  # each one found costs an HMAC: a message stuffed with them is no reason
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,6 @@ class Failure:
     kind: Feedback
     status: str = ""
     detail: str = ""
-    unproven: bool = False  # flufl.bounce's guess: hard only with proof that it is ours
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Classified:
     message_id: str = ""  # the incoming message's own
     quoted_ids: tuple[str, ...] = ()  # Message-IDs of the message it returns or quotes
     verp: tuple[str, ...] = ()  # addresses that may carry a VERP token
+    tokens: tuple[str, ...] = ()  # what may be signed unsubscribe tokens (mailto only)
 
 
 def classify(raw: bytes, settings: Settings) -> Classified:
@@ -84,6 +87,7 @@ def classify(raw: bytes, settings: Settings) -> Classified:
 def _classify(msg: Message, settings: Settings) -> Classified:
     parts = list(msg.walk())
     types = {p.get_content_type() for p in parts}
+    tokens: tuple[str, ...] = ()
     report = ""
     if msg.get_content_type() == "multipart/report":
         report = str(msg.get_param("report-type") or "").lower()
@@ -94,7 +98,8 @@ def _classify(msg: Message, settings: Settings) -> Classified:
     elif report == "feedback-report" or "message/feedback-report" in types:
         kind, why, failures = _arf(msg, parts)
     elif _to_unsubscribe(msg, settings):
-        kind, why, failures = _mailto(msg)
+        tokens = _tokens(msg, parts)
+        kind, why, failures = _mailto(msg, signed=bool(tokens))
     else:
         kind, why, failures = _flufl(msg)
         if kind is None and _from_a_mail_system(msg):
@@ -109,6 +114,7 @@ def _classify(msg: Message, settings: Settings) -> Classified:
         message_id=_text(msg.get("Message-ID"))[:250],
         quoted_ids=_quoted_ids(msg, parts),
         verp=_verp_candidates(msg, parts),
+        tokens=tokens,
     )
 
 
@@ -257,27 +263,44 @@ def _to_unsubscribe(msg: Message, settings: Settings) -> bool:
     return bool(target) and target in _addresses(msg, *names)
 
 
-def _mailto(msg: Message) -> _Found:
+def _mailto(msg: Message, *, signed: bool) -> _Found:
     auto = _text(msg.get("Auto-Submitted")).lower()
     if auto and auto != "no":
         return None, "an automatic message to the unsubscribe address", []
     sender = parseaddr(_text(msg.get("From")))[1]
     try:
-        address = check_email(sender)
+        addresses: tuple[str, ...] = (check_email(sender).lower(),)
     except ValueError:
-        return None, f"a mail to the unsubscribe address from no valid address ({sender!r})", []
-    subject = _short(_text(msg.get("Subject")))
+        if not signed:
+            return None, f"a mail to the unsubscribe address from no valid address ({sender!r})", []
+        addresses = ()  # the token may still say whose it is
+    # The token is a credential (it unsubscribes its reader): never kept in the ledger.
+    subject = _short(" ".join(_TOKEN.sub("", _text(msg.get("Subject"))[:2000]).split()))
     return (
         Feedback.UNSUBSCRIBE,
         "mail to the unsubscribe address",
-        [Failure((address.lower(),), Feedback.UNSUBSCRIBE, "", subject)],
+        [Failure(addresses, Feedback.UNSUBSCRIBE, "", subject)],
     )
+
+
+def _tokens(msg: Message, parts: list[Message]) -> tuple[str, ...]:
+    """What may be signed unsubscribe tokens: in the Subject (the mailto: address puts it
+    there), else in the first text part (a client that moved it to the body)."""
+    texts = [_text(msg.get("Subject"))[:2000]]
+    for part in parts:
+        if part.get_content_type() == "text/plain" and not part.is_multipart():
+            data = part.get_payload(decode=True)
+            if isinstance(data, bytes):
+                texts.append(data[:4096].decode("utf-8", "replace"))
+            break
+    found = [t for text in texts for t in _TOKEN.findall(text)]
+    return tuple(dict.fromkeys(found))[:MAX_TOKENS]
 
 
 def _flufl(msg: Message) -> _Found:
     temporary, permanent = all_failures(msg)
     failures = [
-        Failure((a,), Feedback.HARD, "", "flufl.bounce: permanent failure", unproven=True)
+        Failure((a,), Feedback.HARD, "", "flufl.bounce: permanent failure")
         for a in sorted({_flufl_address(b) for b in permanent} - {""})
     ]
     failures += [

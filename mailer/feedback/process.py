@@ -1,7 +1,8 @@
 """Read a mailbox into the ledger (`mailer bounces`): classify, resolve, record, count.
 
 One message is one ledger record (keyed by its Message-ID, else its bytes' hash), so reading
-it again changes nothing; what is not understood is counted and left where it is.
+it again changes nothing. What is not understood, or tied to none of our copies (resolve.py),
+is counted and left where it is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from mailer.config import Settings
 from mailer.feedback.classify import Classified, classify
 from mailer.feedback.mailboxes import Mailbox
-from mailer.feedback.resolve import resolve
+from mailer.feedback.resolve import Readers, resolve
 from mailer.state.ledger import FeedbackOutcome, Ledger, open_ledger, state_lock
 from mailer.states import Feedback
 
@@ -89,11 +90,14 @@ def process(
     report = Report()
     limit = settings.soft_bounce_limit
     with state_lock(settings, "bounces"), open_ledger(settings) as ledger:
+        readers = Readers(ledger, settings)
         for item in box.messages():
             report.read += 1
             found = classify(item.data, settings)
             key = message_key(found, item.data)
-            handled = handle(found, key, item.label, box.name, ledger, settings, report, limit)
+            handled = handle(
+                found, key, item.label, box.name, ledger, settings, report, limit, readers
+            )
             if handled and not keep:
                 box.done(item)
             if on_message is not None:
@@ -110,6 +114,7 @@ def handle(
     settings: Settings,
     report: Report,
     limit: int,
+    readers: Readers | None = None,
 ) -> bool:
     """Act on one message; True when it is handled (now or before) and may be moved."""
     if ledger.feedback_seen(key):
@@ -120,16 +125,14 @@ def handle(
         report.unknown += 1
         report.lines.append(f"not understood  {label}: {found.why}")
         return False
-    events, strangers = resolve(found, ledger, settings)
-    if not events:
+    resolved = resolve(found, ledger, settings, readers)
+    event = resolved.event
+    if event is None:  # nobody's: kept where it is
         report.unknown += 1
-        who = ", ".join(strangers)
-        report.lines.append(
-            f"not understood  {label}: {found.why} about {who}, not one of our readers"
-        )
+        report.lines.append(f"not understood  {label}: {resolved.why_not}")
         return False
-    kind = min((e.kind for e in events), key=list(Feedback).index)
-    outcomes = ledger.record_feedback(key, kind, events, source=source, soft_limit=limit)
+    kind = event.kind
+    outcomes = ledger.record_feedback(key, kind, [event], source=source, soft_limit=limit)
     if outcomes is None:  # another process handled it a moment ago
         report.already += 1
         report.lines.append(f"already handled  {label}  {key}")

@@ -1,22 +1,66 @@
-"""A classified message -> the ledger events it stands for: whose copy, which issue.
+"""A classified message -> the one ledger event it stands for, or why it counts for nobody.
 
-A reader is found from the VERP address first (verp.parse), then the DSN's
-Original-Recipient / Final-Recipient (or the ARF's Original-Rcpt-To, the reported message's
-To), then our Message-ID's digest among that issue's deliveries (a redacted ARF). Someone who
-never had a copy is nobody's bounce: counted as not understood. The issue is the VERP token's,
-else the returned message's Message-ID (deliver/msgid.py).
+What comes back is untrusted: anyone can write a DSN listing every address on the list, or
+an ARF report, or mail the unsubscribe address. So a report counts only for a reader it ties
+to one of our copies, and each copy had one recipient, so one report moves at most one reader:
+
+  * bounces and complaints: the VERP token of the address it came back to (verp.parse), else
+    our Message-ID among the ones it returns or quotes (msgid: only we can make one). The
+    reader is the address that Message-ID was made for: one the report names, else (a
+    redacted complaint) the one among that issue's deliveries;
+  * mailed unsubscribes: a signed unsubscribe token (the one in the copy's List-Unsubscribe
+    mailto: subject, deliver/tokens.py) names its reader whoever sends it; without one, the
+    From address unsubscribes itself only if it is one of ours (had a copy, or is on the
+    subscriber list).
+
+Anything else is not understood: counted, and left in the mailbox for a person to look at.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.utils import parseaddr
 
 from mailer.config import Settings
-from mailer.deliver import msgid, verp
+from mailer.deliver import msgid, tokens, verp
 from mailer.deliver.message import wire_address
+from mailer.errors import MailerError
 from mailer.feedback.classify import Classified, Failure
 from mailer.state.ledger import FeedbackEvent, Ledger
+from mailer.state.subscribers import SubscriberList
 from mailer.states import Feedback
+
+SHOWN = 3  # addresses a "not understood" line names before it only counts them
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The event a message stands for (None: nobody's), and why not, for -v."""
+
+    event: FeedbackEvent | None
+    why_not: str = ""
+
+
+class Readers:
+    """Whether an address is one of ours: it had a copy (the ledger) or is on the subscriber
+    list (read once, when first asked; a missing or broken list counts as empty)."""
+
+    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+        self.ledger = ledger
+        self.path = settings.root / settings.subscribers
+        self._listed: frozenset[str] | None = None
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str):
+            return False
+        if self.ledger.is_reader(address):
+            return True
+        if self._listed is None:
+            try:
+                self._listed = frozenset(s.email.lower() for s in SubscriberList(self.path))
+            except (MailerError, OSError, ValueError):
+                self._listed = frozenset()
+        return address.lower() in self._listed
 
 
 def _names(our: msgid.OurId, secret: str, address: str) -> bool:
@@ -39,58 +83,71 @@ def our_ids(ids: tuple[str, ...], settings: Settings) -> list[msgid.OurId]:
     return [our for i in ids if (our := msgid.read(i, domain)) is not None]
 
 
+def _who(failures: tuple[Failure, ...]) -> str:
+    addresses = list(dict.fromkeys(a for f in failures for a in f.addresses[:1]))
+    if not addresses:
+        return "no address"
+    if len(addresses) <= SHOWN:
+        return ", ".join(addresses)
+    return f"{len(addresses)} addresses ({', '.join(addresses[:SHOWN])}, ...)"
+
+
 def resolve(
-    found: Classified, ledger: Ledger, settings: Settings
-) -> tuple[list[FeedbackEvent], list[str]]:
-    """The ledger events a classified message stands for, and the addresses it could not
-    tie to one of our readers."""
-    secret = settings.signing_secret
-    ours = our_ids(found.quoted_ids, settings)
-    verp = next(
+    found: Classified, ledger: Ledger, settings: Settings, readers: Readers | None = None
+) -> Resolved:
+    """The one event a classified message proves, or why it proves none."""
+    if found.kind is Feedback.UNSUBSCRIBE:
+        return _unsubscribe(found, ledger, settings, readers)
+    failures = found.failures
+    hit = next(
         (hit for a in found.verp if (hit := _verp_parse(a, settings, ledger)) is not None), None
     )
-    failures = list(found.failures)
-    if verp is not None and found.kind is not Feedback.UNSUBSCRIBE:
-        # One copy went to one reader: the VERP token names them, the report only adds how.
-        slug, reader = verp
-        match = [f for f in failures if reader.lower() in f.addresses] or failures[:1]
-        failure = match[0]  # flufl's guess included: the token is the proof it is ours
-        event = FeedbackEvent(reader.lower(), failure.kind, slug, failure.status, failure.detail)
-        return [event], []
-    events: dict[str, FeedbackEvent] = {}
-    strangers: list[str] = []
-    for failure in failures:
-        email, issue, proven = _reader(failure, ours, ledger, secret)
-        if email is None:
-            strangers += failure.addresses or ["(no address)"]
-            continue
-        kind, detail = failure.kind, failure.detail
-        if failure.unproven and not proven:
-            kind, detail = Feedback.SOFT, f"{detail} (no proof it is our copy: counted soft)"
-        if not issue and kind is Feedback.SOFT:
-            issue = ledger.last_issue(email) or ""
-        events.setdefault(email, FeedbackEvent(email, kind, issue, failure.status, detail))
-    return list(events.values()), strangers
-
-
-def _reader(
-    failure: Failure, ours: list[msgid.OurId], ledger: Ledger, secret: str
-) -> tuple[str | None, str, bool]:
-    """(reader, issue, proven by our Message-ID's digest) for one Failure."""
+    if hit is not None:  # the token names the copy; the report only adds how it failed
+        slug, reader = hit
+        failure = next((f for f in failures if reader.lower() in f.addresses), failures[0])
+        return Resolved(_event(reader, slug, failure))
+    secret = settings.signing_secret
+    ours = our_ids(found.quoted_ids, settings)
     for our in ours:
-        for address in failure.addresses:
-            if _names(our, secret, address):
-                return address, our.slug, True
-    if failure.kind is Feedback.UNSUBSCRIBE:  # anyone may ask not to be mailed
-        address = failure.addresses[0]
-        issue = next((o.slug for o in ours if ledger.delivery(o.slug, address)), "")
-        return address, issue, False
-    for address in failure.addresses:
-        if ledger.is_reader(address):
-            issue = next((o.slug for o in ours if ledger.delivery(o.slug, address)), "")
-            return address, issue, False
-    for our in ours:  # a redacted report: find the reader the digest names
+        for failure in failures:
+            for address in failure.addresses:
+                if _names(our, secret, address):
+                    return Resolved(_event(address, our.slug, failure))
+        # Not one of the addresses named (a redacted report, a forwarding address that
+        # failed): the reader of the copy the Message-ID was made for.
         for delivery in ledger.deliveries(our.slug):
             if _names(our, secret, delivery.email):
-                return delivery.email, our.slug, True
-    return None, "", False
+                return Resolved(_event(delivery.email, our.slug, failures[0]))
+    about = f"{found.why} about {_who(failures)}"
+    if ours:
+        return Resolved(None, f"{about}: its Message-ID looks like ours but is no copy we sent")
+    return Resolved(None, f"{about}: no VERP address or Message-ID of ours ties it to a copy")
+
+
+def _event(reader: str, slug: str, failure: Failure) -> FeedbackEvent:
+    return FeedbackEvent(reader.lower(), failure.kind, slug, failure.status, failure.detail)
+
+
+def _unsubscribe(
+    found: Classified, ledger: Ledger, settings: Settings, readers: Readers | None
+) -> Resolved:
+    [failure] = found.failures
+    secret = settings.signing_secret
+    for token in found.tokens:
+        try:
+            address = tokens.verify(secret, settings.list_id_effective, token)
+        except tokens.BadToken:
+            continue
+        detail = " ".join(filter(None, (failure.detail, "(signed)")))
+        return Resolved(FeedbackEvent(address.lower(), Feedback.UNSUBSCRIBE, "", "", detail))
+    sender = failure.addresses[0] if failure.addresses else ""
+    known = readers if readers is not None else Readers(ledger, settings)
+    if sender and sender in known:
+        ours = our_ids(found.quoted_ids, settings)  # a reply to one issue's copy says which
+        issue = next((o.slug for o in ours if _names(o, secret, sender)), "")
+        event = FeedbackEvent(sender, Feedback.UNSUBSCRIBE, issue, "", failure.detail)
+        return Resolved(event)
+    token = "an unsubscribe token we did not sign" if found.tokens else "no unsubscribe token"
+    return Resolved(
+        None, f"{found.why} from {sender or 'no valid address'}: not one of our readers, {token}"
+    )

@@ -19,6 +19,9 @@ DSN or an ARF report, and goes through the same path (process.handle: resolve th
 record once per feedbackId, suppress): Permanent bounces are hard (except the enhanced codes
 classify.PERMANENT_BUT_SOFT names, as for a DSN), Transient and Undetermined ones soft, a
 complaint suppresses. Other SES events (Delivery, Send, ...) are acknowledged and ignored.
+A signed notification is still only SES's word about some addresses: as for a DSN, it counts
+only for the reader of the copy its original headers (our Message-ID) or its envelope sender
+(a VERP address) tie it to, so identity notifications need "include original headers".
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import re
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -225,16 +228,30 @@ def _address(value: object) -> str:
     return address if _ADDRESS.match(address) else ""
 
 
-def _ids(mail: dict[str, Any]) -> tuple[str, ...]:
-    """The Message-IDs SES says the sent message had (ours, unless SES replaced it)."""
+def _ties(found: Classified, mail: dict[str, Any]) -> Classified:
+    """What may tie the notification to one of our copies, as for a DSN: the Message-ID the
+    sent message had (the original headers SES includes: ours, though SES rewrote the one
+    that went out), and its envelope sender (a VERP address, when it went through SES's
+    SMTP interface)."""
     ids = []
     common = mail.get("commonHeaders")
     if isinstance(common, dict):
         ids.append(one_line(common.get("messageId"), 250))
-    for header in mail.get("headers") or []:
-        if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
+    senders = [one_line(mail.get("source"), 300)]
+    headers = mail.get("headers")
+    for header in headers if isinstance(headers, list) else []:
+        if not isinstance(header, dict):
+            continue
+        name = str(header.get("name", "")).lower()
+        if name == "message-id":
             ids.append(one_line(header.get("value"), 250))
-    return tuple(dict.fromkeys(i for i in ids if i))
+        elif name == "return-path":
+            senders.append(one_line(header.get("value"), 300))
+    return replace(
+        found,
+        quoted_ids=tuple(dict.fromkeys(i for i in ids if i)),
+        verp=tuple(dict.fromkeys(a for s in senders if (a := _address(s)))),
+    )
 
 
 def classify(payload: object) -> tuple[Classified, str]:
@@ -245,14 +262,12 @@ def classify(payload: object) -> tuple[Classified, str]:
     kind = payload.get("notificationType") or payload.get("eventType")
     mail = payload.get("mail") if isinstance(payload.get("mail"), dict) else {}
     assert isinstance(mail, dict)
-    quoted = _ids(mail)
     if kind == "Bounce" and isinstance(payload.get("bounce"), dict):
         bounce = payload["bounce"]
-        found = _bounce(bounce, quoted)
-        return found, _key(bounce)
+        return _ties(_bounce(bounce), mail), _key(bounce)
     if kind == "Complaint" and isinstance(payload.get("complaint"), dict):
         complaint = payload["complaint"]
-        return _complaint(complaint, quoted), _key(complaint)
+        return _ties(_complaint(complaint), mail), _key(complaint)
     return Classified(
         None, f"an SES {one_line(kind, 40) or 'unknown'} notification: not feedback"
     ), ""
@@ -263,7 +278,7 @@ def _key(part: dict[str, Any]) -> str:
     return f"ses:{feedback}" if feedback else ""
 
 
-def _bounce(bounce: dict[str, Any], quoted: tuple[str, ...]) -> Classified:
+def _bounce(bounce: dict[str, Any]) -> Classified:
     kind_text = one_line(bounce.get("bounceType"), 40)
     sub = one_line(bounce.get("bounceSubType"), 60)
     failures = []
@@ -284,12 +299,10 @@ def _bounce(bounce: dict[str, Any], quoted: tuple[str, ...]) -> Classified:
     if not failures:
         return Classified(None, "an SES bounce notification with no bounced recipient")
     failures.sort(key=lambda f: f.kind != Feedback.HARD)
-    return Classified(
-        failures[0].kind, f"SES {kind_text} bounce", tuple(failures), quoted_ids=quoted
-    )
+    return Classified(failures[0].kind, f"SES {kind_text} bounce", tuple(failures))
 
 
-def _complaint(complaint: dict[str, Any], quoted: tuple[str, ...]) -> Classified:
+def _complaint(complaint: dict[str, Any]) -> Classified:
     feedback_type = one_line(complaint.get("complaintFeedbackType"), 40).lower()
     if feedback_type == "not-spam":
         return Classified(None, "an SES complaint notification of type not-spam")
@@ -301,7 +314,7 @@ def _complaint(complaint: dict[str, Any], quoted: tuple[str, ...]) -> Classified
     )
     if not failures:
         return Classified(None, "an SES complaint notification with no recipient")
-    return Classified(Feedback.COMPLAINT, "SES complaint", failures, quoted_ids=quoted)
+    return Classified(Feedback.COMPLAINT, "SES complaint", failures)
 
 
 # -- into the ledger ------------------------------------------------------------------------
