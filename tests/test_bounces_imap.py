@@ -27,7 +27,8 @@ from smtp_server import TLSFiles, make_tls_files
 from test_bounces import READERS, SUMMARY_ALL, TABLE
 
 from mailer import config
-from mailer.feedback.bounces import Imap, process
+from mailer.feedback.mailboxes import Imap
+from mailer.feedback.process import process
 from mailer.state.ledger import Ledger
 from mailer.states import Reason
 
@@ -323,6 +324,51 @@ def test_without_move_it_copies_deletes_and_expunges_only_that_message(
     assert (report.read, report.hard, report.unknown) == (3, 1, 2)
     assert len(_folder(dovecot, "processed")) == 1
     assert len(_folder(dovecot, "INBOX")) == 2  # garbage, and the other \\Deleted one
+
+
+def _forged_dsn(recipients: list[str]) -> bytes:
+    """An RFC 3464 report from anyone: every recipient failed 5.1.1, no VERP address, and
+    the returned headers carry no Message-ID of ours."""
+    blocks = "".join(
+        f"Final-Recipient: rfc822; {r}\nAction: failed\nStatus: 5.1.1\n\n" for r in recipients
+    )
+    return (
+        "From: MAILER-DAEMON@mx.attacker.example\nTo: bounces@example.org\n"
+        "Subject: Undelivered Mail Returned to Sender\n"
+        "Message-ID: <forged.501@mx.attacker.example>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nundeliverable\n\n"
+        f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\n{blocks}"
+        "--b\nContent-Type: text/rfc822-headers\n\n"
+        "From: NLP Newsletter <newsletter@example.org>\nMessage-ID: <x.1@example.org>\n\n--b--\n"
+    ).encode()
+
+
+def test_a_forged_dsn_over_imap_suppresses_nobody_and_stays(
+    dovecot: Dovecot, project: Path
+) -> None:
+    """Every reader and 490 more addresses in one report from anyone: not understood, kept
+    in INBOX; the genuine report of one copy next to it suppresses that reader alone."""
+    listed = READERS + [f"other{i}@example.net" for i in range(501 - len(READERS))]
+    _reset(dovecot, ["postfix-5.1.1.eml"])
+    conn = dovecot.client()
+    conn.append("INBOX", "", imaplib.Time2Internaldate(time.time()), _forged_dsn(listed))
+    conn.logout()
+    done = _bounces(project, _env(dovecot), "-v")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        "read 2: 1 hard bounces, 0 soft, 0 complaints, 0 unsubscribes, 0 already handled,"
+        " 1 not understood"
+    )
+    [why] = [line for line in lines if line.startswith("  not understood  uid ")]
+    assert ": RFC 3464 delivery report about 501 addresses (" in why
+    with Ledger(project / ".mailer") as ledger:
+        assert {s.email: s.reason for s in ledger.suppressions()} == {
+            "gone@example.net": Reason.BOUNCED
+        }
+    assert len(_folder(dovecot, "INBOX")) == 1  # the forged one, for a person to look at
+    assert len(_folder(dovecot, "processed")) == 1
 
 
 # Last: Dovecot's auth penalty slows down every later login from 127.0.0.1 after a failure.

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import shutil
+import smtplib
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -208,3 +209,49 @@ def test_bounces_suppress_mark_the_rows_and_a_second_read_changes_nothing(sent: 
     assert sorted((r[0], r[1], r[2]) for r in rows[1:]) == [
         (address, "bounced", "bounce 5.1.1") for address in BOUNCING
     ]
+
+
+def _forged_dsn(recipients: list[str]) -> str:
+    """An RFC 3464 report anyone can write: every recipient failed 5.1.1, no VERP address,
+    and the returned headers carry no Message-ID of ours."""
+    blocks = "".join(
+        f"Final-Recipient: rfc822; {r}\nAction: failed\nStatus: 5.1.1\n\n" for r in recipients
+    )
+    return (
+        "From: MAILER-DAEMON@mx.attacker.example\nTo: bounces@example.com\n"
+        "Subject: Undelivered Mail Returned to Sender\nDate: Thu, 03 Dec 2026 08:00:00 +0000\n"
+        "Message-ID: <forged.501@mx.attacker.example>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nundeliverable\n\n"
+        f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\n{blocks}"
+        "--b\nContent-Type: text/rfc822-headers\n\n"
+        f"From: NLP Newsletter <{SENDER}>\nMessage-ID: <x.1@example.com>\n\n--b--\n"
+    )
+
+
+# After the test above: it reads the bounce Maildir's real DSNs first.
+def test_a_forged_dsn_through_postfix_suppresses_nobody(sent: Sent) -> None:
+    """A report listing every reader and 496 more addresses, submitted to Postfix for the
+    bounce address like any bounce: read by `mailer bounces`, not understood, left there."""
+    listed = GOOD + BOUNCING + [f"other{i}@example.net" for i in range(496)]
+    before = set(_files(sent.bounces))
+    with smtplib.SMTP("127.0.0.1", sent.postfix.port, timeout=30) as smtp:
+        smtp.sendmail("", [BOUNCE_ADDRESS], _forged_dsn(listed).encode())
+    [forged] = [
+        p
+        for p in _wait(lambda: _files(sent.bounces), len(before) + 1, sent.postfix)
+        if p not in before
+    ]
+    code, out = _mailer(sent, "bounces", "--maildir", sent.bounces, "-v")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].endswith(", 1 not understood"), out
+    [why] = [line for line in lines if line.startswith("  not understood  ")]
+    assert ": RFC 3464 delivery report about 501 addresses (" in why
+    assert forged.exists()  # kept for a person to look at
+    state = Path(sent.env["MAILER_STATE_DIR"])
+    with Ledger(state) as ledger:
+        suppressed = {s.email for s in ledger.suppressions()}
+        rows = {d.email: d.state for d in ledger.deliveries("issue-2")}
+    assert suppressed <= set(BOUNCING)  # only the real DSNs', never the readers listed
+    assert {rows[a] for a in GOOD} == {DeliveryState.SENT}

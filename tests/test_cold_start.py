@@ -42,7 +42,7 @@ NOT_FOR_BUILD = (
     "mailer.state.ledger",
     "mailer.deliver.transports",
     "mailer.deliver.dnsrecords",
-    "mailer.feedback.bounces",
+    "mailer.feedback.classify",
     "mailer.web",
     "mailer.preview",
     "dkim",

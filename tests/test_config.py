@@ -334,7 +334,7 @@ def test_commands_load_only_what_they_use(tmp_path):
         "try:\n"
         "    main(['-C', sys.argv[1], 'config'], standalone_mode=False)\n"
         "finally:\n"
-        "    heavy = ['mailer.lint', 'mailer.feedback.bounces', 'mailer.deliver.dnsrecords',\n"
+        "    heavy = ['mailer.lint', 'mailer.feedback.classify', 'mailer.deliver.dnsrecords',\n"
         "             'mailer.preview']\n"
         "    print('LOADED', [m for m in heavy if m in sys.modules])\n"
     )

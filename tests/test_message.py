@@ -201,7 +201,9 @@ def test_list_unsubscribe_with_signed_token(rendered: Email, settings: config.Se
     targets = re.findall(r"<([^>]+)>", value)
     assert len(targets) == 2
     https, mailto = targets
-    assert mailto == "mailto:unsubscribe@example.org?subject=unsubscribe"
+    prefix, signed = mailto.split("%20")  # the subject carries the same signed token
+    assert prefix == "mailto:unsubscribe@example.org?subject=unsubscribe"
+    assert verify(SECRET, "nlp-newsletter.example.org", signed) == "ada@example.com"
     url = urlsplit(https)
     assert (url.scheme, url.netloc, url.path) == ("https", "newsletter.example.org", "/unsubscribe")
     [token] = parse_qs(url.query)["token"]
@@ -232,7 +234,9 @@ def test_no_unsubscribe_headers_without_targets(rendered: Email, project: Path) 
 def test_mailto_only_has_no_one_click_header(rendered: Email, project: Path) -> None:
     s = dataclasses.replace(settings_for(project), unsubscribe_url="")
     msg = parse(Composer(rendered, s).compose(sub("a@example.com")).data)
-    assert msg["List-Unsubscribe"] == "<mailto:unsubscribe@example.org?subject=unsubscribe>"
+    prefix, signed = msg["List-Unsubscribe"].split("%20")
+    assert prefix == "<mailto:unsubscribe@example.org?subject=unsubscribe"
+    assert verify(SECRET, "nlp-newsletter.example.org", signed.rstrip(">")) == "a@example.com"
     assert msg["List-Unsubscribe-Post"] is None  # RFC 8058 needs an https URI
 
 

@@ -1,7 +1,7 @@
 """POST /sns: SNS signatures (v1 SHA1withRSA, v2 SHA256withRSA) and SES feedback into the ledger.
 
 The one thing here that cannot run for real is fetching AWS's signing certificate: a
-throwaway key and certificate stand in, handed to mailer.feedback.sns's Verifier for an
+throwaway key and certificate stand in, handed to mailer.feedback.ses's Verifier for an
 https://sns.us-east-1.amazonaws.com/... URL. Everything else is mailer.web's WSGI app,
 called as a server calls it, and the ledger it writes.
 """
@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from mailer import config
-from mailer.feedback import sns
-from mailer.feedback.bounces import digest
+from mailer.deliver import verp
+from mailer.deliver.msgid import digest
+from mailer.feedback import ses as sns
 from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState, Reason
 from mailer.web import routes as web
@@ -140,7 +141,11 @@ def complaint(address: str, feedback: str = "fb-c") -> dict[str, Any]:
             "feedbackId": feedback,
             "userAgent": "Yahoo!-Mail-Feedback/2.0",
         },
-        "mail": {"source": "newsletter@example.org", "messageId": "0100-ses-id"},
+        "mail": {
+            "source": "newsletter@example.org",
+            "messageId": "0100-ses-id",
+            "commonHeaders": {"messageId": our_message_id(address)},
+        },
     }
 
 
@@ -188,7 +193,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
     (root / "issues").mkdir(parents=True)
     shutil.copy(REPO / "issues" / "issue-2.md", root / "issues")
     shutil.copy(REPO / "mailer.toml", root)
-    settings = config.load(root, environ={"MAILER_SECRET": SECRET})
+    environ = {"MAILER_SECRET": SECRET, "MAILER_BOUNCE_ADDRESS": "bounces@example.org"}
+    settings = config.load(root, environ=environ)
     with Ledger(settings.state_path) as ledger:
         for reader in READERS:
             ledger.record("issue-2", reader, DeliveryState.SENT, "250 accepted by Amazon SES")
@@ -317,11 +323,39 @@ def test_not_json_and_other_methods(site: Site, fetched: list[str]) -> None:
 # -- what SES said ----------------------------------------------------------------------------
 
 
-def test_a_hard_bounce_without_our_message_id_still_suppresses(
+def test_a_signed_bounce_tied_to_no_copy_of_ours_changes_nothing(
     site: Site, signer: Signer, fetched: list[str]
 ) -> None:
+    """Signed by SNS, yet only SES's word about some addresses: every reader listed as a
+    permanent bounce, without the original headers or a VERP sender, moves nobody."""
     payload = bounce("Permanent", "carol@example.com", "5.1.1")
-    del payload["mail"]["commonHeaders"]  # SES kept only its own id: the issue is unknown
+    del payload["mail"]["commonHeaders"]
+    payload["bounce"]["bouncedRecipients"] = [
+        {"emailAddress": r, "action": "failed", "status": "5.1.1"} for r in READERS
+    ]
+    reply = site.post(sign(signer, notification(payload)))
+    assert reply.status == 200
+    assert (
+        "not understood  SNS sns-1: SES Permanent bounce about ann@example.com, bob@example.com,"
+        " carol@example.com: no VERP address or Message-ID of ours ties it to a copy"
+    ) in reply.log
+    assert site.suppressions() == {}
+    with site.ledger() as ledger:
+        assert {d.state for d in ledger.deliveries("issue-2")} == {DeliveryState.SENT}
+    # One copy's Message-ID ties it to that copy: its reader alone, whoever else is listed.
+    payload["mail"]["commonHeaders"] = {"messageId": our_message_id("bob@example.com")}
+    payload["bounce"]["feedbackId"] = "fb-2"
+    assert site.post(sign(signer, notification(payload, "sns-2"))).status == 200
+    assert site.suppressions() == {"bob@example.com": Reason.BOUNCED}
+
+
+def test_a_verp_envelope_sender_ties_a_bounce_to_its_copy(
+    site: Site, signer: Signer, fetched: list[str]
+) -> None:
+    """Sent through SES's SMTP interface, the copy's MAIL FROM (source) is its VERP address."""
+    payload = bounce("Permanent", "carol@example.com", "5.1.1")
+    del payload["mail"]["commonHeaders"]
+    payload["mail"]["source"] = verp.address(site.settings, "issue-2", "carol@example.com")
     assert site.post(sign(signer, notification(payload))).status == 200
     assert site.suppressions() == {"carol@example.com": Reason.BOUNCED}
 
@@ -330,7 +364,7 @@ def test_a_complaint_suppresses(site: Site, signer: Signer, fetched: list[str]) 
     reply = site.post(sign(signer, notification(complaint("carol@example.com"))))
     assert reply.status == 200
     assert site.suppressions() == {"carol@example.com": Reason.COMPLAINED}
-    assert "complaint  carol@example.com  -  abuse Yahoo!-Mail-Feedback/2.0" in reply.log
+    assert "complaint  carol@example.com  issue-2  abuse Yahoo!-Mail-Feedback/2.0" in reply.log
 
 
 def test_a_transient_bounce_counts_soft(site: Site, signer: Signer, fetched: list[str]) -> None:
@@ -356,7 +390,7 @@ def test_a_stranger_and_a_delivery_event_change_nothing(
     payload = bounce("Permanent", "x@example.net", "5.1.1")
     payload["mail"]["commonHeaders"] = {"messageId": "<someone-else@example.net>"}
     stranger = site.post(sign(signer, notification(payload)))
-    assert stranger.status == 200 and "not one of our readers" in stranger.log
+    assert stranger.status == 200 and "ties it to a copy" in stranger.log
     delivery = {"eventType": "Delivery", "mail": {}, "delivery": {"recipients": READERS}}
     other = site.post(sign(signer, notification(delivery, "sns-2")))
     assert other.status == 200 and "not understood" in other.log

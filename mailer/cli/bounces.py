@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from mailer.cli.common import Context, pass_ctx
-from mailer.feedback import bounces as bounces_mod
+from mailer.feedback import mailboxes
+from mailer.feedback import process as feedback
 
 
 @click.command()
@@ -44,15 +45,15 @@ def bounces(
     if [maildir is not None, mbox is not None, imap].count(True) != 1:
         raise click.UsageError("give exactly one of --maildir DIR, --mbox FILE or --imap")
     settings = ctx.settings
-    box: bounces_mod.Mailbox
+    box: mailboxes.Mailbox
     if maildir is not None:
-        box = bounces_mod.Maildir(maildir)
+        box = mailboxes.Maildir(maildir)
     elif mbox is not None:
-        box = bounces_mod.Mbox(mbox)
+        box = mailboxes.Mbox(mbox)
     else:
-        box = bounces_mod.Imap(settings)
+        box = mailboxes.Imap(settings)
     try:
-        report = bounces_mod.process(settings, box, keep=keep)
+        report = feedback.process(settings, box, keep=keep)
     finally:
         box.close()
     click.echo(report.summary())

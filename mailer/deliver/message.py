@@ -17,7 +17,6 @@ from __future__ import annotations
 import binascii
 import contextlib
 import hashlib
-import hmac
 import html
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import cast
 from mailer.compose.render import Email
 from mailer.compose.slots import SLOT_RE, fill_slots, unescape
 from mailer.config import Settings
+from mailer.deliver import msgid
 from mailer.deliver import verp as verp_mod
 from mailer.deliver.dkim import Signer, relaxed_body, relaxed_fragment
 from mailer.deliver.tokens import sign
@@ -158,6 +158,7 @@ class Composer:
         ).encode()
         self._tail = f"\r\n--{self.boundary}--\r\n".encode()
         self._mailto = settings.unsubscribe_mailto
+        self._targets = bool(settings.unsubscribe_url or self._mailto)
         self._runs = self._constant_runs()
         # Canonicalised once: relaxed_fragment for the runs between values, the whole body's
         # rules (trailing blank lines) for the last one.
@@ -203,20 +204,22 @@ class Composer:
             lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         return b"".join(lines)
 
-    def unsubscribe_url(self, address: str) -> str:
+    def unsubscribe_url(self, address: str, token: str = "") -> str:
         """The signed one-click unsubscribe link for one address."""
         base = self.settings.unsubscribe_url
         if not base:
             return ""
-        token = sign(self.secret, self.list_id, address)
+        token = token or sign(self.secret, self.list_id, address)
         return f"{base}{'&' if '?' in base else '?'}token={token}"
+
+    def unsubscribe_mailto(self, token: str) -> str:
+        """The List-Unsubscribe mailto: URI; its subject carries the reader's signed token,
+        so `mailer bounces` can believe the mail whoever sends it (a forwarding address)."""
+        return f"mailto:{self._mailto}?subject=unsubscribe%20{token}"
 
     def message_id(self, address: str) -> str:
         """The same for the same issue and reader, so a copy re-sent after a crash collapses."""
-        digest = hmac.new(
-            self.secret.encode(), f"{self.email.issue.slug}\0{address.lower()}".encode(), "sha256"
-        ).hexdigest()[:32]
-        return f"<{self.email.issue.slug}.{digest}@{self.domain}>"
+        return msgid.make(self.secret, self.email.issue.slug, address, self.domain)
 
     def values(self, subscriber: Subscriber, unsubscribe_url: str) -> list[str]:
         """Each slot's value for one reader (fallback where the reader's field is empty)."""
@@ -260,14 +263,15 @@ class Composer:
     def compose(self, subscriber: Subscriber, date: str | None = None) -> Message:
         """The complete message for one subscriber."""
         address = wire_address(subscriber.email)
-        unsubscribe = self.unsubscribe_url(subscriber.email)
+        token = sign(self.secret, self.list_id, subscriber.email) if self._targets else ""
+        unsubscribe = self.unsubscribe_url(subscriber.email, token)
         values = self.values(subscriber, unsubscribe)
         message_id = self.message_id(address)
         targets = []
         if unsubscribe:
             targets.append(f"<{unsubscribe}>")
         if self._mailto:
-            targets.append(f"<mailto:{self._mailto}?subject=unsubscribe>")
+            targets.append(f"<{self.unsubscribe_mailto(token)}>")
         head = [
             _to_header(clean_header_text(subscriber.name), address),
             b"Date: ",

@@ -220,6 +220,12 @@ class WebApp:
                     self._ledger = existing_ledger(self.settings)
             return self._ledger
 
+    def _feedback_ledger(self) -> Ledger:
+        """The ledger feedback is recorded in, made if there is none yet."""
+        ledger = self.ledger(create=True)
+        assert ledger is not None  # create=True always opens one
+        return ledger
+
     def close(self) -> None:
         with self._ledger_lock:
             if self._ledger is not None:
@@ -237,11 +243,15 @@ class WebApp:
         if path == "/healthz":
             self._allow(method, ("GET", "HEAD"))
             return text_response(200, "ok")
-        if path == "/sns":  # Amazon SNS: SES bounces and complaints (mailer/feedback/sns.py)
+        if path == "/sns":  # Amazon SNS: SES bounces and complaints (mailer/web/sns.py)
             self._allow(method, ("POST",))
-            from mailer.feedback import sns
+            from mailer.web import sns
 
-            return sns.respond(self, environ)
+            def log(line: str) -> None:
+                self._log(environ, line)
+
+            status, text = sns.respond(environ, self.settings, self._feedback_ledger, log)
+            return text_response(status, text)
         if path == "/" or path in self.archive_prefixes:
             self._allow(method, ("GET", "HEAD"))
             return self.index(script)

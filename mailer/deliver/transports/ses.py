@@ -10,7 +10,7 @@ its own envelope sender (amazonses.com, or the identity's custom MAIL FROM domai
 rewrites Message-ID and Date; the VERP address (message.envelope_from) goes in
 `FeedbackForwardingEmailAddress`, so SES's forwarded bounce mail reaches bounces+TOKEN@ and
 `mailer bounces` still finds the copy. That address must be covered by a verified identity
-(verify the domain). SNS notifications (mailer/feedback/sns.py) are the other way back.
+(verify the domain). SNS notifications (mailer/web/sns.py) are the other way back.
 
 Outcomes. Throttling -> DEFERRED 454 (`Result.throttled`: the send loop slows down); the
 daily quota used up, a paused sending or a suspended account -> SESPaused (exit 75: nothing

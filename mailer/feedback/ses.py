@@ -1,8 +1,7 @@
-"""Amazon SNS over HTTPS: SES bounce and complaint notifications into the ledger (POST /sns).
+"""Amazon SNS messages carrying SES feedback: is it genuine, and what does it say (no HTTP).
 
-Subscribe `https://<site>/sns` to the SNS topic(s) an SES identity or configuration set
-publishes Bounce and Complaint notifications to (`mailer serve`, or `mailer.web:app` behind
-another server). Each POST is checked before anything is believed:
+mailer/web/sns.py is the POST /sns route that hands each request body here. Each message is
+checked before anything is believed:
 
   * the SigningCertURL must be https on port 443 of sns.<region>.amazonaws.com (or
     .amazonaws.com.cn) and name a .pem file; anything else is refused before any fetch;
@@ -14,18 +13,15 @@ another server). Each POST is checked before anything is believed:
     (Un)SubscriptionConfirmation; "name\\nvalue\\n" each) with SHA1withRSA for
     SignatureVersion 1, SHA256withRSA for 2.
 
-A bad or unsigned message gets 400 and changes nothing. A SubscriptionConfirmation is
-verified and logged with its SubscribeURL, never confirmed by itself: confirming subscribes
-this endpoint to whatever topic someone pointed at it, and only a confirmed subscription
-receives Notifications, so the operator's one manual confirmation (open the URL, or `aws sns
-confirm-subscription`) is what decides whose notifications are believed at all.
-
 A verified Notification carrying SES's JSON (identity notifications' notificationType, or
 event publishing's eventType) becomes the same `Classified` that `mailer bounces` makes of a
-DSN or an ARF report, and goes through the same path (bounces.handle: resolve the reader,
+DSN or an ARF report, and goes through the same path (process.handle: resolve the reader,
 record once per feedbackId, suppress): Permanent bounces are hard (except the enhanced codes
-bounces.PERMANENT_BUT_SOFT names, as for a DSN), Transient and Undetermined ones soft, a
+classify.PERMANENT_BUT_SOFT names, as for a DSN), Transient and Undetermined ones soft, a
 complaint suppresses. Other SES events (Delivery, Send, ...) are acknowledged and ignored.
+A signed notification is still only SES's word about some addresses: as for a DSN, it counts
+only for the reader of the copy its original headers (our Message-ID) or its envelope sender
+(a VERP address) tie it to, so identity notifications need "include original headers".
 """
 
 from __future__ import annotations
@@ -38,9 +34,9 @@ import re
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -48,19 +44,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from mailer.config import Settings
 from mailer.errors import EXIT_UNAVAILABLE, MailerError
-from mailer.feedback import bounces
-from mailer.feedback.bounces import Classified, Failure, Item, Report
+from mailer.feedback.classify import DETAIL_MAX, PERMANENT_BUT_SOFT, Classified, Failure
+from mailer.feedback.process import Report, handle
+from mailer.state.ledger import Ledger
 from mailer.states import Feedback
-from mailer.web import wsgi
-from mailer.web.wsgi import HTTPError
 
-if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
-
-    from mailer.web.routes import Response, WebApp
-
-MAX_BODY = 512 * 1024  # SNS messages are at most 256 KB; JSON escaping may add some
 MAX_CERT = 64 * 1024
 FETCH_TIMEOUT = 10.0
 CACHE_SIZE = 32
@@ -225,28 +215,43 @@ verifier = Verifier()  # the app's; tests replace it (monkeypatch) with one that
 # -- SES's notification -> what `mailer bounces` makes of a DSN ---------------------------
 
 
-def _text(value: object, limit: int = bounces.DETAIL_MAX) -> str:
+def one_line(value: object, limit: int = DETAIL_MAX) -> str:
+    """A value as one line of text, cut at `limit` characters ("" for None)."""
     text = " ".join(str(value).split()) if value is not None else ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _address(value: object) -> str:
-    address = _text(value).strip("<>").lower()
+    address = one_line(value).strip("<>").lower()
     if "<" in address:  # "Name <a@b>"
         address = address.rsplit("<", 1)[1].strip("<> ")
     return address if _ADDRESS.match(address) else ""
 
 
-def _ids(mail: dict[str, Any]) -> tuple[str, ...]:
-    """The Message-IDs SES says the sent message had (ours, unless SES replaced it)."""
+def _ties(found: Classified, mail: dict[str, Any]) -> Classified:
+    """What may tie the notification to one of our copies, as for a DSN: the Message-ID the
+    sent message had (the original headers SES includes: ours, though SES rewrote the one
+    that went out), and its envelope sender (a VERP address, when it went through SES's
+    SMTP interface)."""
     ids = []
     common = mail.get("commonHeaders")
     if isinstance(common, dict):
-        ids.append(_text(common.get("messageId"), 250))
-    for header in mail.get("headers") or []:
-        if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
-            ids.append(_text(header.get("value"), 250))
-    return tuple(dict.fromkeys(i for i in ids if i))
+        ids.append(one_line(common.get("messageId"), 250))
+    senders = [one_line(mail.get("source"), 300)]
+    headers = mail.get("headers")
+    for header in headers if isinstance(headers, list) else []:
+        if not isinstance(header, dict):
+            continue
+        name = str(header.get("name", "")).lower()
+        if name == "message-id":
+            ids.append(one_line(header.get("value"), 250))
+        elif name == "return-path":
+            senders.append(one_line(header.get("value"), 300))
+    return replace(
+        found,
+        quoted_ids=tuple(dict.fromkeys(i for i in ids if i)),
+        verp=tuple(dict.fromkeys(a for s in senders if (a := _address(s)))),
+    )
 
 
 def classify(payload: object) -> tuple[Classified, str]:
@@ -257,25 +262,25 @@ def classify(payload: object) -> tuple[Classified, str]:
     kind = payload.get("notificationType") or payload.get("eventType")
     mail = payload.get("mail") if isinstance(payload.get("mail"), dict) else {}
     assert isinstance(mail, dict)
-    quoted = _ids(mail)
     if kind == "Bounce" and isinstance(payload.get("bounce"), dict):
         bounce = payload["bounce"]
-        found = _bounce(bounce, quoted)
-        return found, _key(bounce)
+        return _ties(_bounce(bounce), mail), _key(bounce)
     if kind == "Complaint" and isinstance(payload.get("complaint"), dict):
         complaint = payload["complaint"]
-        return _complaint(complaint, quoted), _key(complaint)
-    return Classified(None, f"an SES {_text(kind, 40) or 'unknown'} notification: not feedback"), ""
+        return _ties(_complaint(complaint), mail), _key(complaint)
+    return Classified(
+        None, f"an SES {one_line(kind, 40) or 'unknown'} notification: not feedback"
+    ), ""
 
 
 def _key(part: dict[str, Any]) -> str:
-    feedback = _text(part.get("feedbackId"), 200)
+    feedback = one_line(part.get("feedbackId"), 200)
     return f"ses:{feedback}" if feedback else ""
 
 
-def _bounce(bounce: dict[str, Any], quoted: tuple[str, ...]) -> Classified:
-    kind_text = _text(bounce.get("bounceType"), 40)
-    sub = _text(bounce.get("bounceSubType"), 60)
+def _bounce(bounce: dict[str, Any]) -> Classified:
+    kind_text = one_line(bounce.get("bounceType"), 40)
+    sub = one_line(bounce.get("bounceSubType"), 60)
     failures = []
     for recipient in bounce.get("bouncedRecipients") or []:
         if not isinstance(recipient, dict):
@@ -283,27 +288,25 @@ def _bounce(bounce: dict[str, Any], quoted: tuple[str, ...]) -> Classified:
         address = _address(recipient.get("emailAddress"))
         if not address:
             continue
-        status = _text(recipient.get("status"), 20)
+        status = one_line(recipient.get("status"), 20)
         match = re.search(r"\b([245]\.\d{1,3}\.\d{1,3})\b", status)
         status = match.group(1) if match else ""
-        permanent = kind_text == "Permanent" and not bounces.PERMANENT_BUT_SOFT.match(status)
-        diagnostic = _text(recipient.get("diagnosticCode"))
-        detail = _text(f"SES {kind_text}/{sub}" + (f": {diagnostic}" if diagnostic else ""))
+        permanent = kind_text == "Permanent" and not PERMANENT_BUT_SOFT.match(status)
+        diagnostic = one_line(recipient.get("diagnosticCode"))
+        detail = one_line(f"SES {kind_text}/{sub}" + (f": {diagnostic}" if diagnostic else ""))
         kind = Feedback.HARD if permanent else Feedback.SOFT
         failures.append(Failure((address,), kind, status, detail))
     if not failures:
         return Classified(None, "an SES bounce notification with no bounced recipient")
     failures.sort(key=lambda f: f.kind != Feedback.HARD)
-    return Classified(
-        failures[0].kind, f"SES {kind_text} bounce", tuple(failures), quoted_ids=quoted
-    )
+    return Classified(failures[0].kind, f"SES {kind_text} bounce", tuple(failures))
 
 
-def _complaint(complaint: dict[str, Any], quoted: tuple[str, ...]) -> Classified:
-    feedback_type = _text(complaint.get("complaintFeedbackType"), 40).lower()
+def _complaint(complaint: dict[str, Any]) -> Classified:
+    feedback_type = one_line(complaint.get("complaintFeedbackType"), 40).lower()
     if feedback_type == "not-spam":
         return Classified(None, "an SES complaint notification of type not-spam")
-    agent = _text(complaint.get("userAgent"))
+    agent = one_line(complaint.get("userAgent"))
     failures = tuple(
         Failure((address,), Feedback.COMPLAINT, feedback_type or "abuse", agent)
         for r in complaint.get("complainedRecipients") or []
@@ -311,66 +314,26 @@ def _complaint(complaint: dict[str, Any], quoted: tuple[str, ...]) -> Classified
     )
     if not failures:
         return Classified(None, "an SES complaint notification with no recipient")
-    return Classified(Feedback.COMPLAINT, "SES complaint", failures, quoted_ids=quoted)
+    return Classified(Feedback.COMPLAINT, "SES complaint", failures)
 
 
-# -- the endpoint -------------------------------------------------------------------------------
+# -- into the ledger ------------------------------------------------------------------------
 
 
-def respond(app: WebApp, environ: WSGIEnvironment, check: Verifier | None = None) -> Response:
-    """POST /sns: verify, then confirmations are logged and notifications recorded."""
-    from mailer.web.routes import text_response
-
-    body = wsgi.read_body(environ, MAX_BODY, drain=MAX_BODY)
-    try:
-        message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPError(400, "This is not an SNS message.") from None
-    if not isinstance(message, dict):
-        raise HTTPError(400, "This is not an SNS message.")
-    header = environ.get("HTTP_X_AMZ_SNS_MESSAGE_TYPE")
-    if header is not None and header != message.get("Type"):
-        raise HTTPError(400, "This is not an SNS message.")
-    try:
-        (check or verifier).verify(message)
-    except BadMessage as exc:
-        app._log(environ, f"mailer.web: /sns refused a message: {exc}")
-        raise HTTPError(400, "The SNS signature is not valid.") from None
-    kind, topic = message["Type"], _text(message.get("TopicArn"), 300)
-    if kind == "SubscriptionConfirmation":
-        app._log(
-            environ,
-            f"mailer.web: SNS asks to confirm the subscription to {topic}: if it is your SES"
-            f" topic, open {_text(message.get('SubscribeURL'), 2000)}",
-        )
-        return text_response(200, "subscription not confirmed automatically: see the log\n")
-    if kind == "UnsubscribeConfirmation":
-        app._log(environ, f"mailer.web: SNS says this endpoint was unsubscribed from {topic}")
-        return text_response(200, "ok\n")
-    lines = record(app, message)
-    for line in lines:
-        app._log(environ, f"mailer.web: sns: {line}")
-    return text_response(200, "ok\n")
-
-
-def record(app: WebApp, message: dict[str, Any]) -> list[str]:
+def record(message: dict[str, Any], ledger: Ledger, settings: Settings) -> list[str]:
     """A verified Notification into the ledger, as `mailer bounces` records a DSN; the lines
     say what happened (the same as `mailer bounces -v`)."""
     raw = message["Message"]
-    sns_id = _text(message.get("MessageId"), 200)
+    sns_id = one_line(message.get("MessageId"), 200)
     try:
         payload = json.loads(raw)
     except ValueError:
         payload = None
     found, key = classify(payload)
     key = key or f"sns:{sns_id}"
-    report = Report()
-    item = Item(key, f"SNS {sns_id}", raw.encode("utf-8"))
+    label = f"SNS {sns_id}"
     if found.kind is None:
-        return [f"not understood  {item.label}: {found.why}"]
-    settings = app.settings
-    ledger = app.ledger(create=True)
-    assert ledger is not None
-    limit = settings.soft_bounce_limit
-    bounces.handle(found, key, item, SOURCE, ledger, settings, report, limit)
+        return [f"not understood  {label}: {found.why}"]
+    report = Report()
+    handle(found, key, label, SOURCE, ledger, settings, report, settings.soft_bounce_limit)
     return report.lines
