@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 MAILER = BIN / "mailer"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SPAWN = Path(__file__).resolve().with_name("spawn.py")
-SECRET = "bench"
+SECRET = "bench-signing-key-0123456789"
 ISSUE = "issue-2"
 
 

@@ -30,7 +30,7 @@ from mailer.deliver.claims import Claims
 from mailer.deliver.journal import Journal, JournaledLedger
 from mailer.deliver.message import Composer
 from mailer.deliver.options import SendOptions, estimate
-from mailer.deliver.preflight import check_preflight
+from mailer.deliver.preflight import check_preflight, check_secret
 from mailer.deliver.sender import NullRecorder, Sender
 from mailer.deliver.summary import Progress, Summary
 from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
@@ -111,6 +111,8 @@ def plan(
     settings: Settings, issue: str, subscribers: Path, options: SendOptions, *, dry_run: bool
 ) -> Plan:
     """Render `issue` once, refuse what must not be sent, and count who is owed a copy."""
+    if not dry_run:
+        check_secret(settings)
     signer = dkim_mod.load(settings)  # a bad DKIM key stops here, before anything is rendered
     email = load(settings, issue)
     check_preflight(email, settings, dry_run=dry_run)
@@ -313,6 +315,8 @@ def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> Test
 
     Raises ValueError when `to` is not an address.
     """
+    if not dry_run:
+        check_secret(settings)
     address = check_email(to)
     signer = dkim_mod.load(settings)
     email = load(settings, issue)

@@ -18,7 +18,9 @@ from mailer.state.ledger import Delivery, Ledger
 from mailer.states import DeliveryState
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "test-secret"
+SECRET = "test-secret-of-the-suite"
+# The bounce fixtures hold Message-IDs and VERP addresses made with this one.
+FIXTURE_SECRET = "test-secret"
 SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
 BOUNCED = DeliveryState.BOUNCED
 

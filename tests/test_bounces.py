@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import FIXTURES, SECRET, SENT, delivery, one_line_error
+from conftest import FIXTURE_SECRET as SECRET
+from conftest import FIXTURES, SENT, delivery, one_line_error
 
 from mailer import config
 from mailer.cli import main

@@ -139,7 +139,7 @@ def env_for(server: Server, **extra: str) -> dict[str, str]:
         MAILER_SMTP_PORT=str(server.port),
         MAILER_SMTP_SECURITY="none",
         MAILER_SMTP_TIMEOUT="5",
-        MAILER_SECRET="test-secret",
+        MAILER_SECRET="test-secret-of-the-suite",
         MAILER_RATE="20/s",
         **extra,
     )

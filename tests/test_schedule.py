@@ -43,7 +43,7 @@ def cli(project: Path, smtp_server: SMTPServer) -> Run:
             "MAILER_SMTP_PORT": str(smtp_server.port),
             "MAILER_SMTP_SECURITY": "none",
             "MAILER_SMTP_TIMEOUT": "5",
-            "MAILER_SECRET": "test-secret",
+            "MAILER_SECRET": "test-secret-of-the-suite",
             "MAILER_NOW": now,
             **(env or {}),
         }
@@ -451,7 +451,7 @@ def test_two_due_runs_at_once_send_one_copy_each(project: Path, smtp_server: SMT
         MAILER_SMTP_HOST="127.0.0.1",
         MAILER_SMTP_PORT=str(smtp_server.port),
         MAILER_SMTP_SECURITY="none",
-        MAILER_SECRET="test-secret",
+        MAILER_SECRET="test-secret-of-the-suite",
         MAILER_NOW="2026-12-01T08:00:00Z",
     )
     argv = [

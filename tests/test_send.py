@@ -46,7 +46,7 @@ def base_settings(project: Path) -> config.Settings:
     return config.load(
         project,
         environ={
-            "MAILER_SECRET": "test-secret",
+            "MAILER_SECRET": "test-secret-of-the-suite",
             "MAILER_SMTP_HOST": "127.0.0.1",
             "MAILER_SMTP_SECURITY": "none",
             "MAILER_SMTP_TIMEOUT": "5",

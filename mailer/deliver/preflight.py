@@ -5,8 +5,33 @@ from __future__ import annotations
 from email.utils import parseaddr
 
 from mailer.compose.render import Email
-from mailer.config import Settings
-from mailer.errors import PreflightError
+from mailer.config import DEV_SECRET, Settings
+from mailer.errors import ConfigError, PreflightError
+
+MIN_SECRET_CHARS = 16
+# Values copied from examples and tutorials: whoever reads them could sign unsubscribe links.
+PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme", "your-secret")
+MAKE_ONE = 'make one: python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def check_secret(settings: Settings) -> None:
+    """Refuse a real send with a placeholder or short MAILER_SECRET (ConfigError, exit 2).
+
+    Unsubscribe links, VERP addresses and Message-IDs are signed with it: a guessable secret
+    lets anyone unsubscribe any reader or forge a bounce for them. An empty secret is a
+    preflight reason instead (listed with the others).
+    """
+    secret = settings.secret
+    if not secret:
+        return
+    lowered = secret.strip().lower()
+    if secret == DEV_SECRET or any(p in lowered for p in PLACEHOLDERS) or len(set(lowered)) < 5:
+        raise ConfigError("MAILER_SECRET is a placeholder: anyone could sign links", hint=MAKE_ONE)
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ConfigError(
+            f"MAILER_SECRET has {len(secret)} characters: use at least {MIN_SECRET_CHARS}",
+            hint=MAKE_ONE,
+        )
 
 
 def preflight(email: Email, settings: Settings, *, dry_run: bool) -> list[str]:
