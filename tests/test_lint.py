@@ -409,8 +409,8 @@ def test_summary_line_for_build() -> None:
 # -- the default template on the seed ------------------------------------------------------------
 
 # What the default template (with the seed issue) uses that some client supports only in part or
-# not at all. The README says why each is acceptable. A template change that uses a new such
-# feature fails here: add it to this set, and to the README with its reason, or drop it.
+# not at all. docs/email-clients.md says why each is acceptable. A template change that uses a new
+# such feature fails here: add it to this set, and to that page with its reason, or drop it.
 DEFAULT_TEMPLATE_FEATURES = {
     # unsupported in at least one client
     "css-at-media",  # MJML's mobile columns and the dark-mode query: ignored by Outlook (Windows)

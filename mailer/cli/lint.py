@@ -66,8 +66,8 @@ def lint(ctx: Context, issue: str, clients: str | None, strict: bool, fmt: str) 
 
     \b
     Partial support is often fine (a note about negative margins, say): read the notes.
-    Unsupported features need a fallback or a reason; the README lists the default
-    template's and why each is acceptable.
+    Unsupported features need a fallback or a reason; docs/email-clients.md lists the
+    default template's and why each is acceptable.
     """
     try:
         chosen = lint_mod.select_clients(clients)
