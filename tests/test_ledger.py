@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys
 from pathlib import Path
-from mailer.ledger import lock
+from mailer.state.ledger import lock
 with lock(Path(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)
     sys.stdin.readline()
@@ -41,7 +41,7 @@ print("released", flush=True)
 WRITER = """
 import sys
 from pathlib import Path
-from mailer.ledger import Ledger
+from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState
 SENT, DEFERRED = DeliveryState.SENT, DeliveryState.DEFERRED
 state, tag, n, url = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
