@@ -18,13 +18,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from mailer import schedule
 from mailer.compose import issue as issue_mod
 from mailer.compose.render import Email, render
 from mailer.config import EXAMPLE_SUBSCRIBERS, Settings
 from mailer.deliver import dkim as dkim_mod
-from mailer.deliver.audience import Audience, LedgerWatch
+from mailer.deliver.audience import Audience, History, LedgerWatch
 from mailer.deliver.claims import Claims
 from mailer.deliver.journal import Journal, JournaledLedger
 from mailer.deliver.message import Composer
@@ -32,10 +33,9 @@ from mailer.deliver.preflight import check_preflight
 from mailer.deliver.sender import NullRecorder, Progress, Sender, SendOptions, Summary, estimate
 from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
-from mailer.state.ledger import Delivery, Ledger, SenderRow, lock, open_ledger
-from mailer.state.ledger import (
-    existing_ledger as existing_ledger,
-)  # re-exported: the CLI opens it here
+from mailer.state.deliveries import Delivery
+from mailer.state.ledger import existing_ledger, lock, open_ledger
+from mailer.state.senders import SenderRow
 from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
@@ -148,13 +148,24 @@ def plan(
     )
 
 
+# A real send opens the whole Ledger instead: it hands its parts to the audience, the watch,
+# the journal and the claims.
+class Past(History, Protocol):
+    """The ledger as plans, dry runs, pick_issue and `status` read it."""
+
+    @property
+    def shared(self) -> bool: ...
+    def counts(self, issue: str) -> dict[DeliveryState, int]: ...
+    def senders(self, issue: str, lease: float) -> list[SenderRow]: ...
+
+
 class _history:
     """`with _history(settings) as ledger`: the ledger if one exists (None if not), closed after."""
 
     def __init__(self, settings: Settings) -> None:
         self.ledger = existing_ledger(settings)
 
-    def __enter__(self) -> Ledger | None:
+    def __enter__(self) -> Past | None:
         return self.ledger
 
     def __exit__(self, *exc_info: object) -> None:
@@ -162,7 +173,7 @@ class _history:
             self.ledger.close()
 
 
-def _audience(ledger: Ledger | None, slug: str, options: SendOptions) -> Audience:
+def _audience(ledger: History | None, slug: str, options: SendOptions) -> Audience:
     return Audience.of(
         ledger,
         slug,

@@ -7,14 +7,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from mailer.state.ledger import Ledger
+from mailer.state.deliveries import Delivery
 from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
+
+
+class History(Protocol):
+    """The ledger as an audience reads it: one issue's rows and the suppression list."""
+
+    def suppressed_set(self) -> set[str]: ...
+    def deliveries(self, issue: str) -> Iterable[Delivery]: ...
+
+
+class Watched(Protocol):
+    """The ledger as a running send watches it (LedgerWatch)."""
+
+    def check_identity(self) -> None: ...
+    def data_version(self) -> int: ...
+    def suppressed_set(self) -> set[str]: ...
 
 
 def backoff(retry_delay: float, attempts: int) -> float:
@@ -38,7 +54,7 @@ class Audience:
     @classmethod
     def of(
         cls,
-        ledger: Ledger | None,
+        ledger: History | None,
         issue: str,
         *,
         retry_failed: bool = False,
@@ -101,7 +117,7 @@ class LedgerWatch:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Watched,
         suppressed: frozenset[str],
         *,
         interval: float = 0.5,

@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -51,7 +51,9 @@ from mailer.config import Settings, env_name
 from mailer.deliver import verp
 from mailer.deliver.message import wire_address
 from mailer.errors import EXIT_NOPERM, EXIT_UNAVAILABLE, ConfigError, InputError, MailerError
-from mailer.state.ledger import FeedbackEvent, FeedbackOutcome, Ledger, open_ledger, state_lock
+from mailer.state.deliveries import Delivery
+from mailer.state.feedback import FeedbackEvent, FeedbackOutcome
+from mailer.state.ledger import open_ledger, state_lock
 from mailer.state.subscribers import check_email
 from mailer.states import Feedback
 
@@ -390,7 +392,25 @@ def _matches(secret: str, slug: str, want: str, address: str) -> bool:
     )
 
 
-def _verp_parse(address: str, settings: Settings, ledger: Ledger) -> tuple[str, str] | None:
+class Returns(verp.Readers, Protocol):
+    """The ledger as feedback is tied to readers and recorded (a VERP token's too)."""
+
+    def delivery(self, issue: str, email: str) -> Delivery | None: ...
+    def is_reader(self, email: str) -> bool: ...
+    def last_issue(self, email: str) -> str | None: ...
+    def feedback_seen(self, message_id: str) -> bool: ...
+    def record_feedback(
+        self,
+        message_id: str,
+        kind: Feedback,
+        events: Sequence[FeedbackEvent],
+        *,
+        source: str,
+        soft_limit: int,
+    ) -> list[FeedbackOutcome] | None: ...
+
+
+def _verp_parse(address: str, settings: Settings, ledger: Returns) -> tuple[str, str] | None:
     """(issue slug, reader) from a VERP address, else None (a domain IDNA refuses too)."""
     try:
         return verp.parse(address, settings, ledger)
@@ -411,7 +431,7 @@ def _our_ids(ids: tuple[str, ...], settings: Settings) -> list[tuple[str, str]]:
 
 
 def resolve(
-    found: Classified, ledger: Ledger, settings: Settings
+    found: Classified, ledger: Returns, settings: Settings
 ) -> tuple[list[FeedbackEvent], list[str]]:
     """The ledger events a classified message stands for, and the addresses it could not
     tie to one of our readers."""
@@ -445,7 +465,7 @@ def resolve(
 
 
 def _reader(
-    failure: Failure, ours: list[tuple[str, str]], ledger: Ledger, secret: str
+    failure: Failure, ours: list[tuple[str, str]], ledger: Returns, secret: str
 ) -> tuple[str | None, str, bool]:
     """(reader, issue, proven by our Message-ID's digest) for one Failure."""
     for slug, want in ours:
@@ -792,7 +812,7 @@ def handle(
     key: str,
     item: Item,
     source: str,
-    ledger: Ledger,
+    ledger: Returns,
     settings: Settings,
     report: Report,
     limit: int,
