@@ -17,6 +17,8 @@ from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
 
+_ACCEPTED = (DeliveryState.SENT, DeliveryState.BOUNCED)
+
 
 class History(Protocol):
     """The ledger as an audience reads it: one issue's rows and the suppression list."""
@@ -43,7 +45,7 @@ class Audience:
     """A snapshot of one issue's history; `skip(subscriber)` says why it gets no copy, if so."""
 
     issue: str
-    done: frozenset[str] = frozenset()  # sent, or failed for good (unless retry_failed)
+    done: frozenset[str] = frozenset()  # accepted, or failed for good (unless retry_failed)
     # deferred reader -> (attempts, last try, next try time if stored)
     deferred: Mapping[str, tuple[int, datetime, datetime | None]] = field(default_factory=dict)
     suppressed: frozenset[str] = frozenset()
@@ -69,9 +71,8 @@ class Audience:
         if ledger is not None:
             suppressed = frozenset(ledger.suppressed_set())
             for d in ledger.deliveries(issue):
-                if d.state == DeliveryState.SENT or (
-                    d.state == DeliveryState.FAILED and not retry_failed
-                ):
+                # A bounced copy was accepted first: never owed again, suppressed or not.
+                if d.state in _ACCEPTED or (d.state == DeliveryState.FAILED and not retry_failed):
                     done.add(d.email)
                 elif d.state == DeliveryState.DEFERRED:
                     deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
