@@ -450,7 +450,7 @@ class Status:
 
 
 def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
-    """Counts from the ledger; pending = on the list, not suppressed, never attempted."""
+    """Counts from the ledger; pending: on the list and owed a copy never tried (the audience)."""
     slug = Path(name).stem
     with _history(settings) as ledger:
         if ledger is None:
@@ -466,7 +466,7 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
     path = subscribers or settings.root / settings.subscribers
     pending = None
     if path.exists():
-        skip = {d.email for d in deliveries} | suppressed
-        pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in skip)
+        audience = Audience.of_rows(slug, deliveries, suppressed)
+        pending = sum(audience.pending(s) for s in SubscriberList(path))
     problems = tuple(d for d in deliveries if d.state != DeliveryState.SENT)
     return Status(slug, counts, pending, problems, senders)

@@ -90,6 +90,21 @@ def test_a_bounced_copy_is_never_owed_again_even_unsuppressed(tmp_path: Path) ->
     assert audience.skip(Subscriber("Gone@example.com", "", {}, 2)) == Skip.ALREADY_DONE
 
 
+def test_pending_is_owed_and_never_tried(tmp_path: Path) -> None:
+    """`mailer status`'s pending: not the deferred (due or not), done or suppressed readers."""
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    with Ledger(tmp_path) as ledger:
+        ledger.record("i", "sent@example.com", SENT, "250")
+        ledger.record("i", "failed@example.com", FAILED, "550")
+        ledger.record("i", "due@example.com", DEFERRED, "451", now - timedelta(seconds=1))
+        ledger.record("i", "later@example.com", DEFERRED, "451", now + timedelta(minutes=5))
+        ledger.suppress("gone@example.com", "unsubscribed", "web")
+        audience = Audience.of(ledger, "i", now=now)
+    names = ("sent", "failed", "due", "later", "gone", "new", "NEW2")
+    pending = [n for n in names if audience.pending(Subscriber(f"{n}@example.com", "", {}, 2))]
+    assert pending == ["new", "NEW2"]
+
+
 def test_give_up_after_marks_old_deferrals_failed_with_the_count(
     new_project: Callable[[str], Path], smtp_server: SMTPServer
 ) -> None:

@@ -65,22 +65,47 @@ class Audience:
         now: datetime | None = None,
     ) -> Audience:
         """Read the history of `issue` (nobody has had it when there is no ledger yet)."""
+        rows: Iterable[Delivery] = ()
+        suppressed: Iterable[str] = ()
+        if ledger is not None:
+            suppressed = ledger.suppressed_set()
+            rows = ledger.deliveries(issue)
+        return cls.of_rows(
+            issue,
+            rows,
+            suppressed,
+            retry_failed=retry_failed,
+            retry_delay=retry_delay,
+            max_attempts=max_attempts,
+            now=now,
+        )
+
+    @classmethod
+    def of_rows(
+        cls,
+        issue: str,
+        rows: Iterable[Delivery],
+        suppressed: Iterable[str],
+        *,
+        retry_failed: bool = False,
+        retry_delay: float = 30.0,
+        max_attempts: int = 5,
+        now: datetime | None = None,
+    ) -> Audience:
+        """The audience of `issue` from rows a caller has read already (`mailer status`)."""
         done: set[str] = set()
         deferred: dict[str, tuple[int, datetime, datetime | None]] = {}
-        suppressed: frozenset[str] = frozenset()
-        if ledger is not None:
-            suppressed = frozenset(ledger.suppressed_set())
-            for d in ledger.deliveries(issue):
-                # A bounced copy was accepted first: never owed again, suppressed or not.
-                if d.state in _ACCEPTED or (d.state == DeliveryState.FAILED and not retry_failed):
-                    done.add(d.email)
-                elif d.state == DeliveryState.DEFERRED:
-                    deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
+        for d in rows:
+            # A bounced copy was accepted first: never owed again, suppressed or not.
+            if d.state in _ACCEPTED or (d.state == DeliveryState.FAILED and not retry_failed):
+                done.add(d.email)
+            elif d.state == DeliveryState.DEFERRED:
+                deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
         return cls(
             issue,
             frozenset(done),
             deferred,
-            suppressed,
+            frozenset(suppressed),
             now or current_time(),
             retry_delay,
             max_attempts,
@@ -105,6 +130,10 @@ class Audience:
             if (self.now - last).total_seconds() < wait:
                 return Skip.NOT_DUE
         return None
+
+    def pending(self, subscriber: Subscriber) -> bool:
+        """Owed a copy and never tried: `mailer status`'s pending (deferred ones are its own)."""
+        return self.skip(subscriber) is None and subscriber.email.lower() not in self.deferred
 
 
 class LedgerWatch:
