@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from mailer import schedule
 from mailer.compose import load as load_mod
@@ -25,7 +26,7 @@ from mailer.compose.issue import slug_of
 from mailer.compose.render import Email, render
 from mailer.config import EXAMPLE_SUBSCRIBERS, Settings
 from mailer.deliver import dkim as dkim_mod
-from mailer.deliver.audience import Audience, LedgerWatch
+from mailer.deliver.audience import Audience, History, LedgerWatch
 from mailer.deliver.claims import Claims
 from mailer.deliver.journal import Journal, JournaledLedger
 from mailer.deliver.message import Composer
@@ -35,10 +36,9 @@ from mailer.deliver.sender import NullRecorder, Sender
 from mailer.deliver.summary import Progress, Summary
 from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
-from mailer.state.ledger import Delivery, Ledger, SenderRow, lock, open_ledger
-from mailer.state.ledger import (
-    existing_ledger as existing_ledger,
-)  # re-exported: the CLI opens it here
+from mailer.state.deliveries import Delivery
+from mailer.state.ledger import existing_ledger, lock, open_ledger
+from mailer.state.senders import SenderRow
 from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
@@ -151,13 +151,24 @@ def plan(
     )
 
 
+# A real send opens the whole Ledger instead: it hands its parts to the audience, the watch,
+# the journal and the claims.
+class Past(History, Protocol):
+    """The ledger as plans, dry runs, pick_issue and `status` read it."""
+
+    @property
+    def shared(self) -> bool: ...
+    def counts(self, issue: str) -> dict[DeliveryState, int]: ...
+    def senders(self, issue: str, lease: float) -> list[SenderRow]: ...
+
+
 class _history:
     """`with _history(settings) as ledger`: the ledger if one exists (None if not), closed after."""
 
     def __init__(self, settings: Settings) -> None:
         self.ledger = existing_ledger(settings)
 
-    def __enter__(self) -> Ledger | None:
+    def __enter__(self) -> Past | None:
         return self.ledger
 
     def __exit__(self, *exc_info: object) -> None:
@@ -165,7 +176,7 @@ class _history:
             self.ledger.close()
 
 
-def _audience(ledger: Ledger | None, slug: str, options: SendOptions) -> Audience:
+def _audience(ledger: History | None, slug: str, options: SendOptions) -> Audience:
     return Audience.of(
         ledger,
         slug,
@@ -445,7 +456,7 @@ class Status:
 
 
 def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
-    """Counts from the ledger; pending = on the list, not suppressed, never attempted."""
+    """Counts from the ledger; pending: on the list and owed a copy never tried (the audience)."""
     slug = slug_of(Path(name))
     with _history(settings) as ledger:
         if ledger is None:
@@ -461,7 +472,7 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
     path = subscribers or settings.root / settings.subscribers
     pending = None
     if path.exists():
-        skip = {d.email for d in deliveries} | suppressed
-        pending = sum(1 for s in SubscriberList(path) if s.email.lower() not in skip)
+        audience = Audience.of_rows(slug, deliveries, suppressed)
+        pending = sum(audience.pending(s) for s in SubscriberList(path))
     problems = tuple(d for d in deliveries if d.state != DeliveryState.SENT)
     return Status(slug, counts, pending, problems, senders)

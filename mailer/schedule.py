@@ -8,16 +8,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from mailer.compose import load
 from mailer.compose.issue import slug_of
 from mailer.config import Settings
 from mailer.errors import InputError
-from mailer.state.ledger import Ledger
+from mailer.state.schedules import Schedule
 from mailer.states import ScheduleState, ScheduleStatus
 
 FRONT_MATTER = "front matter"
 COMMAND = "mailer schedule"
+
+
+class Schedules(Protocol):
+    """The ledger as the schedule reads and moves it: one row per scheduled issue."""
+
+    def schedules(self) -> list[Schedule]: ...
+    def schedule(self, issue: str) -> Schedule | None: ...
+    def set_schedule(
+        self, issue: str, send_at: datetime, state: ScheduleState = ScheduleState.SCHEDULED
+    ) -> None: ...
+    def cancel_schedule(self, issue: str) -> bool: ...
+    def set_schedule_state(self, issue: str, state: ScheduleState) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -42,7 +55,7 @@ class Entry:
         return ScheduleStatus.STALE if now - self.send_at > max_late else ScheduleStatus.DUE
 
 
-def entries(settings: Settings, ledger: Ledger | None) -> tuple[list[Entry], list[str]]:
+def entries(settings: Settings, ledger: Schedules | None) -> tuple[list[Entry], list[str]]:
     """Every scheduled issue, ordered by time (`mailer schedule` wins over front matter),
     and the problems with send_at keys that could not be read."""
     found: dict[str, Entry] = {}
@@ -82,7 +95,7 @@ def due(
     return send, stale
 
 
-def set_time(ledger: Ledger, slug: str, when: datetime) -> None:
+def set_time(ledger: Schedules, slug: str, when: datetime) -> None:
     """Schedule `slug` for `when`; an issue already sending or sent is refused."""
     row = ledger.schedule(slug)
     if row is not None and row.state in (ScheduleState.SENDING, ScheduleState.SENT):
@@ -90,7 +103,7 @@ def set_time(ledger: Ledger, slug: str, when: datetime) -> None:
     ledger.set_schedule(slug, when)
 
 
-def cancel(settings: Settings, ledger: Ledger, slug: str) -> str:
+def cancel(settings: Settings, ledger: Schedules, slug: str) -> str:
     """Cancel `slug`'s schedule; returns where it came from (COMMAND or FRONT_MATTER)."""
     if ledger.cancel_schedule(slug):
         return COMMAND
@@ -106,7 +119,7 @@ def cancel(settings: Settings, ledger: Ledger, slug: str) -> str:
     return FRONT_MATTER
 
 
-def record_run(ledger: Ledger, entry: Entry, *, finished: bool, started: bool) -> None:
+def record_run(ledger: Schedules, entry: Entry, *, finished: bool, started: bool) -> None:
     """After cron's send of `entry`: "sent" when nobody is left, "sending" once a copy went
     out (finishing it is then never stale); a run that sent nothing leaves it as it was."""
     if not (finished or started):

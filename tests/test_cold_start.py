@@ -40,6 +40,7 @@ NOT_FOR_BUILD = (
     "mailer.campaign",
     "mailer.deliver.sender",
     "mailer.state.ledger",
+    "mailer.state.store",
     "mailer.deliver.transports",
     "mailer.deliver.dnsrecords",
     "mailer.feedback.classify",

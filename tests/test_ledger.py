@@ -19,7 +19,8 @@ import pytest
 from conftest import DEFERRED, FAILED, SENT, delivery, done
 
 from mailer.errors import LockedError, MailerError
-from mailer.state.ledger import _MIGRATIONS, SCHEMA_VERSION, FeedbackEvent, Ledger, lock
+from mailer.state.ledger import SCHEMA_VERSION, FeedbackEvent, Ledger, lock
+from mailer.state.migrations import MIGRATIONS
 from mailer.states import DeliveryState, Feedback, Reason
 
 BOUNCED = DeliveryState.BOUNCED
@@ -475,7 +476,7 @@ def test_version_2_ledger_is_migrated_keeping_every_row(tmp_path: Path) -> None:
     """A ledger written before bounces existed: its rows survive the table rebuilds."""
     tmp_path.mkdir(exist_ok=True)
     raw = sqlite3.connect(tmp_path / "ledger.db")
-    for statements in _MIGRATIONS[:2]:
+    for statements in MIGRATIONS[:2]:
         for sql in statements:
             raw.execute(sql)
     raw.execute("PRAGMA user_version = 2")

@@ -26,6 +26,7 @@ from mailer.deliver.sender import Sender, SendOptions
 from mailer.deliver.transports import Outbox, Result
 from mailer.state.ledger import Ledger, LedgerGone
 from mailer.state.subscribers import Subscriber
+from mailer.states import DeliveryState, Skip
 
 OK = Result(SENT, 250, "250 ok")
 GREYLISTED = Result(DEFERRED, 451, "451 4.7.1 greylisted")
@@ -77,6 +78,30 @@ def test_a_later_run_retries_only_those_whose_time_has_come(tmp_path: Path) -> N
     due, later = (Subscriber(a, "", {}, 2) for a in ("due@example.com", "later@example.com"))
     assert audience.skip(due) is None
     assert audience.skip(later) == "not due"
+
+
+def test_a_bounced_copy_is_never_owed_again_even_unsuppressed(tmp_path: Path) -> None:
+    """The copy was accepted before it bounced: the audience says done, as the outbox does."""
+    with Ledger(tmp_path) as ledger:
+        ledger.record("i", "gone@example.com", DeliveryState.BOUNCED, "bounced: 5.1.1")
+        assert not ledger.is_suppressed("gone@example.com")
+        audience = Audience.of(ledger, "i")
+    assert audience.skip(Subscriber("Gone@example.com", "", {}, 2)) == Skip.ALREADY_DONE
+
+
+def test_pending_is_owed_and_never_tried(tmp_path: Path) -> None:
+    """`mailer status`'s pending: not the deferred (due or not), done or suppressed readers."""
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    with Ledger(tmp_path) as ledger:
+        ledger.record("i", "sent@example.com", SENT, "250")
+        ledger.record("i", "failed@example.com", FAILED, "550")
+        ledger.record("i", "due@example.com", DEFERRED, "451", now - timedelta(seconds=1))
+        ledger.record("i", "later@example.com", DEFERRED, "451", now + timedelta(minutes=5))
+        ledger.suppress("gone@example.com", "unsubscribed", "web")
+        audience = Audience.of(ledger, "i", now=now)
+    names = ("sent", "failed", "due", "later", "gone", "new", "NEW2")
+    pending = [n for n in names if audience.pending(Subscriber(f"{n}@example.com", "", {}, 2))]
+    assert pending == ["new", "NEW2"]
 
 
 def test_give_up_after_marks_old_deferrals_failed_with_the_count(

@@ -7,14 +7,32 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from mailer.state.ledger import Ledger
+from mailer.state.deliveries import Delivery
 from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
+
+_ACCEPTED = (DeliveryState.SENT, DeliveryState.BOUNCED)
+
+
+class History(Protocol):
+    """The ledger as an audience reads it: one issue's rows and the suppression list."""
+
+    def suppressed_set(self) -> set[str]: ...
+    def deliveries(self, issue: str) -> Iterable[Delivery]: ...
+
+
+class Watched(Protocol):
+    """The ledger as a running send watches it (LedgerWatch)."""
+
+    def check_identity(self) -> None: ...
+    def data_version(self) -> int: ...
+    def suppressed_set(self) -> set[str]: ...
 
 
 def backoff(retry_delay: float, attempts: int) -> float:
@@ -27,7 +45,7 @@ class Audience:
     """A snapshot of one issue's history; `skip(subscriber)` says why it gets no copy, if so."""
 
     issue: str
-    done: frozenset[str] = frozenset()  # sent, or failed for good (unless retry_failed)
+    done: frozenset[str] = frozenset()  # accepted, or failed for good (unless retry_failed)
     # deferred reader -> (attempts, last try, next try time if stored)
     deferred: Mapping[str, tuple[int, datetime, datetime | None]] = field(default_factory=dict)
     suppressed: frozenset[str] = frozenset()
@@ -38,7 +56,7 @@ class Audience:
     @classmethod
     def of(
         cls,
-        ledger: Ledger | None,
+        ledger: History | None,
         issue: str,
         *,
         retry_failed: bool = False,
@@ -47,23 +65,47 @@ class Audience:
         now: datetime | None = None,
     ) -> Audience:
         """Read the history of `issue` (nobody has had it when there is no ledger yet)."""
+        rows: Iterable[Delivery] = ()
+        suppressed: Iterable[str] = ()
+        if ledger is not None:
+            suppressed = ledger.suppressed_set()
+            rows = ledger.deliveries(issue)
+        return cls.of_rows(
+            issue,
+            rows,
+            suppressed,
+            retry_failed=retry_failed,
+            retry_delay=retry_delay,
+            max_attempts=max_attempts,
+            now=now,
+        )
+
+    @classmethod
+    def of_rows(
+        cls,
+        issue: str,
+        rows: Iterable[Delivery],
+        suppressed: Iterable[str],
+        *,
+        retry_failed: bool = False,
+        retry_delay: float = 30.0,
+        max_attempts: int = 5,
+        now: datetime | None = None,
+    ) -> Audience:
+        """The audience of `issue` from rows a caller has read already (`mailer status`)."""
         done: set[str] = set()
         deferred: dict[str, tuple[int, datetime, datetime | None]] = {}
-        suppressed: frozenset[str] = frozenset()
-        if ledger is not None:
-            suppressed = frozenset(ledger.suppressed_set())
-            for d in ledger.deliveries(issue):
-                if d.state == DeliveryState.SENT or (
-                    d.state == DeliveryState.FAILED and not retry_failed
-                ):
-                    done.add(d.email)
-                elif d.state == DeliveryState.DEFERRED:
-                    deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
+        for d in rows:
+            # A bounced copy was accepted first: never owed again, suppressed or not.
+            if d.state in _ACCEPTED or (d.state == DeliveryState.FAILED and not retry_failed):
+                done.add(d.email)
+            elif d.state == DeliveryState.DEFERRED:
+                deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
         return cls(
             issue,
             frozenset(done),
             deferred,
-            suppressed,
+            frozenset(suppressed),
             now or current_time(),
             retry_delay,
             max_attempts,
@@ -89,6 +131,10 @@ class Audience:
                 return Skip.NOT_DUE
         return None
 
+    def pending(self, subscriber: Subscriber) -> bool:
+        """Owed a copy and never tried: `mailer status`'s pending (deferred ones are its own)."""
+        return self.skip(subscriber) is None and subscriber.email.lower() not in self.deferred
+
 
 class LedgerWatch:
     """Keeps a running send true to the ledger: suppressions recorded by any process (the
@@ -101,7 +147,7 @@ class LedgerWatch:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Watched,
         suppressed: frozenset[str],
         *,
         interval: float = 0.5,

@@ -1,7 +1,7 @@
 """Several `mailer send` processes, on any machines, sharing one list through PostgreSQL.
 
 Each sender reads the list as usual and adds the readers it finds owed to the issue's
-outbox (mailer/state/ledger.py: load_outbox; whoever comes first lays the list out, the others
+outbox (mailer/state/outbox.py: load_outbox; whoever comes first lays the list out, the others
 add nothing new). Then each claims batches of readers with FOR UPDATE SKIP LOCKED, so two
 senders never hold the same reader, under a lease of `claim_timeout` that a heartbeat
 renews every 2 s. Recording an outcome takes the reader out of the outbox in the same
@@ -20,10 +20,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 from mailer.deliver.workqueue import LATER, Later
-from mailer.state.ledger import Ledger
 from mailer.state.subscribers import Subscriber
 
 BATCH = 50  # readers claimed per round trip
@@ -31,12 +31,34 @@ HEARTBEAT = 2.0  # seconds between heartbeats (at most a third of the lease): ho
 # others see a sender join or die, for the shared rate and `mailer status`
 
 
+class Outbox(Protocol):
+    """The shared ledger as a sender uses it: state/senders.py's rows, state/outbox.py's."""
+
+    def join(self, sender: str, issue: str, host: str, pid: int) -> None: ...
+    def heartbeat(
+        self, issue: str, sender: str, lease: float, counts: tuple[int, int, int]
+    ) -> int: ...
+    def leave(self, issue: str, sender: str, state: str, counts: tuple[int, int, int]) -> None: ...
+    def load_outbox(self, issue: str, emails: Sequence[str]) -> int: ...
+    def claim(
+        self,
+        issue: str,
+        sender: str,
+        count: int,
+        lease: float,
+        exclude: Sequence[str] = (),
+        after: int = 0,
+    ) -> list[tuple[str, int]]: ...
+    def unclaim(self, issue: str, sender: str, emails: Sequence[str]) -> None: ...
+    def held_elsewhere(self, issue: str, sender: str) -> int: ...
+
+
 class Claims:
     """This run's share of an issue's outbox on a shared ledger."""
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Outbox,
         issue: str,
         *,
         lease: float,

@@ -12,13 +12,28 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from mailer.errors import EXIT_TEMPFAIL, MailerError
-from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState
 
 JOURNAL_NAME = "ledger.journal"
 RESERVE = 64 * 1024  # room for ~300 outcomes; a run stops at the first one it must journal
+
+
+class Outcomes(Protocol):
+    """The ledger as the journal uses it: where outcomes go, and the folder it lives in."""
+
+    @property
+    def state_dir(self) -> Path: ...
+    def record(
+        self,
+        issue: str,
+        email: str,
+        state: DeliveryState,
+        reply: str = "",
+        next_try_at: datetime | None = None,
+    ) -> None: ...
 
 
 class RecordFailed(MailerError):
@@ -95,7 +110,7 @@ class Journal:
                 continue  # a line cut short by the failure that made us write it
         return found
 
-    def replay(self, ledger: Ledger) -> int:
+    def replay(self, ledger: Outcomes) -> int:
         """Record every journalled outcome in the ledger, then empty the journal."""
         entries = self.entries()
         for e in entries:
@@ -103,7 +118,7 @@ class Journal:
         self.discard()
         return len(entries)
 
-    def replay_all(self, ledger: Ledger) -> int:
+    def replay_all(self, ledger: Outcomes) -> int:
         """replay() this journal and any another sender of this folder left behind."""
         paths = sorted(self.path.parent.glob(f"{JOURNAL_NAME}*"))
         return sum(Journal.at(path).replay(ledger) for path in paths)
@@ -116,7 +131,7 @@ class Journal:
 class JournaledLedger:
     """The recorder of a real send: the ledger first, the journal when the ledger fails."""
 
-    def __init__(self, ledger: Ledger, journal: Journal | None = None) -> None:
+    def __init__(self, ledger: Outcomes, journal: Journal | None = None) -> None:
         self.ledger = ledger
         self.journal = journal if journal is not None else Journal(ledger.state_dir)
         self.journalled = 0

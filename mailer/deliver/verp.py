@@ -31,13 +31,15 @@ import contextlib
 import hashlib
 import hmac
 import threading
+from collections.abc import Iterable, Mapping
 from email.utils import parseaddr
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mailer.config import MAX_VERP_LOCAL, Settings
 
 if TYPE_CHECKING:  # annotations only: the Composer imports this module, and builds need no ledger
-    from mailer.state.ledger import Ledger
+    from mailer.state.deliveries import Delivery
+    from mailer.states import DeliveryState
 
 SEPARATOR = "+"
 TAG_BYTES = 3
@@ -121,13 +123,23 @@ def address(settings: Settings, slug: str, email: str) -> str:
 # -- back from a bounce -------------------------------------------------------------------
 
 _lock = threading.Lock()
-# (ledger file, secret digest, slug) -> (rows when built, {reader mac: email})
+# (where the ledger is, secret digest, slug) -> (rows when built, {reader mac: email})
 _indexes: dict[tuple[str, str, str], tuple[int, dict[bytes, str]]] = {}
 
 
-def _index(ledger: Ledger, secret: str, slug: str) -> dict[bytes, str]:
+class Readers(Protocol):
+    """The ledger as a VERP token is traced back: its issues, and each one's readers."""
+
+    @property
+    def where(self) -> str: ...
+    def issues(self) -> list[str]: ...
+    def counts(self, issue: str) -> Mapping[DeliveryState, int]: ...
+    def deliveries(self, issue: str) -> Iterable[Delivery]: ...
+
+
+def _index(ledger: Readers, secret: str, slug: str) -> dict[bytes, str]:
     rows = sum(ledger.counts(slug).values())
-    key = (str(ledger.path), hashlib.sha256(secret.encode()).hexdigest(), slug)
+    key = (ledger.where, hashlib.sha256(secret.encode()).hexdigest(), slug)
     with _lock:
         cached = _indexes.get(key)
     if cached is not None and cached[0] == rows:
@@ -140,7 +152,7 @@ def _index(ledger: Ledger, secret: str, slug: str) -> dict[bytes, str]:
     return index
 
 
-def parse(address: str, settings: Settings, ledger: Ledger) -> tuple[str, str] | None:
+def parse(address: str, settings: Settings, ledger: Readers) -> tuple[str, str] | None:
     """(issue slug, reader's email) of a VERP address we made, else None.
 
     `address` may be bare or as a header has it (`<bounces+...@example.org>`). It is ours

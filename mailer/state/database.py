@@ -191,6 +191,21 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+# PostgreSQL's clock as the ledger writes times (UTC ISO-8601, microseconds), for the SQL of
+# a shared ledger: leases are compared across machines, so they are read off one clock, the
+# database's. statement_timestamp(): one value per statement (clock_timestamp() is read
+# again per row). PG_LATER and PG_AGO take a number of seconds as their one parameter.
+PG_NOW = (
+    "to_char(statement_timestamp() AT TIME ZONE 'UTC',"
+    """ 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+)
+PG_LATER = (
+    "to_char((statement_timestamp() + make_interval(secs => ?)) AT TIME ZONE 'UTC',"
+    """ 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+)
+PG_AGO = PG_LATER.replace("+ make_interval", "- make_interval")
+
+
 class PostgresDatabase:
     """A PostgreSQL database shared by several senders and the web app (psycopg 3).
 

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlsplit
 
 from itsdangerous import BadData
@@ -157,6 +157,14 @@ class _Cached:
     html: str | None = None
 
 
+class Pages(Protocol):
+    """The ledger as the pages use it: the suppression list, and which issues went out."""
+
+    def suppress(self, email: str, reason: Reason, source: str) -> bool: ...
+    def is_suppressed(self, email: str) -> bool: ...
+    def issues(self) -> list[str]: ...
+
+
 class WebApp:
     """The WSGI application; make one per settings with make_app()."""
 
@@ -212,6 +220,7 @@ class WebApp:
 
     def ledger(self, *, create: bool) -> Ledger | None:
         """The ledger, opened once and shared (it serialises its own use); None if absent."""
+        # Whole, not Pages: POST /sns hands it to feedback/bounces.py (bounces.Returns).
         with self._ledger_lock:
             if self._ledger is None:
                 if create:
@@ -285,7 +294,7 @@ class WebApp:
                 raise HTTPError(400, "This unsubscribe link is not valid.")
             return self._how_to_page()
         address = self._verify(token)
-        ledger: Ledger | None
+        ledger: Pages | None
         if method == "POST":
             one_click = form.get("List-Unsubscribe", "").strip().lower() == "one-click"
             ledger = self.ledger(create=True)
@@ -366,7 +375,7 @@ class WebApp:
 
     def sent_issues(self) -> list[str]:
         """Slugs of issues the ledger has deliveries for (only those are public), oldest first."""
-        ledger = self.ledger(create=False)
+        ledger: Pages | None = self.ledger(create=False)
         return ledger.issues() if ledger is not None else []
 
     def _entry(self, slug: str, *, with_html: bool) -> _Cached | None:
