@@ -42,7 +42,7 @@ from mailer.web import wsgi
 
 REPO = Path(__file__).resolve().parents[1]
 SENT = DeliveryState.SENT
-SECRET = "test-secret"
+SECRET = "test-secret-of-the-suite"
 LIST_ID = "nlp-newsletter.example.org"  # list_id in mailer.toml
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
