@@ -12,11 +12,12 @@ due sends, and what is left to do. The CLI calls these and prints what they retu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -35,13 +36,22 @@ from mailer.deliver.preflight import check_preflight, check_secret
 from mailer.deliver.sender import NullRecorder, Sender
 from mailer.deliver.summary import Progress, Summary
 from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
-from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, InputError, LockedError
+from mailer.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    InputError,
+    LockedError,
+    MailerError,
+)
+from mailer.state import continuity
 from mailer.state.deliveries import Delivery
 from mailer.state.ledger import existing_ledger, lock, open_ledger
 from mailer.state.senders import SenderRow
 from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
+from mailer.when import spoken
 
 SAMPLES = 3  # .eml files a dry run keeps
 SHOWN_PROBLEMS = 20  # list problems a plan carries for display; the counts are exact
@@ -215,11 +225,13 @@ def send(
     *,
     on_start: Callable[[], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    ledger_was_reset: bool = False,
 ) -> Summary:
     """Send for real, holding the issue's lock; the ledger is re-read once the lock is held.
 
-    Under the lock, first: outcomes an earlier run could only journal are recorded, and
-    readers deferred for longer than give_up_after become failed.
+    Under the lock, first: outcomes an earlier run could only journal are recorded, readers
+    deferred for longer than give_up_after become failed, and the ledger is checked against
+    what earlier runs of the issue left outside it (state/continuity.py).
     """
     slug = planned.issue
     book = ledger(settings)
@@ -232,7 +244,15 @@ def send(
             journal = Journal(settings.state_path, claims.id if claims else "")
             reconciled = journal.replay_all(book)
             cutoff = current_time() - settings.give_up_after
-            given_up = book.give_up(slug, cutoff, _spoken(settings.give_up_after))
+            given_up = book.give_up(slug, cutoff, spoken(settings.give_up_after))
+            marker = continuity.start(
+                settings.state_path,
+                slug,
+                book.ledger_id(),
+                book.where,
+                book.counts(slug)[DeliveryState.SENT],
+                reset=ledger_was_reset,
+            )
             listing = SubscriberList(planned.subscribers)
             audience = _audience(book, slug, planned.options)
             recorder = JournaledLedger(book, journal)
@@ -254,6 +274,9 @@ def send(
             finally:
                 if not recorder.journalled:
                     journal.discard()
+                with contextlib.suppress(MailerError):  # a vanished ledger keeps the old count
+                    sent = book.counts(slug)[DeliveryState.SENT]
+                    continuity.write_marker(settings.state_path, marker.advanced(sent))
     except LockedError as exc:
         raise LockedError(
             f"another mailer run is sending {slug} ({exc.message}); not starting a second one",
@@ -263,16 +286,6 @@ def send(
         book.close()
     finished = _finish(summary, listing)
     return dataclasses.replace(finished, reconciled=reconciled, given_up=given_up)
-
-
-def _spoken(span: timedelta) -> str:
-    """3 days, 2 hours, 90 minutes, 45 seconds."""
-    seconds = int(span.total_seconds())
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} seconds"
 
 
 @dataclass(frozen=True)
@@ -370,6 +383,7 @@ def send_due(
     dry: bool,
     subscribers: Path | None,
     on_progress: Callable[[Progress], None] | None = None,
+    ledger_was_reset: bool = False,
 ) -> Iterator[DueEvent]:
     """Send every scheduled issue whose time has come, one event per thing worth saying."""
     with ledger(settings) as book:
@@ -388,7 +402,9 @@ def send_due(
                 rehearsal = dry_run(settings, planned)
                 summary, samples = rehearsal.summary, rehearsal.samples
             else:
-                summary = send(settings, planned, on_progress=on_progress)
+                summary = send(
+                    settings, planned, on_progress=on_progress, ledger_was_reset=ledger_was_reset
+                )
         except LockedError:
             yield DueEvent("locked", entry.issue, entry=entry)
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _WALL = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2}(?::\d{2})?)\s*(\S+)?\s*$")
@@ -76,3 +76,13 @@ def now() -> datetime:
     """The current time, aware UTC; MAILER_NOW (an ISO time with offset) fixes it for tests."""
     fixed = os.environ.get("MAILER_NOW")
     return parse_when(fixed) if fixed else datetime.now(UTC)
+
+
+def spoken(span: timedelta) -> str:
+    """3 days, 2 hours, 90 minutes, 45 seconds."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"

@@ -60,6 +60,12 @@ from mailer.deliver.summary import Progress, Summary
 )
 @click.option("--force", is_flag=True, help="With --due: also send schedules older than max_late.")
 @click.option(
+    "--ledger-was-reset",
+    is_flag=True,
+    help="Send although the ledger is not the one earlier runs of the issue recorded in "
+    "(deleted, replaced, or restored from an older backup): readers already sent may get it again.",
+)
+@click.option(
     "--now",
     "now_text",
     metavar="TIME",
@@ -82,6 +88,7 @@ def send(
     retry_failed: bool,
     due: bool,
     force: bool,
+    ledger_was_reset: bool,
     now_text: str | None,
 ) -> None:
     """Send ISSUE to every subscriber who has not had it yet.
@@ -115,7 +122,8 @@ def send(
     ctx.settings = settings
     options = SendOptions.from_settings(settings, retry_failed=retry_failed)
     if due:
-        sys.exit(_due(ctx, options, now_option(now_text), force, dry_run, subscribers))
+        now = now_option(now_text)
+        sys.exit(_due(ctx, options, now, force, dry_run, subscribers, ledger_was_reset))
     if to:
         sys.exit(_test_copy(ctx, issue, to, dry_run))
     path = campaign.subscriber_file(settings, subscribers, dry_run=dry_run)
@@ -133,7 +141,13 @@ def send(
     confirm(f"Send {planned.issue!r} to up to {planned.rows} subscribers in {path.name}?", yes)
     bar = _Progress(ctx, planned, quiet=False)
     try:
-        summary = campaign.send(settings, planned, on_start=bar.start, on_progress=bar.update)
+        summary = campaign.send(
+            settings,
+            planned,
+            on_start=bar.start,
+            on_progress=bar.update,
+            ledger_was_reset=ledger_was_reset,
+        )
     finally:
         bar.close()
     _report(summary, planned, quiet=False)
@@ -289,6 +303,7 @@ def _due(
     force: bool,
     dry_run: bool,
     subscribers: Path | None,
+    ledger_was_reset: bool,
 ) -> int:
     """Cron's entry point: one line per action, silence when nothing is due."""
     events: list[DueEvent] = []
@@ -301,6 +316,7 @@ def _due(
         dry=dry_run,
         subscribers=subscribers,
         on_progress=log.update,
+        ledger_was_reset=ledger_was_reset,
     ):
         events.append(event)
         _print_due(ctx, event)

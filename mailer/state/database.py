@@ -149,9 +149,9 @@ class SQLiteDatabase:
     def check_identity(self) -> None:
         if _identity(self.path) != self._identity:
             raise LedgerGone(
-                f"{self.path} was deleted or replaced while sending; stopped so that the next"
-                " run does not mail everyone again",
-                hint="put the ledger back (or restore it from a backup) before sending again",
+                f"{self.path} was deleted or replaced while in use; stopped here, and the next"
+                " send of an issue already started refuses until the ledger is back",
+                hint="put the ledger back, or restore a backup: docs/operations.md#backups",
             )
 
     def describe(self, exc: Exception) -> MailerError:
@@ -169,7 +169,11 @@ class SQLiteDatabase:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
             hint = "another process kept the ledger busy for over 5 s; try again"
         elif not isinstance(exc, sqlite3.OperationalError):
-            hint = "the file is damaged; move it aside to start a fresh ledger"
+            hint = (
+                "the file is damaged: restore the latest `mailer backup` copy. Moving it aside"
+                " starts an empty ledger with no suppressions, and sends of issues already"
+                " started then refuse until --ledger-was-reset (docs/operations.md#backups)"
+            )
         return MailerError(f"{self.path}: cannot use the ledger: {detail}", hint=hint)
 
     def _full(self) -> bool:

@@ -138,6 +138,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: facts about the ledger itself. `ledger_id` is made once per ledger and travels with
+    # its backups: a send tells by it whether this is the ledger earlier runs recorded in.
+    (
+        """
+        CREATE TABLE mailer_meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

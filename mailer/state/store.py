@@ -11,6 +11,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,6 +151,17 @@ class Store:
     def check_identity(self) -> None:
         """LedgerGone if the file this ledger opened is no longer the one at its path."""
         self._db.check_identity()
+
+    @guarded
+    def ledger_id(self) -> str:
+        """This ledger's own id: made on first use, kept inside it (and in its backups)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO mailer_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                ("ledger_id", uuid.uuid4().hex),
+            )
+            row = db.execute("SELECT value FROM mailer_meta WHERE key = ?", ("ledger_id",))
+            return str(row.fetchone()[0])
 
     @guarded
     def data_version(self) -> int:

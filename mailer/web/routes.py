@@ -32,6 +32,7 @@ from mailer.compose.slots import fill_slots
 from mailer.config import Settings
 from mailer.deliver.tokens import BadToken, verify
 from mailer.errors import ConfigError, MailerError
+from mailer.state.database import LedgerGone
 from mailer.state.ledger import Ledger, existing_ledger, open_ledger
 from mailer.states import Reason
 from mailer.web import wsgi
@@ -145,6 +146,12 @@ class WebApp:
         """The ledger, opened once and shared (it serialises its own use); None if absent."""
         # Whole, not Pages: POST /sns hands it to feedback/bounces.py (bounces.Returns).
         with self._ledger_lock:
+            if self._ledger is not None:
+                try:
+                    self._ledger.check_identity()
+                except LedgerGone:  # replaced (a restored backup) or deleted: open what is there
+                    self._ledger.close()
+                    self._ledger = None
             if self._ledger is None:
                 if create:
                     self._ledger = open_ledger(self.settings)
