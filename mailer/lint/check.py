@@ -10,6 +10,7 @@ from mailer.compose.render import Email
 from mailer.config import Settings
 from mailer.lint.accessibility import accessibility_findings
 from mailer.lint.clients import client_findings
+from mailer.lint.fallbacks import designed
 from mailer.lint.features import caniemail
 from mailer.lint.issue_source import IssueSource
 from mailer.lint.links import link_findings
@@ -32,7 +33,7 @@ def lint(email: Email, settings: Settings, *, clients: Sequence[Client] | None =
     return Report(
         issue=email.issue.slug,
         root=settings.root,
-        findings=tuple(_dedupe(findings)),
+        findings=tuple(designed(_dedupe(findings))),
         clients=chosen,
         data_date=data.last_update,
         data_source=data.source,

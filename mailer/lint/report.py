@@ -32,6 +32,7 @@ class OriginKind(StrEnum):
     TEMPLATE = "template"
     ISSUE = "issue"
     MJML = "mjml"  # written by MJML itself
+    RENDER = "render"  # written by mailer's render on an issue's element (image sizes)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,10 @@ class ClientSupport:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a finding comes from: a file and line, or MJML's own output."""
+    """Where a finding comes from: a file and line, or MJML's own output.
+
+    RENDER names the issue line of the element the render wrote it on.
+    """
 
     kind: OriginKind
     path: Path | None = None
@@ -121,6 +125,7 @@ class Finding:
     origin: Origin
     clients: tuple[ClientSupport, ...] = ()
     url: str = ""  # the feature's caniemail.com page
+    fallback: str = ""  # why the template relies on a fallback here (lint.fallbacks)
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,7 @@ def as_dict(report: Report) -> dict[str, Any]:
                     for s in f.clients
                 ],
                 "url": f.url,
+                "fallback": f.fallback or None,
             }
             for f in report.findings
         ],
