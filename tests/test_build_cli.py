@@ -86,11 +86,10 @@ def test_build_seed(project):
     assert report["words"] == str(email.words)
     assert report["links"] == "57"
     assert report["images"] == "7"
-    # mailer lint's one-line summary, the same counts `mailer lint issue-2` reports
-    assert (
-        "lint: 172 client findings (Outlook 126, Gmail 95, Yahoo 73, Apple Mail 3),"
-        " 23 accessibility, 1 link — mailer lint issue-2 for details\n"
-    ) in result.stdout
+    # mailer lint's one-line summary: what `mailer lint issue-2` prints, counted (7 images
+    # without alt text; 16 vague link texts and one http:// link). The template's design and
+    # partial support wait for `mailer lint --verbose`.
+    assert "lint: 7 errors, 17 warnings — mailer lint issue-2 to see them\n" in result.stdout
 
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert "warning: repaired 54 characters damaged by UTF-8 read as Mac Roman" in warnings
@@ -98,7 +97,7 @@ def test_build_seed(project):
     assert "warning: line 14: image without alt text: " in "\n".join(warnings)
     assert "warning: line 239: link is not https: http://aidemos.cs.toronto.edu/nds/" in warnings
     assert len(warnings) == 9
-    assert "warning" not in result.stdout
+    assert "warning:" not in result.stdout  # the warnings themselves go to stderr
 
     # the files are what one example reader gets: slots filled, nothing relative
     assert "%%mailer:" not in html and "%%mailer:" not in text

@@ -163,6 +163,46 @@ def test_number_title_is_text(tmp_path):
     assert read(write(tmp_path, "---\ntitle: 2024\n---\n\nBody.\n")).title == "2024"
 
 
+def test_hash_in_an_unquoted_title_is_a_warning_with_its_line(tmp_path):
+    """YAML ends a plain value at ` #`: the rest of the title would silently go."""
+    text = "---\nlang: en\ntitle: Weekly Bits #2: colons\npreheader: Read #3 first\n---\n\nHi.\n"
+    issue = read(write(tmp_path, text))
+    assert (issue.title, issue.preheader) == ("Weekly Bits", "Read")
+    assert [(n.code, n.line, n.message) for n in issue.notices] == [
+        (
+            "front-matter",
+            3,
+            "YAML reads '#2: colons' in 'title' as a comment, so the title is \"Weekly Bits\": "
+            'put the value in quotes (title: "Weekly Bits #2: colons")',
+        ),
+        (
+            "front-matter",
+            4,
+            "YAML reads '#3 first' in 'preheader' as a comment, so the preheader is \"Read\": "
+            'put the value in quotes (preheader: "Read #3 first")',
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "title", ['"Weekly Bits #2: colons"', "'Weekly Bits #2'", "Weekly Bits#2", "C# weekly"]
+)
+def test_hash_that_yaml_keeps_is_no_warning(tmp_path, title):
+    issue = read(write(tmp_path, f"---\nlang: en\ntitle: {title}\n---\n\nHi.\n"))
+    assert "#" in issue.title
+    assert issue.notices == ()
+
+
+def test_title_that_is_all_comment_says_why_it_is_missing(tmp_path):
+    path = write(tmp_path, "---\nlang: en\ntitle: #2\n---\n\nHi.\n")
+    with pytest.raises(InputError) as err:
+        read(path)
+    assert str(err.value) == (
+        f"{path}:3: YAML reads '#2' in 'title' as a comment, so there is no title: "
+        'put the value in quotes (title: "#2")'
+    )
+
+
 BROKEN_YAML = (
     "---\n"  # 1
     "title: Hello\n"  # 2

@@ -26,6 +26,7 @@ from mailer.lint import (
     caniemail,
     colours,
     contrast_ratio,
+    fallbacks,
     features,
     lint,
     select_clients,
@@ -59,6 +60,36 @@ Read the full report [here](https://example.org/report).
 See [the paper](ttps://example.org/paper) for details.
 """
 VAGUE_LINE, NO_ALT_LINE, PALE_LINE, FLEX_LINE, SCHEME_LINE = 10, 12, 14, 16, 20
+
+# An issue with nothing to fix, using what the template styles: an image, a list, a quote,
+# code and a table.
+CLEAN = """\
+---
+title: A clean issue
+lang: en
+---
+
+The first paragraph says what this issue is about, with [the full report](https://example.org/r).
+
+## A section
+
+![A chart of the results](https://example.org/chart-a.png)
+
+- one item
+- another [with a link](https://example.org/two)
+
+> A quote from someone.
+
+```
+code block
+```
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+Some `inline code` and **bold** text.
+"""
 
 
 @pytest.fixture
@@ -132,22 +163,26 @@ def test_custom_template_lines_for_outlook_windows(project: Path) -> None:
     assert found["css-display-flex"].severity == Severity.ERROR
     assert found["css-display"].severity == Severity.WARNING
 
+    # A template of the project's own is the author's: its errors are printed by default, one
+    # line per feature, after the issue's; its partial support (display) waits for --verbose.
     result = mailer(project, "lint", "issue-2", "--client", "outlook.windows")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert f"templates/{HTML_TEMPLATE}:{flex}: display:flex — unsupported in Outlook (Windows)" in (
-        lines
-    )
-    assert f"templates/{HTML_TEMPLATE}:{position}: position — unsupported in Outlook (Windows)" in (
-        lines
-    )
-    assert any(
-        line.startswith(
-            f"templates/{HTML_TEMPLATE}:{image}: background-image — unsupported in "
-            "Outlook (Windows): Background images can be used in VML."
-        )
-        for line in lines
-    )
+    name = f"templates/{HTML_TEMPLATE}"
+    assert [line for line in lines if line.startswith(name)] == [
+        f"{name}:{flex}: error: display:flex — unsupported in Outlook (Windows)",
+        f"{name}:{position}: error: position — unsupported in Outlook (Windows)",
+        f"{name}:{image}: error: background-image — unsupported in Outlook (Windows)",
+    ]
+    assert all(line.startswith("issues/issue-2.md:") for line in lines[:7])
+    assert lines[-1].startswith("mailer lint issue-2: 10 errors, 17 warnings (1 email client, ")
+    assert mailer(project, "lint", "issue-2", "--strict").exit_code == 65
+    verbose = mailer(project, "lint", "issue-2", "--client", "outlook.windows", "--verbose")
+    assert (
+        f"{name}:{image}: error: background-image — unsupported in Outlook (Windows): "
+        "Background images can be used in VML."
+    ) in verbose.stdout
+    assert "template, render and MJML output: " in verbose.stdout
 
 
 def test_raw_html_in_the_issue_points_at_its_line(project: Path) -> None:
@@ -213,44 +248,102 @@ def test_each_accessibility_and_link_problem_gives_its_finding(project: Path) ->
     assert [f.code for f in report.of(Section.LINKS)] == ["scheme"]
 
 
-def test_cli_text_strict_and_json(project: Path) -> None:
+def hidden(report: Report) -> int:
+    """How many findings wait for --verbose."""
+    return sum(not report.shown(f) for f in report.findings)
+
+
+def test_the_issue_s_findings_come_first_and_strict_fails(project: Path) -> None:
     result = mailer(project, "lint", "lint-me")
     assert result.exit_code == 0, result.output
-    out = result.stdout.splitlines()
-    assert out[0].startswith("mailer lint lint-me: 13 email clients, caniemail.com data of 20")
-    assert "Client support" in "\n".join(out) and "Accessibility (3)" in out and "Links (1)" in out
-    assert (
-        f"issues/lint-me.md:{SCHEME_LINE}: error: link with the scheme 'ttps:' (email links are "
-        "http, https, mailto or tel): ttps://example.org/paper"
-    ) in out
-    assert (
+    more = hidden(report_for(project, "lint-me"))
+    assert result.stdout.splitlines() == [
+        f"issues/lint-me.md:{VAGUE_LINE}: warning: link text 'here' says nothing out of "
+        "context: https://example.org/report",
+        f"issues/lint-me.md:{NO_ALT_LINE}: error: image with empty alt text (say what it shows, "
+        'or mark it role="presentation"): https://example.org/chart.png',
         f"issues/lint-me.md:{PALE_LINE}: error: text colour #aaaaaa on #ffffff: contrast "
-        "2.32:1, WCAG AA needs 4.5:1"
-    ) in out
-    assert any(
-        line.startswith(
-            f"issues/lint-me.md:{FLEX_LINE}: display:flex — unsupported in Outlook (Windows); "
-            "partial in Gmail (iOS), Gmail (Android): Not supported with non Google accounts."
-        )
-        for line in out
-    )
-    report = report_for(project, "lint-me")
-    clients = report.of(Section.CLIENTS)
-    unsupported = sum(f.severity == Severity.ERROR for f in clients)
-    assert out[-1] == (
-        f"{len(report.findings)} findings: {len(clients)} client support ({unsupported} "
-        f"unsupported somewhere), 3 accessibility, 1 link; {report.errors} errors, "
-        f"{len(report.findings) - report.errors} warnings"
-    )
+        "2.32:1, WCAG AA needs 4.5:1",
+        f"issues/lint-me.md:{SCHEME_LINE}: error: link with the scheme 'ttps:' (email links are "
+        "http, https, mailto or tel): ttps://example.org/paper",
+        f"issues/lint-me.md:{FLEX_LINE}: error: display:flex — unsupported in Outlook (Windows); "
+        "partial in Gmail (iOS), Gmail (Android)",
+        "mailer lint lint-me: 4 errors, 1 warning (13 email clients, caniemail.com data of "
+        f"2026-05-13; --verbose: {more} more notes)",
+    ]
+    assert more > 100  # the template's and MJML's, and partial support: not printed
 
     strict = mailer(project, "lint", "lint-me", "--strict")
     assert strict.exit_code == 65
     assert strict.stdout == result.stdout
-    assert "lint --strict: " in strict.stderr
+    assert strict.stderr == "lint --strict: 4 errors\n"
 
+
+def test_a_clean_issue_is_one_line_and_passes_strict(project: Path) -> None:
+    (project / "issues" / "clean.md").write_text(CLEAN, encoding="utf-8")
+    more = hidden(report_for(project, "clean"))
+    line = (
+        "mailer lint clean: nothing to fix (13 email clients, caniemail.com data of "
+        f"2026-05-13; --verbose: {more} more notes)\n"
+    )
+    result = mailer(project, "lint", "clean")
+    assert (result.exit_code, result.stdout) == (0, line)
+    strict = mailer(project, "lint", "clean", "--strict")
+    assert (strict.exit_code, strict.stdout, strict.stderr) == (0, line, "")
+
+
+def test_the_built_in_template_is_clean_at_error_level(project: Path) -> None:
+    """Code, a table, lists, a quote, an image: what the template cannot do is by design."""
+    (project / "issues" / "clean.md").write_text(CLEAN, encoding="utf-8")
+    report = report_for(project, "clean")
+    assert report.errors == 0
+    assert [f for f in report.findings if report.shown(f)] == []
+    # Every listed fallback is used, so the list says what the template really relies on.
+    assert {f.code for f in report.findings if f.fallback} == set(fallbacks.FALLBACKS)
+    assert {f.origin.kind for f in report.findings if f.fallback} == {
+        OriginKind.TEMPLATE,
+        OriginKind.MJML,
+    }
+    # The same feature in the issue's own HTML stays an error: the author chose it.
+    flex = report_for(project, "lint-me")
+    assert [
+        f.code for f in flex.findings if f.section == Section.CLIENTS and f.severity == "error"
+    ] == ["css-display-flex"]
+
+
+def test_verbose_adds_partial_support_and_groups_the_template(project: Path) -> None:
+    quiet = mailer(project, "lint", "lint-me").stdout.splitlines()
+    result = mailer(project, "lint", "lint-me", "--verbose")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:5] == [
+        *quiet[:4],
+        f"issues/lint-me.md:{FLEX_LINE}: error: display:flex — unsupported in Outlook (Windows); "
+        "partial in Gmail (iOS), Gmail (Android): Not supported with non Google accounts.",
+    ]
+    assert lines[5].startswith(f"issues/lint-me.md:{FLEX_LINE}: warning: display — partial in ")
+    assert lines[6:] == [
+        "built-in template, render and MJML output: 16 designed fallbacks (unsupported "
+        "somewhere; --format json says why): <body> element, @media, @media "
+        "(prefers-color-scheme), aria-label attribute, Attribute selector, border-radius, "
+        "color-scheme CSS property, color-scheme meta tag, height property, HTML5 doctype, "
+        "max-height property, opacity, outline, overflow, word-break, word-spacing",
+        "built-in template, render and MJML output: 24 partly supported: !important keyword, "
+        "<style> element, align attribute, background, border, Class selector, Descendant "
+        "combinator, dir attribute, display, display:none, font-size, font-weight, Grouping "
+        "selectors, lang attribute, line-height, margin, max-width, padding, role attribute, "
+        "text-align, text-decoration, Type selector, width attribute, width property",
+        "mailer lint lint-me: 4 errors, 1 warning (13 email clients, caniemail.com data of "
+        "2026-05-13)",
+    ]
+
+
+def test_json_keeps_every_finding_with_its_origin(project: Path) -> None:
     as_json = mailer(project, "lint", "lint-me", "--format", "json", "--client", "gmail,outlook")
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
+    report = report_for(project, "lint-me", clients="gmail,outlook")
+    assert len(data["findings"]) == len(report.findings) > 100
     assert [c["client"] for c in data["clients"]] == [
         "gmail.desktop-webmail",
         "gmail.ios",
@@ -269,6 +362,7 @@ def test_cli_text_strict_and_json(project: Path) -> None:
         "shown": f"issues/lint-me.md:{FLEX_LINE}",
     }
     assert flex["severity"] == "error" and flex["section"] == "client support"
+    assert flex["fallback"] is None
     assert {c["client"]: c["support"] for c in flex["clients"]} == {
         "gmail.ios": "partial",
         "gmail.android": "partial",
@@ -276,12 +370,29 @@ def test_cli_text_strict_and_json(project: Path) -> None:
     }
     mjml = next(f for f in data["findings"] if f["origin"]["kind"] == "mjml")
     assert mjml["origin"] == {"kind": "mjml", "path": None, "line": None, "shown": "MJML output"}
+    doctype = next(f for f in data["findings"] if f["code"] == "html-doctype")
+    assert (doctype["severity"], doctype["fallback"]) == (
+        "warning",
+        fallbacks.FALLBACKS["html-doctype"],
+    )
+    # The render sized both images (the issue wrote ![...](...) and <img src>); MJML its tables.
+    widths = {
+        (f["origin"]["kind"], f["origin"]["line"])
+        for f in data["findings"]
+        if f["code"] == "html-width"
+    }
+    assert widths == {("mjml", None), ("render", 8), ("render", NO_ALT_LINE)}
     assert all(
         c["client"].split(".")[0] in ("gmail", "outlook")
         for f in data["findings"]
         for c in f["clients"]
     )
     assert data["summary"]["links"] == 1 and data["summary"]["accessibility"] == 3
+    assert data["summary"]["errors"] == 4
+    verbose = mailer(project, "lint", "lint-me", "--format", "json", "-v", "--client", "gmail")
+    assert len(json.loads(verbose.stdout)["findings"]) == len(
+        report_for(project, "lint-me", "gmail").findings
+    )
 
 
 def test_client_option_is_checked(project: Path) -> None:
@@ -299,8 +410,25 @@ def test_client_option_is_checked(project: Path) -> None:
 def test_help_teaches() -> None:
     result = CliRunner().invoke(main, ["lint", "--help"])
     assert result.exit_code == 0
-    for words in ("caniemail.com", "--strict", "Exit 65", "--client", "MJML output", "4.5:1"):
-        assert words in result.output
+    words = ("caniemail.com", "--strict", "Exit 65", "--client", "MJML output", "4.5:1")
+    words += ("--verbose", "one summary", "designed fallback", "a clean issue exits 0", "YAML")
+    text = " ".join(result.output.split())
+    for said in words:
+        assert said in text
+
+
+def test_a_hash_that_cuts_the_title_is_printed_with_its_line(project: Path) -> None:
+    clean = CLEAN.replace("title: A clean issue", "title: Weekly Bits #2: colons")
+    (project / "issues" / "bits.md").write_text(clean, encoding="utf-8")
+    result = mailer(project, "lint", "bits", "--strict")
+    assert result.exit_code == 0, result.output  # a warning: --strict still passes
+    assert result.stdout.splitlines()[0] == (
+        "issues/bits.md:2: warning: YAML reads '#2: colons' in 'title' as a comment, so the "
+        'title is "Weekly Bits": put the value in quotes (title: "Weekly Bits #2: colons")'
+    )
+    assert result.stdout.splitlines()[1].startswith("mailer lint bits: 1 warning (13 email")
+    data = json.loads(mailer(project, "lint", "bits", "--format", "json").stdout)
+    assert data["summary"]["front_matter"] == 1
 
 
 def test_missing_issue_is_an_input_error(project: Path) -> None:
@@ -380,30 +508,33 @@ def test_contrast_ratio() -> None:
 
 
 def test_summary_line_for_build() -> None:
+    """What `mailer lint` prints by default, counted: errors, and the issue's other warnings."""
     gmail = Client("gmail.ios", "Gmail (iOS)")
     outlook = Client("outlook.windows", "Outlook (Windows)")
-    where = Origin(OriginKind.MJML)
+    mjml, issue = Origin(OriginKind.MJML), Origin(OriginKind.ISSUE, PROJECT / "x.md", 3)
 
-    def client(code: str, *clients: Client) -> Finding:
+    def client(code: str, severity: Severity, where: Origin, *clients: Client) -> Finding:
         found = tuple(ClientSupport(c, Support.PARTIAL, "2020") for c in clients)
-        return Finding(Section.CLIENTS, Severity.WARNING, code, code, where, found)
+        return Finding(Section.CLIENTS, severity, code, code, where, found)
 
+    partial = (
+        client("css-a", Severity.WARNING, mjml, outlook),
+        client("css-b", Severity.WARNING, issue, outlook, gmail),
+        Finding(Section.ACCESSIBILITY, Severity.WARNING, "h1", "no h1", mjml),
+    )
     findings = (
-        client("css-a", outlook),
-        client("css-b", outlook, gmail),
-        client("css-c", outlook),
-        Finding(Section.ACCESSIBILITY, Severity.ERROR, "alt", "no alt", where),
-        Finding(Section.ACCESSIBILITY, Severity.WARNING, "h1", "no h1", where),
-        Finding(Section.LINKS, Severity.WARNING, "http", "http", where),
+        *partial,
+        client("css-c", Severity.ERROR, mjml, outlook),
+        Finding(Section.ACCESSIBILITY, Severity.ERROR, "alt", "no alt", issue),
+        Finding(Section.LINKS, Severity.WARNING, "http", "http", issue),
     )
     report = Report("issue-2", PROJECT, findings, lint_mod.CLIENTS, "2026-05-13", "caniemail")
-    assert summary(report) == (
-        "lint: 3 client findings (Outlook 3, Gmail 1), 2 accessibility, 1 link "
-        "— mailer lint issue-2 for details"
-    )
-    assert report.errors == 1
-    empty = Report("issue-2", PROJECT, (), lint_mod.CLIENTS, "2026-05-13", "caniemail")
-    assert summary(empty) == "lint: no findings for 13 email clients"
+    assert summary(report) == "lint: 2 errors, 1 warning — mailer lint issue-2 to see them"
+    assert report.errors == 2
+    quiet = Report("issue-2", PROJECT, partial, lint_mod.CLIENTS, "2026-05-13", "caniemail")
+    assert summary(quiet) == "lint: nothing to fix for 13 email clients"
+    empty = Report("issue-2", PROJECT, (), lint_mod.CLIENTS[:1], "2026-05-13", "caniemail")
+    assert summary(empty) == "lint: nothing to fix for 1 email client"
 
 
 # -- the default template on the seed ------------------------------------------------------------
@@ -462,7 +593,9 @@ def test_default_template_on_the_seed(project: Path) -> None:
     report = report_for(project, "issue-2")
     clients = report.of(Section.CLIENTS)
     assert {f.code for f in clients} == DEFAULT_TEMPLATE_FEATURES
-    assert {f.code for f in clients if f.severity == Severity.ERROR} == {
+    # What is unsupported somewhere is a fallback the template is designed around: a warning
+    # with its reason, never an error, so `--strict` can gate on the issue alone.
+    designed = {
         "css-at-media",
         "css-at-media-prefers-color-scheme",
         "css-border-radius",
@@ -480,9 +613,18 @@ def test_default_template_on_the_seed(project: Path) -> None:
         "html-doctype",
         "html-meta-color-scheme",
     }
+    assert {f.code for f in clients if f.fallback} == designed
+    assert all(f.fallback == fallbacks.FALLBACKS[f.code] for f in clients if f.fallback)
+    assert [f for f in clients if f.severity == Severity.ERROR] == []
+    assert {f.origin.kind for f in clients if f.fallback} == {OriginKind.TEMPLATE, OriginKind.MJML}
+    # The images' width and max-width are the render's (for Outlook), at each image's line.
+    images = [14, 28, 46, 83, 112, 123, 198]
+    render = sorted((f.code, f.origin.line) for f in clients if f.origin.kind == OriginKind.RENDER)
+    assert render == sorted(
+        (code, n) for n in images for code in ("css-max-width", "css-width", "html-width")
+    )
     # The seed's own: its seven images have empty alt text, sixteen links say "here" or
     # "source", one link is http://. The template adds no accessibility or link finding.
-    images = [14, 28, 46, 83, 112, 123, 198]
     vague = [25, 25, 30, 48, 85, 103, 109, 114, 125, 149, 192, 192, 200, 227, 239, 239]
     found = [(f.code, f.origin.line) for f in report.findings if f.section != Section.CLIENTS]
     assert sorted(found, key=str) == sorted(
@@ -493,3 +635,14 @@ def test_default_template_on_the_seed(project: Path) -> None:
     gif = next(f for f in clients if f.code == "image-gif")
     assert gif.origin.line == 123 and gif.origin.path is not None
     assert gif.origin.path.name == "issue-2.md"
+
+
+def test_the_seed_fits_a_screen(project: Path) -> None:
+    """The bundled issue: its 24 findings in line order, then the summary; nothing else."""
+    lines = mailer(project, "lint", "issue-2").stdout.splitlines()
+    assert len(lines) == 25
+    assert all(line.startswith("issues/issue-2.md:") for line in lines[:24])
+    numbers = [int(line.split(":")[1]) for line in lines[:24]]
+    assert numbers == sorted(numbers) and numbers[0] == 14 and numbers[-1] == 239
+    assert sum(": error: image with empty alt text" in line for line in lines) == 7
+    assert lines[-1].startswith("mailer lint issue-2: 7 errors, 17 warnings (13 email clients, ")

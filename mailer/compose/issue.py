@@ -171,6 +171,10 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
             )
         )
 
+    cut = _cut_by_comments(text, meta)
+    if "title" in cut and not meta.get("title"):
+        raise InputError(cut["title"].message, path=path, line=cut["title"].line)
+    notices += cut.values()
     title = _text_key(meta, "title", path, required=True)
     subject = _text_key(meta, "subject", path) or title
     preheader = _text_key(meta, "preheader", path) or _text_key(meta, "excerpt", path)
@@ -260,6 +264,40 @@ def _split_front_matter(text: str, path: Path) -> tuple[dict[str, Any], str, int
         if not isinstance(key, str):
             raise InputError(f"front matter key {key!r} must be text", path=path)
     return meta, "\n".join(lines[end + 1 :]), end + 1
+
+
+# A text key on its line; without quotes, YAML ends its value at a ` #` (a comment).
+_TEXT_KEY_LINE = re.compile(r"(title|subject|preheader|excerpt)[ \t]*:(.*)")
+
+
+def _cut_by_comments(text: str, meta: Mapping[str, Any]) -> dict[str, Notice]:
+    """`title: Weekly Bits #2: colons` is "Weekly Bits" to YAML: say so, with its line."""
+    found: dict[str, Notice] = {}
+    for number, line in enumerate(text.split("\n")[1:], start=2):
+        if line.strip() in ("---", "..."):
+            break
+        written = _TEXT_KEY_LINE.fullmatch(line)
+        key, value = written.groups() if written else ("", "")
+        value = value.strip()
+        comment = re.search(r"(?:^|[ \t])#", value)
+        if comment is None or value.startswith(("'", '"', "|", ">", "[", "{")):
+            continue  # no comment, or not plain text (quoted, a block, a list)
+        kept = value[: comment.start()].strip()
+        if str(meta.get(key) or "") != kept:
+            continue  # YAML read it some other way (a value on several lines)
+        lost = value[comment.start() :].strip()
+        now = f'the {key} is "{kept}"' if kept else f"there is no {key}"
+        quoted = f'"{value}"' if '"' not in value and "\\" not in value else _single(value)
+        message = (
+            f"YAML reads '{lost}' in '{key}' as a comment, so {now}: "
+            f"put the value in quotes ({key}: {quoted})"
+        )
+        found[key] = Notice("front-matter", message, number)
+    return found
+
+
+def _single(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _text_key(meta: Mapping[str, Any], key: str, path: Path, *, required: bool = False) -> str:

@@ -6,20 +6,21 @@ from collections.abc import Iterable, Sequence
 
 from lxml import html as lxml_html  # type: ignore[import-untyped]
 
-from mailer.compose.render import Email
+from mailer.compose.render import BUILTIN_TEMPLATES, Email
 from mailer.config import Settings
 from mailer.lint.accessibility import accessibility_findings
 from mailer.lint.clients import client_findings
+from mailer.lint.fallbacks import designed
 from mailer.lint.features import caniemail
 from mailer.lint.issue_source import IssueSource
 from mailer.lint.links import link_findings
 from mailer.lint.origins import Origins
-from mailer.lint.report import CLIENTS, Client, Finding, Origin, Report, Section
+from mailer.lint.report import CLIENTS, Client, Finding, Origin, Report, Section, Severity
 from mailer.lint.template_source import Template
 
 
 def lint(email: Email, settings: Settings, *, clients: Sequence[Client] | None = None) -> Report:
-    """Check a rendered email: client support, accessibility, links. Prints nothing."""
+    """Check a rendered email: clients, accessibility, links, front matter. Prints nothing."""
     chosen = tuple(clients) if clients else CLIENTS
     data = caniemail()
     doc = lxml_html.document_fromstring(email.html)
@@ -29,13 +30,19 @@ def lint(email: Email, settings: Settings, *, clients: Sequence[Client] | None =
     findings = client_findings(email.html, doc, data, chosen, origins)
     findings += accessibility_findings(doc, email, origins)
     findings += link_findings(doc, email, origins)
+    findings += [
+        Finding(Section.FRONT_MATTER, Severity.WARNING, n.code, n.message, origins.in_issue(n.line))
+        for n in email.notices
+        if n.code == "front-matter"  # mailer.compose.issue: a `#` YAML read as a comment
+    ]
     return Report(
         issue=email.issue.slug,
         root=settings.root,
-        findings=tuple(_dedupe(findings)),
+        findings=tuple(designed(_dedupe(findings))),
         clients=chosen,
         data_date=data.last_update,
         data_source=data.source,
+        builtin=BUILTIN_TEMPLATES,
     )
 
 

@@ -63,7 +63,7 @@ def client_findings(
         findings[key] = Finding(
             Section.CLIENTS, severity, use.slug, feature.title, origin, found, feature.url
         )
-    order = {OriginKind.TEMPLATE: 0, OriginKind.ISSUE: 1, OriginKind.MJML: 2}
+    order = {OriginKind.TEMPLATE: 0, OriginKind.ISSUE: 1, OriginKind.RENDER: 2, OriginKind.MJML: 3}
     return sorted(
         findings.values(),
         key=lambda f: (order[f.origin.kind], str(f.origin.path or ""), f.origin.line or 0, f.code),

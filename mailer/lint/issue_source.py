@@ -23,6 +23,7 @@ class _IElem:
     line: int | None
     raw: bool  # written as HTML in the issue
     decls: Mapping[str, str] = field(default_factory=dict)  # style="" (normalised values)
+    attrs: frozenset[str] = frozenset()  # the attributes written in the issue's HTML
 
 
 class IssueSource:
@@ -79,7 +80,7 @@ class IssueSource:
                 where = line + (el.sourceline or 1) - 1 if line is not None else None
                 attrs = {k.lower(): v for k, v in el.attrib.items()}
                 decls = _style_decls(attrs.get("style", ""))
-                self.elements.append(_IElem(el.tag.lower(), where, True, decls))
+                self.elements.append(_IElem(el.tag.lower(), where, True, decls, frozenset(attrs)))
                 if el.tag.lower() == "img":
                     self.images.setdefault(attrs.get("src", ""), []).append(where)
                 if el.tag.lower() == "a" and "href" in attrs:

@@ -1,11 +1,13 @@
-"""Who is responsible for a finding: the template, the issue's own text, or MJML.
+"""Who is responsible for a finding: the template, the issue's own text, the render, or MJML.
 
 A finding names where the thing was written: the template file and line (a rule or
 declaration in mj-style or a raw <style>, an mj-* attribute MJML turns into CSS such as
 border-radius or background-color, a raw tag), the issue file and line (raw HTML in the
-Markdown, or the Markdown element itself), or "MJML output" when MJML wrote it (its
-mso-conditional tables, its @media rules, its default styles). Every check asks Origins;
-this module is the one place that decides between the three kinds.
+Markdown, or the Markdown element itself), the issue line as "render" when mailer's render
+wrote it on an element of the issue (an image's width and max-width: the author wrote only
+the image), or "MJML output" when MJML wrote it (its mso-conditional tables, its @media
+rules, its default styles). Every check asks Origins; this module is the one place that
+decides.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ _MJ_NOT_CSS = frozenset(
         *("target", "name", "lang", "dir", "owa", "full-width", "icon-position", "mode"),
     ]
 )
+# What Markdown itself can say about an element; the render adds the rest (an image's width).
+_MARKDOWN_ATTRIBUTES = frozenset({"src", "alt", "title", "href"})
 # Elements MJML writes for a component of the template.
 _MJ_ELEMENTS = {"html": "mjml", "body": "mj-body", "title": "mj-title", "head": "mj-head"}
 
@@ -124,6 +128,10 @@ class Origins:
     def in_issue(self, line: int | None) -> Origin:
         return Origin(OriginKind.ISSUE, self.issue.path, line)
 
+    def by_render(self, line: int | None) -> Origin:
+        """What the render wrote on the issue's element at this line."""
+        return Origin(OriginKind.RENDER, self.issue.path, line)
+
     def whole_template(self) -> Origin:
         """What the email as a whole lacks: the template's main file, or MJML's output."""
         template = self.template.files[0].path if self.template.files else None
@@ -159,7 +167,7 @@ class Origins:
         if attr is not None:
             return attr
         if own is not None:
-            return self.in_issue(own.line)  # the render wrote it for this element (image sizes)
+            return self.by_render(own.line)  # not in the issue's style="": image sizes
         return MJML_OUTPUT
 
     def _mj_attribute(self, el: Any, prop: str, plain: str) -> Origin | None:
@@ -281,7 +289,8 @@ class Origins:
         tag = el.tag.lower()
         own = self.issue.element(el)
         if own is not None:
-            return self.in_issue(own.line)
+            written = name in (own.attrs if own.raw else _MARKDOWN_ATTRIBUTES)
+            return self.in_issue(own.line) if written else self.by_render(own.line)
         for f in self.template.files:
             for t in f.tags:
                 same = t.tag == tag or (tag in _MJ_ELEMENTS and t.tag == _MJ_ELEMENTS[tag])

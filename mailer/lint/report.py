@@ -19,6 +19,7 @@ class Section(StrEnum):
     CLIENTS = "client support"
     ACCESSIBILITY = "accessibility"
     LINKS = "links"
+    FRONT_MATTER = "front matter"
 
 
 class Support(StrEnum):
@@ -32,6 +33,7 @@ class OriginKind(StrEnum):
     TEMPLATE = "template"
     ISSUE = "issue"
     MJML = "mjml"  # written by MJML itself
+    RENDER = "render"  # written by mailer's render on an issue's element (image sizes)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,10 @@ class ClientSupport:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a finding comes from: a file and line, or MJML's own output."""
+    """Where a finding comes from: a file and line, or MJML's own output.
+
+    RENDER names the issue line of the element the render wrote it on.
+    """
 
     kind: OriginKind
     path: Path | None = None
@@ -121,6 +126,7 @@ class Finding:
     origin: Origin
     clients: tuple[ClientSupport, ...] = ()
     url: str = ""  # the feature's caniemail.com page
+    fallback: str = ""  # why the template relies on a fallback here (lint.fallbacks)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class Report:
     clients: tuple[Client, ...]  # the clients checked
     data_date: str  # caniemail data: last update
     data_source: str  # caniemail data: the package and version it came from
+    builtin: Path | None = None  # the built-in templates' folder: what is written there is mailer's
 
     def of(self, section: Section) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.section == section)
@@ -139,22 +146,41 @@ class Report:
     def errors(self) -> int:
         return sum(f.severity == Severity.ERROR for f in self.findings)
 
+    def yours(self, finding: Finding) -> bool:
+        """Written by the author: in the issue, or in a template of the project's own."""
+        origin = finding.origin
+        if origin.kind == OriginKind.ISSUE:
+            return True
+        if origin.kind != OriginKind.TEMPLATE or origin.path is None:
+            return False  # MJML's output and the render's image sizes are mailer's
+        return self.builtin is None or not origin.path.resolve().is_relative_to(
+            self.builtin.resolve()
+        )
+
+    def shown(self, finding: Finding) -> bool:
+        """What lint says without --verbose: every error, the author's other checks' warnings.
+
+        Partial client support (caniemail's caveats) and what the built-in template, the
+        render and MJML do by design are listed with --verbose only.
+        """
+        if finding.severity == Severity.ERROR:
+            return True
+        return finding.section != Section.CLIENTS and self.yours(finding)
+
 
 def summary(report: Report) -> str:
-    """One line for `mailer build`: how many findings of each kind, and where to see them."""
-    clients = report.of(Section.CLIENTS)
-    if not report.findings:
-        return f"lint: no findings for {len(report.clients)} email clients"
-    by_family: dict[str, int] = {}
-    for finding in clients:
-        for family in dict.fromkeys(s.client.family for s in finding.clients):
-            by_family[family] = by_family.get(family, 0) + 1
-    families = sorted(by_family.items(), key=lambda kv: (-kv[1], list(FAMILIES).index(kv[0])))
-    per = ", ".join(f"{FAMILIES[f]} {n}" for f, n in families)
-    parts = [_count(len(clients), "client finding") + (f" ({per})" if per else "")]
-    parts.append(f"{len(report.of(Section.ACCESSIBILITY))} accessibility")
-    parts.append(_count(len(report.of(Section.LINKS)), "link"))
-    return f"lint: {', '.join(parts)} — mailer lint {report.issue} for details"
+    """One line for `mailer build`: what `mailer lint` shows by default, counted."""
+    shown = [f for f in report.findings if report.shown(f)]
+    if not shown:
+        return f"lint: nothing to fix for {_count(len(report.clients), 'email client')}"
+    return f"lint: {counts(shown)} — mailer lint {report.issue} to see them"
+
+
+def counts(findings: list[Finding]) -> str:
+    """The findings by severity: 2 errors, 1 warning; or 3 warnings."""
+    errors = sum(f.severity == Severity.ERROR for f in findings)
+    parts = [_count(errors, "error"), _count(len(findings) - errors, "warning")]
+    return ", ".join(part for part in parts if not part.startswith("0 "))
 
 
 def as_dict(report: Report) -> dict[str, Any]:
@@ -186,6 +212,7 @@ def as_dict(report: Report) -> dict[str, Any]:
                     for s in f.clients
                 ],
                 "url": f.url,
+                "fallback": f.fallback or None,
             }
             for f in report.findings
         ],
@@ -193,6 +220,7 @@ def as_dict(report: Report) -> dict[str, Any]:
             "client_support": len(report.of(Section.CLIENTS)),
             "accessibility": len(report.of(Section.ACCESSIBILITY)),
             "links": len(report.of(Section.LINKS)),
+            "front_matter": len(report.of(Section.FRONT_MATTER)),
             "errors": report.errors,
         },
     }
