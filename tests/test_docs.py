@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import ROOT, SECRET, SENT
+from conftest import FIXTURE_SECRET, ROOT, SECRET, SENT
 from test_bounces import BOUNCES, READERS
 
 import mailer.cli
@@ -262,6 +262,8 @@ def _project(home: Path) -> Path:
 
 def _bounce_mailbox(home: Path, project: Path) -> None:
     """issue-2 sent to every reader the bounce fixtures name; those fixtures in ~/Maildir."""
+    # The fixtures return Message-IDs and VERP addresses made with the fixtures' secret.
+    (project / ".env").write_text(f"MAILER_SECRET={FIXTURE_SECRET}\n", encoding="utf-8")
     with Ledger(project / ".mailer") as ledger:
         for reader in READERS:
             ledger.record("issue-2", reader, SENT, "250 ok")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from mailer.errors import EXIT_TEMPFAIL, ConfigError, MailerError
+from mailer.errors import EXIT_TEMPFAIL, ConfigError, MailerError, io_error
 
 PAGES_PER_STEP = 1024  # pages copied between two chances for a writer to get the lock
 
@@ -97,8 +97,10 @@ def backup_postgres(database_url: str, dest: Path) -> Backup:
 def _refuse_existing(dest: Path) -> None:
     if dest.exists():
         raise ConfigError(f"{dest} exists: not replacing it", hint="name a new file")
-    if not dest.parent.is_dir():
-        raise ConfigError(f"no folder {dest.parent} to write the backup into")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(dest.parent, "cannot make the folder for the backup", exc) from None
 
 
 def _reason(exc: Exception) -> str:
