@@ -154,6 +154,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: `mailer digest`: each feed's validators for the next conditional GET, and the
+    # entries already put in a digest (by guid or id, else link), so none comes twice.
+    (
+        "CREATE TABLE feeds (url TEXT PRIMARY KEY, etag TEXT NOT NULL,"
+        " last_modified TEXT NOT NULL, checked_at TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE feed_entries (url TEXT NOT NULL, entry TEXT NOT NULL, issue TEXT NOT NULL,"
+        " seen_at TEXT NOT NULL, PRIMARY KEY (url, entry)) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -683,6 +691,56 @@ class Ledger:
                 "SELECT issue FROM deliveries GROUP BY issue ORDER BY min(first_at), issue"
             ).fetchall()
         return [issue for (issue,) in rows]
+
+    @_guarded
+    def first_sends(self) -> dict[str, datetime]:
+        """Each issue a server accepted a copy of, and when its first copy was tried."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT issue, min(first_at) FROM deliveries"
+                " WHERE state IN ('sent', 'bounced') GROUP BY issue"
+            ).fetchall()
+        return {issue: _from_text(first) for issue, first in rows}
+
+    # -- feeds read by `mailer digest` ----------------------------------------------------
+
+    @_guarded
+    def feed_state(self, url: str) -> tuple[str, str, set[str]]:
+        """A feed's ETag and Last-Modified from the last fetch, and the entries seen."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT etag, last_modified FROM feeds WHERE url = ?", (url,)
+            ).fetchone()
+            seen = self._db.execute("SELECT entry FROM feed_entries WHERE url = ?", (url,))
+            entries = {entry for (entry,) in seen.fetchall()}
+        return (row[0], row[1], entries) if row else ("", "", entries)
+
+    @_guarded
+    def save_feed(
+        self, url: str, etag: str, last_modified: str, issue: str, entries: Sequence[str]
+    ) -> None:
+        """Keep a feed's validators and the entries `issue` took, in one transaction."""
+        now = _now()
+        with self._lock:
+            db = self._db
+            db.begin()
+            try:
+                db.execute(
+                    "INSERT INTO feeds (url, etag, last_modified, checked_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (url) DO UPDATE SET etag = excluded.etag,"
+                    " last_modified = excluded.last_modified, checked_at = excluded.checked_at",
+                    (url, etag, last_modified, now),
+                )
+                for entry in entries:
+                    db.execute(
+                        "INSERT INTO feed_entries (url, entry, issue, seen_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (url, entry) DO NOTHING",
+                        (url, entry, issue, now),
+                    )
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
 
     # -- suppressions ---------------------------------------------------------------------
 
