@@ -31,6 +31,7 @@ COMMANDS = {
     "config": "status:show_config",
     "dkim": "deliverability:dkim",
     "dns": "deliverability:dns",
+    "publish": "publish:publish",
 }
 
 

@@ -261,7 +261,8 @@ def render(issue: Issue, settings: Settings) -> Email:
         "meta": shown.meta,
         "subscriber": _Subscriber(slots),
         "unsubscribe_url": slots("unsubscribe_url"),
-        "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}"
+        # The issue's page as `mailer publish` writes it (issues/NAME/index.html).
+        "archive_url": f"{settings.archive_url.rstrip('/')}/{issue.slug}/"
         if settings.archive_url
         else "",
         "newsletter": {
