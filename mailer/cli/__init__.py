@@ -32,6 +32,8 @@ COMMANDS = {
     "dkim": "deliverability:dkim",
     "dns": "deliverability:dns",
     "publish": "publish:publish",
+    "digest": "intake:digest",
+    "import-posts": "intake:import_posts",
 }
 
 
