@@ -74,6 +74,8 @@ class Store:
         self.issues: dict[str, dict[str, Any]] = dict(data["issues"]) if ok and data else {}
         self.files: dict[str, list[str]] = dict(data["files"]) if ok and data else {}
         self._stamps: dict[Path, tuple[tuple[int, int], str]] = {}
+        # Issues read in this process, by source hash: a page rendered next needs no new read.
+        self.parsed: dict[str, issue_mod.Issue] = {}
 
     @classmethod
     def load(cls, path: Path) -> Store:
@@ -133,6 +135,7 @@ def catalog(settings: Settings, sent: Mapping[str, datetime], store: Store) -> C
     entries: list[Entry] = []
     warnings: list[str] = []
     paths = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    store.parsed.clear()  # only what this call reads is kept, for the renders that follow it
     for path in paths:
         slug = path.stem
         if slug == welcome or (slug not in sent and not _may_be_listed(path)):
@@ -144,7 +147,7 @@ def catalog(settings: Settings, sent: Mapping[str, datetime], store: Store) -> C
         facts = store.facts(slug, source)
         if facts is None:
             try:
-                facts = read_facts(path, settings)
+                facts = read_facts(path, settings, store.parsed, source)
             except MailerError as exc:
                 if slug in sent:
                     raise
@@ -199,9 +202,12 @@ def _entry(
     )
 
 
-def read_facts(path: Path, settings: Settings) -> Facts:
-    """Read an issue file for what the archive needs of it."""
+def read_facts(
+    path: Path, settings: Settings, parsed_by_source: dict[str, issue_mod.Issue], source: str
+) -> Facts:
+    """Read an issue file for what the archive needs of it (the parsed issue is kept)."""
     parsed = issue_mod.read(path, default_lang=settings.lang, base_url=settings.base_url)
+    parsed_by_source[source] = parsed
     meta = parsed.meta
     tz = meta.get("tz") if isinstance(meta.get("tz"), str) else None
     problems = []

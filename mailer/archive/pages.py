@@ -67,9 +67,12 @@ def fingerprint(settings: Settings, site: str) -> str:
     return hashlib.sha256("\n\0".join(parts).encode("utf-8")).hexdigest()
 
 
-def render_issue(settings: Settings, entry: Entry, site: str) -> Rendered:
-    """The issue's web page and feed content."""
-    parsed = issue_mod.read(entry.path, default_lang=settings.lang, base_url=settings.base_url)
+def render_issue(
+    settings: Settings, entry: Entry, site: str, parsed: issue_mod.Issue | None = None
+) -> Rendered:
+    """The issue's web page and feed content (`parsed`: the issue already read, if it was)."""
+    if parsed is None:
+        parsed = issue_mod.read(entry.path, default_lang=settings.lang, base_url=settings.base_url)
     # No archive_url: a page needs no "view in browser" link to itself.
     email = render(parsed, replace(settings, archive_url=""))
     page = email.html

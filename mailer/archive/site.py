@@ -82,7 +82,7 @@ def publish(settings: Settings, out: Path, base_url: str | None = None) -> Publi
             files[target] = None
             contents[entry.slug] = str(kept.get("content", ""))
             continue
-        done = pages.render_issue(settings, entry, site)
+        done = pages.render_issue(settings, entry, site, store.parsed.pop(entry.source, None))
         rendered += 1
         data = done.page.encode("utf-8")
         files[target] = data
@@ -167,7 +167,8 @@ class LiveArchive:
         with self._lock:
             done = self._pages.get((entry.slug, key))
             if done is None:
-                done = pages.render_issue(self.settings, entry, site)
+                parsed = self.store.parsed.pop(entry.source, None)
+                done = pages.render_issue(self.settings, entry, site, parsed)
                 self._pages = {k: v for k, v in self._pages.items() if k[0] != entry.slug}
                 self._pages[(entry.slug, key)] = done
             return done

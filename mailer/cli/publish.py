@@ -52,18 +52,19 @@ def publish(ctx: Context, out: Path | None, base_url: str | None) -> None:
         done = site.publish(settings, out or settings.root / "site", base_url)
     for message in done.warnings:
         warn(message)
-    issues = done.site + pages.ISSUES_DIR
-    if settings.archive_url and settings.archive_url.rstrip("/") != issues:
+    archive = done.site + pages.ISSUES_DIR
+    if settings.archive_url and settings.archive_url.rstrip("/") != archive:
         warn(
             f"archive_url is {settings.archive_url}: the emails' 'view in browser' links "
-            f"do not lead to these pages (they would with archive_url = {issues})"
+            f"do not lead to these pages (they would with archive_url = {archive})"
         )
     for path in done.written:
         click.echo(f"wrote {shown(path, settings.root)}")
     for path in done.removed:
         click.echo(f"removed {shown(path, settings.root)}")
+    issues = f"{done.issues} issue{'' if done.issues == 1 else 's'}"
     click.echo(
-        f"published {done.issues} issues to {shown(done.out, settings.root)}/ for {done.site}: "
+        f"published {issues} to {shown(done.out, settings.root)}/ for {done.site}: "
         f"{len(done.written)} written, {done.unchanged} unchanged, {len(done.removed)} removed, "
         f"{done.rendered} rendered in {done.elapsed:.2f} s"
     )
