@@ -294,3 +294,36 @@ def test_bad_input_is_one_line(project: Path, args: list[str], message: str) -> 
     result = digest(project, *args)
     assert result.exit_code in (2, 65), result.output
     assert message in one_line_error(result)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_ledger_keeps_feeds_and_first_sends(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    from datetime import datetime
+
+    from mailer.state.ledger import Ledger
+    from mailer.states import DeliveryState
+
+    url = "" if backend == "sqlite" else str(request.getfixturevalue("database_with_password"))
+    feed = "https://parse.example.com/feed"
+    with Ledger(tmp_path / "state", database_url=url) as ledger:
+        for when, issue, email, state in (
+            ("2024-03-01T09:00:00+00:00", "issue-1", "ann@example.com", DeliveryState.SENT),
+            ("2024-03-01T09:05:00+00:00", "issue-1", "bob@example.com", DeliveryState.SENT),
+            ("2024-03-02T09:00:00+00:00", "issue-2", "ann@example.com", DeliveryState.FAILED),
+            ("2024-03-03T09:00:00+00:00", "issue-3", "ann@example.com", DeliveryState.DEFERRED),
+            ("2024-03-04T09:00:00+00:00", "issue-3", "bob@example.com", DeliveryState.SENT),
+        ):
+            monkeypatch.setenv("MAILER_NOW", when)
+            ledger.record(issue, email, state)
+        # issue-2 reached nobody; issue-3 went out when a server first accepted a copy.
+        assert ledger.first_sends() == {
+            "issue-1": datetime.fromisoformat("2024-03-01T09:00:00+00:00"),
+            "issue-3": datetime.fromisoformat("2024-03-04T09:00:00+00:00"),
+        }
+        assert ledger.feed_state(feed) == ("", "", set())
+        ledger.save_feed(feed, '"v1"', "Tue, 05 Mar 2024 14:02:11 GMT", "digest-1", ["a", "b"])
+        ledger.save_feed(feed, '"v2"', "", "digest-2", ["b", "c"])
+        assert ledger.feed_state(feed) == ('"v2"', "", {"a", "b", "c"})
+        assert ledger.feed_state(feed + "/other") == ("", "", set())

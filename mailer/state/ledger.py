@@ -694,7 +694,7 @@ class Ledger:
 
     @_guarded
     def first_sends(self) -> dict[str, datetime]:
-        """Each issue a server accepted a copy of, and when its first copy was tried."""
+        """Each issue a server accepted a copy of, and when the first accepted copy went out."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT issue, min(first_at) FROM deliveries"
