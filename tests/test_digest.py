@@ -282,6 +282,16 @@ def test_redirects_within_the_limit_are_followed(project: Path, feeds: FeedServe
     assert [s for _, _, s in feeds.seen] == [302] * fetch_mod.MAX_REDIRECTS + [200]
 
 
+def test_a_server_that_never_answers_is_unavailable() -> None:
+    with socket.socket() as listening:  # accepts connections (the backlog), answers nothing
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/feed"
+        with pytest.raises(fetch_mod.FeedUnavailable, match="no answer within 0.5 s") as caught:
+            fetch_mod.fetch(url, timeout=0.5)
+    assert caught.value.exit_code == 69
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -165,6 +165,20 @@ def test_a_second_publish_writes_nothing_and_one_change_rebuilds_one_page(projec
     assert not (site / "issues" / "issue-4").exists()
 
 
+def test_assets_are_copied_and_only_what_publish_wrote_is_removed(project: Path) -> None:
+    (project / "assets" / "img").mkdir(parents=True)
+    (project / "assets" / "img" / "logo.png").write_bytes(b"\x89PNG not really")
+    assert publish(project).exit_code == 0
+    site = project / "site"
+    assert (site / "assets" / "img" / "logo.png").read_bytes() == b"\x89PNG not really"
+    (site / "CNAME").write_text("news.example.org\n", encoding="utf-8")  # the host's, not ours
+    (project / "assets" / "img" / "logo.png").unlink()
+    result = publish(project)
+    assert result.output.splitlines()[0] == "removed site/assets/img/logo.png"
+    assert not (site / "assets").exists()
+    assert (site / "CNAME").read_text(encoding="utf-8") == "news.example.org\n"
+
+
 def test_publish_without_a_url_is_one_line(project: Path) -> None:
     toml = project / "mailer.toml"
     toml.write_text(re.sub(r"(?m)^archive_url.*\n", "", toml.read_text("utf-8")), "utf-8")
@@ -238,6 +252,20 @@ def test_mailer_serve_answers_with_the_published_bytes(served: tuple[int, Path])
     assert 'href="/issues/issue-2"' in text and 'href="/issues/issue-4"' in text
     for private in ("/issues/issue-3", "/issues/issue-5", "/issues/issue-6"):
         assert _get(port, private)[0] == 404, private
+
+
+def test_the_served_index_may_post_its_form_to_the_signup_page(served: tuple[int, Path]) -> None:
+    port, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert f'action="{SUBSCRIBE}"' in resp.read().decode("utf-8")
+        csp = resp.getheader("Content-Security-Policy") or ""
+    finally:
+        conn.close()
+    assert "form-action 'self' https://forms.example.org;" in csp
+    assert "script-src" not in csp
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
