@@ -304,3 +304,21 @@ def test_the_site_in_chromium(project: Path, browser) -> None:  # type: ignore[n
         page.close()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("2024-03-05", "2024-03-05T00:00:00+00:00"),
+        ("2020-01-10 10:00:00 +0000", "2020-01-10T10:00:00+00:00"),  # Jekyll's
+        ("2024-03-05T09:00:00.5Z", "2024-03-05T09:00:00.500000+00:00"),
+        ("2024-03-05 09:00 Europe/Berlin", "2024-03-05T08:00:00+00:00"),
+        ("Tue, 5 Mar 2024 09:00:00 -0500", "2024-03-05T14:00:00+00:00"),
+    ],
+)
+def test_front_matter_dates(value: str, expected: str) -> None:
+    from mailer.archive.catalog import moment
+
+    assert moment(value).isoformat() == expected
+    with pytest.raises(ValueError):
+        moment("next Tuesday")

@@ -257,8 +257,13 @@ def moment(value: object, tz: str | None = None) -> datetime:
                 return moment(date.fromisoformat(text))
             except ValueError:
                 pass
-        try:
-            return parse_when(text, tz or "UTC")
+        for zone in (tz, tz or "UTC"):  # a zone in the text wins; without one, tz or UTC
+            try:
+                return parse_when(text, zone)
+            except ValueError:
+                pass
+        try:  # Jekyll's "2020-01-10 10:00:00 +0000"
+            return datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z").astimezone(UTC)
         except ValueError:
             pass
         try:
