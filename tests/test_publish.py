@@ -57,6 +57,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     _issue(root, "issue-5", "title: Sent but withdrawn\npublished: false")
     _issue(root, "issue-6", "title: Still a draft\npublished: true\ndraft: true\ndate: 2020-01-01")
+    _issue(
+        root,
+        "issue-7",
+        "title: Scheduled\npublished: true\ndate: 2024-06-01\nsend_at: 2999-01-01T09:00:00Z",
+    )
     monkeypatch.setenv("MAILER_NOW", SENT_AT)
     with Ledger(root / ".mailer") as ledger:
         for issue in ("issue-2", "issue-5"):
@@ -96,7 +101,7 @@ def test_publish_writes_the_public_issues_and_a_feed_that_reads_back(project: Pa
     assert '<time datetime="2024-05-01T10:00:00+00:00">2024-05-01</time>' in index
     assert '<time datetime="2019-12-01T00:00:00+00:00">2019-12-01</time>' in index
     assert "Before the newsletter" in index  # the preheader
-    for private in ("issue-3", "issue-5", "issue-6", "draft", "withdrawn"):
+    for private in ("issue-3", "issue-5", "issue-6", "issue-7", "draft", "withdrawn", "Sched"):
         assert private not in index
     assert f'action="{SUBSCRIBE}"' in index
     assert re.search(r'<input type="email" name="email" required', index)

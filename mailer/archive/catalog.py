@@ -24,10 +24,10 @@ from typing import Any
 from mailer.compose import issue as issue_mod
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError
-from mailer.when import parse_when
+from mailer.when import now, parse_when
 
 # Bump when what a Store keeps changes shape: an old file is then read as empty.
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Facts:
     draft: bool
     date: str  # ISO 8601 from front matter `date`, "" if none
     updated: str  # ISO 8601 from front matter `updated`, "" if none
+    send_at: str = ""  # ISO 8601 from front matter `send_at`, "" if none
     problem: str = ""  # why `date` or `updated` was not understood
 
 
@@ -180,6 +181,8 @@ def _entry(
 ) -> Entry | None:
     if facts.draft or facts.listed is False or (first_send is None and facts.listed is not True):
         return None
+    if first_send is None and facts.send_at and datetime.fromisoformat(facts.send_at) > now():
+        return None  # scheduled: public once it goes out, not before
     if facts.problem:
         warnings.append(f"{path}: {facts.problem}")
     published = datetime.fromisoformat(facts.date) if facts.date else first_send
@@ -230,6 +233,7 @@ def read_facts(
         draft=_flag(meta.get("draft")) is True,
         date=when["date"],
         updated=when["updated"],
+        send_at=parsed.send_at.isoformat() if parsed.send_at else "",
         problem="; ".join(problems),
     )
 
