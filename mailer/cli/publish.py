@@ -37,9 +37,8 @@ def publish(ctx: Context, out: Path | None, base_url: str | None) -> None:
     \b
     Which issues: every issue sent to the list unless its front matter says
     `published: false`, and any issue whose front matter says `published: true`
-    (with a `date` if it was never sent; not before its send_at). Never `draft: true`.
-    Dates: front matter
-    `date`, else when the issue first went out.
+    (with a `date` if it was never sent; not before its send_at). Never one with
+    `draft: true`. Dates: front matter `date`, else when the issue first went out.
 
     A file is rewritten only when its bytes change, and only changed issues are
     rendered again: run it from cron after each send, then sync the folder.
