@@ -75,6 +75,8 @@ class Settings:
     unsubscribe_mailto: str = ""
     archive_url: str = ""
     base_url: str = ""
+    # The public signup page: `mailer publish` puts a form posting email and name there.
+    subscribe_url: str = ""
     secret: str = ""
     postal_address: str = ""
     state_dir: str = ".mailer"
@@ -386,7 +388,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
     if s.pause < 0 or s.retry_delay < 0:
         raise ConfigError("pause and retry_delay must not be negative")
-    for name in ("unsubscribe_url", "archive_url", "base_url"):
+    for name in ("unsubscribe_url", "archive_url", "base_url", "subscribe_url"):
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")

@@ -40,7 +40,19 @@ def test_fixture_folder_holds_the_four_newsletters_and_the_seed() -> None:
         "corpus/nlp-newsletter-2-zh.md",
         "corpus/nlp-newsletter-3-en.md",
         "corpus/nlp-newsletter-3-pt-br.md",
+        "feeds/atom-newsletter.xml",
+        "feeds/broken.xml",
+        "feeds/not-a-feed.html",
+        "feeds/rss-newsletter.xml",
         "seed/issue-2.md",
+        "substack/posts.csv",
+        "substack/posts/139871204.welcome-to-the-weekly-parse.html",
+        "substack/posts/140233918.reading-list-2023.html",
+        "substack/posts/140712345.episode-1-tokenizers.html",
+        "substack/posts/141002200.what-we-got-wrong.html",
+        "substack/posts/141500001.unfinished-thoughts.html",
+        "substack/posts/141600002.about.html",
+        "substack/posts/141700003.open-thread-1.html",
     ]
     assert [p.parent for p in CORPUS] == [FIXTURES / "corpus"] * 4
     assert all(p.is_file() for p in CORPUS)

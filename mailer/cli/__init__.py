@@ -32,6 +32,9 @@ COMMANDS = {
     "dkim": "deliverability:dkim",
     "dns": "deliverability:dns",
     "backup": "backup:backup",
+    "publish": "publish:publish",
+    "digest": "intake:digest",
+    "import-posts": "intake:import_posts",
 }
 
 

@@ -203,7 +203,8 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
         "meta": shown.meta,
         "subscriber": Subscriber(slots),
         "unsubscribe_url": slots("unsubscribe_url"),
-        "archive_url": f"{options.archive_url.rstrip('/')}/{issue.slug}"
+        # The issue's page as `mailer publish` writes it (issues/NAME/index.html).
+        "archive_url": f"{options.archive_url.rstrip('/')}/{issue.slug}/"
         if options.archive_url
         else "",
         "newsletter": {

@@ -23,6 +23,7 @@ from mailer.state.deliveries import Suppression as Suppression
 from mailer.state.feedback import FeedbackEvent as FeedbackEvent
 from mailer.state.feedback import FeedbackOutcome as FeedbackOutcome
 from mailer.state.feedback import FeedbackTable
+from mailer.state.feeds import FeedTable
 from mailer.state.locks import lock as lock  # callers take the ledger's lock here
 from mailer.state.migrations import SCHEMA_VERSION as SCHEMA_VERSION
 from mailer.state.outbox import OutboxTable
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from mailer.config import Settings
 
 
-class Ledger(DeliveryTable, FeedbackTable, OutboxTable, SenderTable, ScheduleTable):
+class Ledger(DeliveryTable, FeedbackTable, FeedTable, OutboxTable, SenderTable, ScheduleTable):
     """Who was sent what: the SQLite file state_dir/ledger.db, or the PostgreSQL database
     `database_url` names (see mailer/state/database.py). Safe to share between threads and
     processes; with PostgreSQL, between machines too."""

@@ -148,6 +148,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 6: `mailer digest`: each feed's validators for the next conditional GET, and the
+    # entries already put in a digest (by guid or id, else link), so none comes twice.
+    (
+        "CREATE TABLE feeds (url TEXT PRIMARY KEY, etag TEXT NOT NULL,"
+        " last_modified TEXT NOT NULL, checked_at TEXT NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE feed_entries (url TEXT NOT NULL, entry TEXT NOT NULL, issue TEXT NOT NULL,"
+        " seen_at TEXT NOT NULL, PRIMARY KEY (url, entry)) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

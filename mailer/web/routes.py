@@ -7,8 +7,9 @@ pool of threads, loopback by default) or under another WSGI server: `gunicorn 'm
 
     GET  /unsubscribe?token=T   a page with one button; never unsubscribes by itself
     POST /unsubscribe?token=T   List-Unsubscribe=One-Click (or the button): suppress, 200
-    GET  /issues/<slug>         an issue already sent, rendered without anyone's data
-    GET  /                      the issues already sent
+    GET  /issues/<slug>         a public issue, rendered without anyone's data (mailer/archive)
+    GET  /                      the public issues, newest first, with their dates
+    GET  /feed.xml              the same as an Atom feed
     GET  /healthz               "ok"
 """
 
@@ -19,16 +20,15 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlsplit
 
 from itsdangerous import BadData
 
-from mailer.compose import load
-from mailer.compose.issue import Issue, is_slug
-from mailer.compose.render import render
-from mailer.compose.slots import fill_slots
+from mailer.archive.pages import site_url
+from mailer.archive.site import LiveArchive
+from mailer.compose.issue import is_slug
 from mailer.config import Settings
 from mailer.deliver.tokens import BadToken, verify
 from mailer.errors import ConfigError, MailerError
@@ -38,6 +38,7 @@ from mailer.states import Reason
 from mailer.web import wsgi
 from mailer.web.limits import Limits
 from mailer.web.pages import (
+    PAGE_CSP,
     Response,
     error_page,
     mask_email,
@@ -73,20 +74,12 @@ def _path_of(url: str, default: str) -> str:
 # -- the application ------------------------------------------------------------------------
 
 
-@dataclass
-class _Cached:
-    stamp: tuple[int, int]
-    title: str
-    preheader: str
-    html: str | None = None
-
-
 class Pages(Protocol):
     """The ledger as the pages use it: the suppression list, and which issues went out."""
 
     def suppress(self, email: str, reason: Reason, source: str) -> bool: ...
     def is_suppressed(self, email: str) -> bool: ...
-    def issues(self) -> list[str]: ...
+    def first_sends(self) -> dict[str, datetime]: ...
 
 
 class WebApp:
@@ -109,13 +102,9 @@ class WebApp:
         self.unsubscribe_paths = {DEFAULT_UNSUBSCRIBE_PATH, self.unsubscribe_path}
         self.archive_prefix = _path_of(settings.archive_url, DEFAULT_ARCHIVE_PATH)
         self.archive_prefixes = {DEFAULT_ARCHIVE_PATH, self.archive_prefix}
-        # Where the archive's "Unsubscribe" link goes: the endpoint without a token explains.
-        base = settings.unsubscribe_url
-        self.unsubscribe_help_url = base.split("?", 1)[0] if base else DEFAULT_UNSUBSCRIBE_PATH
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
-        self._cache: dict[str, _Cached] = {}
-        self._render_lock = threading.Lock()
+        self.archive = LiveArchive(settings)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -194,12 +183,15 @@ class WebApp:
         if path == "/" or path in self.archive_prefixes:
             self._allow(method, ("GET", "HEAD"))
             return self.index(script)
+        if path == "/feed.xml":
+            self._allow(method, ("GET", "HEAD"))
+            return self.feed(environ, script)
         for prefix in self.archive_prefixes:
             if path.startswith(prefix + "/"):
                 slug = path[len(prefix) + 1 :]
                 if is_slug(slug):
                     self._allow(method, ("GET", "HEAD"))
-                    return self.archived(slug)
+                    return self.archived(environ, script, slug)
         raise HTTPError(404, "There is no such page.")
 
     @staticmethod
@@ -301,79 +293,47 @@ class WebApp:
             )
         return page(200, f"Unsubscribe from {self.list_name}", body, lang=self.settings.lang)
 
-    # -- archive ------------------------------------------------------------------------
+    # -- archive: the pages `mailer publish` writes (mailer/archive), served ----------------
 
-    def sent_issues(self) -> list[str]:
-        """Slugs of issues the ledger has deliveries for (only those are public), oldest first."""
+    def _sent(self) -> dict[str, datetime]:
+        """When each issue the ledger has accepted copies of first went out."""
         ledger: Pages | None = self.ledger(create=False)
-        return ledger.issues() if ledger is not None else []
+        return ledger.first_sends() if ledger is not None else {}
 
-    def _entry(self, slug: str, *, with_html: bool) -> _Cached | None:
-        """The cached title (and page) of an issue file, refreshed when the file changes."""
-        path = load.file_of(self.settings.root, slug)
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        stamp = (st.st_mtime_ns, st.st_size)
-        cached = self._cache.get(slug)
-        if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
-            return cached
-        with self._render_lock:  # one render at a time: it is CPU-bound and rare
-            cached = self._cache.get(slug)
-            if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
-                return cached
-            parsed = load.read(self.settings, path)
-            entry = _Cached(stamp, parsed.title, parsed.preheader)
-            if with_html:
-                entry.html = self._render_public(parsed)
-            self._cache[slug] = entry
-            return entry
+    def _site(self, environ: WSGIEnvironment, script: str) -> str:
+        """The site's URL for absolute links: archive_url's, else the one asked for."""
+        configured = site_url(self.settings)
+        if configured:
+            return configured
+        host = (
+            environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+        )
+        return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{script}/"
 
-    def _render_public(self, parsed: Issue) -> str:
-        """The email's HTML with every slot filled by a value that names nobody."""
-        email = render(parsed, self.settings)
-        values = []
-        for slot in email.slots:
-            if slot.field == "unsubscribe_url":
-                value = self.unsubscribe_help_url
-            elif slot.field == "email":
-                value = slot.fallback or "you"
-            else:
-                value = slot.fallback
-            values.append(value)
-        return fill_slots(email.html, values, escape=True)
-
-    def archived(self, slug: str) -> Response:
-        missing = HTTPError(404, "There is no such issue in the archive.")
-        if slug not in self.sent_issues():
-            raise missing  # a draft or a scheduled issue must not leak before it goes out
-        entry = self._entry(slug, with_html=True)
-        if entry is None or entry.html is None:
-            raise missing
-        return Response(200, entry.html.encode("utf-8"), csp=ARCHIVE_CSP, cache=ARCHIVE_CACHE)
+    def archived(self, environ: WSGIEnvironment, script: str, slug: str) -> Response:
+        # Only public issues: a draft or a scheduled one must not leak before it goes out.
+        page = self.archive.page(slug, self._sent(), self._site(environ, script))
+        if page is None:
+            raise HTTPError(404, "There is no such issue in the archive.")
+        return Response(200, page.encode("utf-8"), csp=ARCHIVE_CSP, cache=ARCHIVE_CACHE)
 
     def index(self, script: str) -> Response:
-        items = []
-        for slug in reversed(self.sent_issues()):
-            if not is_slug(slug):
-                continue
-            entry = self._entry(slug, with_html=False)
-            if entry is None:
-                continue
-            href = html.escape(f"{script}{self.archive_prefix}/{quote(slug)}", quote=True)
-            excerpt = (
-                f'<br><span class="muted">{html.escape(entry.preheader)}</span>'
-                if (entry.preheader)
-                else ""
-            )
-            items.append(f'<li><a href="{href}">{html.escape(entry.title)}</a>{excerpt}</li>')
-        lst = html.escape(self.list_name)
-        listing = "<ul>\n" + "\n".join(items) + "\n</ul>" if items else "<p>No issues yet.</p>"
-        body = f"<h1>{lst}</h1>\n<p>Issues sent so far, newest first.</p>\n{listing}"
-        return page(
-            200, self.list_name, body, lang=self.settings.lang, robots=True, cache=ARCHIVE_CACHE
+        prefix = f"{script}{self.archive_prefix}/"
+        text = self.archive.index(
+            self._sent(), href=lambda e: prefix + quote(e.slug), feed_href=f"{script}/feed.xml"
         )
+        csp = PAGE_CSP
+        if self.settings.subscribe_url:  # the signup form posts there
+            parts = urlsplit(self.settings.subscribe_url)
+            csp = csp.replace(
+                "form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}"
+            )
+        return Response(200, text.encode("utf-8"), csp=csp, cache=ARCHIVE_CACHE)
+
+    def feed(self, environ: WSGIEnvironment, script: str) -> Response:
+        body = self.archive.feed(self._sent(), self._site(environ, script))
+        atom = "application/atom+xml; charset=utf-8"
+        return Response(200, body, content_type=atom, cache=ARCHIVE_CACHE)
 
 
 def make_app(settings: Settings) -> WSGIApplication:
