@@ -1,11 +1,10 @@
-"""One issue to one list: plan it, send it (for real, as a dry run, or one test copy), cron's
-due sends, and what is left to do. The CLI calls these and prints what they return.
+"""One issue to one list: plan it, send it (for real, as a dry run, or one test copy), and
+what is left to do. The CLI calls these and prints what they return (cron's: cron.py).
 
     plan()       render once, check, and count who is owed a copy: a frozen Plan
     send()       the real send under the issue's lock, recorded in the ledger
     dry_run()    the same loop through the dry-run transport, recording nothing
     test_copy()  one copy to one address through the same loop, recording nothing
-    send_due()   every scheduled issue whose time has come (cron)
     pick_issue() the newest issue someone on the list is still owed
     status()     sent / deferred / failed / pending for one issue
 """
@@ -14,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from mailer import schedule
 from mailer.compose import load as load_mod
 from mailer.compose.issue import slug_of
 from mailer.compose.render import Email, render
@@ -274,9 +271,15 @@ def send(
             finally:
                 if not recorder.journalled:
                     journal.discard()
-                with contextlib.suppress(MailerError):  # a vanished ledger keeps the old count
-                    sent = book.counts(slug)[DeliveryState.SENT]
-                    continuity.write_marker(settings.state_path, marker.advanced(sent))
+                damage = book.damage_error()
+                if not damage:  # a damaged or vanished ledger keeps the earlier count
+                    with contextlib.suppress(MailerError):
+                        sent = book.counts(slug)[DeliveryState.SENT]
+                        continuity.write_marker(settings.state_path, marker.advanced(sent))
+            if damage and not summary.error:
+                summary = dataclasses.replace(
+                    summary, error=damage.format_message(), error_code=damage.exit_code
+                )
     except LockedError as exc:
         raise LockedError(
             f"another mailer run is sending {slug} ({exc.message}); not starting a second one",
@@ -356,87 +359,6 @@ def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> Test
     Sender(email, composer, transports, recorder, options).run([reader], 1)
     state, reply = recorder.replies.get(address, (DeliveryState.DEFERRED, "no reply"))
     return TestCopy(slug, address, state, reply, dry.written[0] if dry.written else None)
-
-
-# -- cron ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DueEvent:
-    """One thing cron's run did or refused: `kind` is "problem", "stale", "locked" or "sent"."""
-
-    kind: str
-    issue: str = ""
-    text: str = ""
-    entry: schedule.Entry | None = None
-    plan: Plan | None = None
-    summary: Summary | None = None
-    samples: tuple[Path, ...] = ()  # a dry run's sample messages
-
-
-def send_due(
-    settings: Settings,
-    options: SendOptions,
-    now: datetime,
-    *,
-    force: bool,
-    dry: bool,
-    subscribers: Path | None,
-    on_progress: Callable[[Progress], None] | None = None,
-    ledger_was_reset: bool = False,
-) -> Iterator[DueEvent]:
-    """Send every scheduled issue whose time has come, one event per thing worth saying."""
-    with ledger(settings) as book:
-        entries, problems = schedule.entries(settings, book)
-    for problem in problems:
-        yield DueEvent("problem", text=problem)
-    to_send, stale = schedule.due(entries, now, settings.max_late, force=force)
-    for entry in stale:
-        yield DueEvent("stale", entry.issue, entry=entry)
-    for entry in sorted(to_send, key=lambda e: e.send_at):
-        path = subscriber_file(settings, subscribers, dry_run=dry)
-        planned = plan(settings, entry.issue, path, options, dry_run=dry)
-        samples: tuple[Path, ...] = ()
-        try:
-            if dry:
-                rehearsal = dry_run(settings, planned)
-                summary, samples = rehearsal.summary, rehearsal.samples
-            else:
-                summary = send(
-                    settings, planned, on_progress=on_progress, ledger_was_reset=ledger_was_reset
-                )
-        except LockedError:
-            yield DueEvent("locked", entry.issue, entry=entry)
-            continue
-        if not dry:
-            finished = not (summary.deferred or summary.not_due or summary.interrupted)
-            with ledger(settings) as book:
-                schedule.record_run(
-                    book,
-                    entry,
-                    finished=finished and not summary.error,
-                    started=bool(summary.attempted or summary.already_done),
-                )
-        yield DueEvent(
-            "sent", entry.issue, entry=entry, plan=planned, summary=summary, samples=samples
-        )
-        if summary.interrupted:
-            return
-
-
-def due_exit_code(events: list[DueEvent]) -> int:
-    """0 when every due issue went out (or waits for its retries), 1 when something failed
-    for good or was refused as too late, 75 when interrupted; a failed send's own code wins."""
-    code = EXIT_OK
-    for event in events:
-        if event.kind in ("problem", "stale"):
-            code = max(code, EXIT_FAILED)
-        elif event.summary is not None:
-            if event.summary.interrupted:
-                return EXIT_TEMPFAIL
-            if event.summary.failed or event.summary.given_up or event.summary.error:
-                code = max(code, event.summary.exit_code)
-    return code
 
 
 # -- what is left -------------------------------------------------------------------------

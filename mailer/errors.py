@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some recipients failed permanently
 EXIT_USAGE = 2  # bad flag, bad configuration
 EXIT_DATA = 65  # bad input: issue, template, subscriber list
+EXIT_IOERR = 74  # the ledger on disk is damaged: restore a backup
 EXIT_UNAVAILABLE = 69  # the SMTP server cannot be reached
 EXIT_TEMPFAIL = 75  # try again later: recipients deferred, another run holds the lock
 EXIT_NOPERM = 77  # the SMTP server refused our credentials
@@ -120,3 +121,9 @@ def io_error(path: object, what: str, exc: OSError) -> MailerError:
     if exc.errno in FULL:
         return DiskFull(message, hint="free some space there, then run the same command again")
     return MailerError(message)
+
+
+class StoreDamaged(MailerError):
+    """The ledger failed an integrity check: its record cannot be trusted until restored."""
+
+    exit_code = EXIT_IOERR

@@ -50,7 +50,7 @@ def test_backups_taken_during_a_send_are_consistent_and_grow(
     project: Path, smtp_server: SMTPServer, tmp_path: Path
 ) -> None:
     send = subprocess.Popen(
-        mailer(project, "send", "issue-2", "--yes", "--rate", "60/s", "--batch-size", "20"),
+        mailer(project, "send", "issue-2", "--yes", "--rate", "30/s", "--batch-size", "20"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=run_env(smtp_server),
@@ -62,7 +62,8 @@ def test_backups_taken_during_a_send_are_consistent_and_grow(
             assert send.poll() is None, send.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        for i in range(4):
+        for i in range(3):  # three copies while it runs (the send takes about 5 s)
+            assert send.poll() is None, "the send ended before the copies were taken"
             dest = tmp_path / f"copy-{i}.db"
             done = subprocess.run(
                 mailer(project, "backup", str(dest)),
@@ -77,7 +78,7 @@ def test_backups_taken_during_a_send_are_consistent_and_grow(
             received = len(smtp_server.received)
             copies.append(sent_in(dest))
             assert copies[-1] <= received  # a copy never claims more than was delivered
-            time.sleep(0.3)
+            time.sleep(0.2)
     finally:
         out, err = send.communicate(timeout=120)
     assert send.returncode == 0, err

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import DEFERRED, FAILED, SENT, delivery, done
 
-from mailer.errors import LockedError, MailerError
+from mailer.errors import LockedError, MailerError, StoreDamaged
 from mailer.state.ledger import SCHEMA_VERSION, FeedbackEvent, Ledger, lock
 from mailer.state.migrations import MIGRATIONS
 from mailer.states import DeliveryState, Feedback, Reason
@@ -122,10 +122,14 @@ def test_data_survives_reopen(open_ledger: Callable[[], Ledger]) -> None:
 
 def test_corrupt_file_is_a_mailer_error_naming_the_path(tmp_path: Path) -> None:
     (tmp_path / "ledger.db").write_bytes(b"this is not a database, just junk\n" * 200)
-    with pytest.raises(MailerError) as info:
+    with pytest.raises(StoreDamaged) as info:
         Ledger(tmp_path)
     assert str(tmp_path / "ledger.db") in info.value.format_message()
-    assert "the file is damaged; move it aside to start a fresh ledger" in str(info.value.hint)
+    assert info.value.exit_code == 74
+    assert str(info.value.hint).startswith("restore the latest `mailer backup` copy")
+    assert "Moving the file aside starts an empty ledger with no suppressions" in str(
+        info.value.hint
+    )
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -516,12 +520,13 @@ def test_version_2_ledger_is_migrated_keeping_every_row(tmp_path: Path) -> None:
         b = delivery(ledger, "issue-1", "b@example.org")
         assert b is not None and b.state == BOUNCED
     raw = sqlite3.connect(tmp_path / "ledger.db")
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {
         *("deliveries", "suppressions", "schedules", "feedback_messages", "feedback"),
         *("outbox", "senders"),  # 4: several senders on one (PostgreSQL) database
-        *("feeds", "feed_entries"),  # 5: what `mailer digest` read
+        "mailer_meta",  # 5: the ledger's own id (state/continuity.py)
+        *("feeds", "feed_entries"),  # 6: what `mailer digest` read
     }
     with pytest.raises(sqlite3.IntegrityError):
         raw.execute("INSERT INTO suppressions VALUES ('e@example.org', 'annoyed', 'x', 'now')")

@@ -205,3 +205,37 @@ def test_serve_stores_unsubscribes_in_a_ledger_restored_under_it(project: Path) 
     with Ledger(project / ".mailer") as ledger:
         stored = sorted(s.email for s in ledger.suppressions())
     assert stored == [f"after{i}@example.com" for i in range(5)] + ["first@example.com"]
+
+
+def test_a_wal_overwritten_mid_send_is_reported_and_the_next_send_refuses(
+    new_project: Callable[[str], Path], smtp_server: SMTPServer
+) -> None:
+    readers = [f"w{i:03d}@example.com" for i in range(300)]
+    project = new_project(rows(readers), name="wal")
+    proc = subprocess.Popen(
+        [str(MAILER), "-C", str(project), "send", "issue-2", "--yes", "--rate", "100/s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(smtp_server),
+    )
+    deadline = time.monotonic() + 60
+    while len(smtp_server.received) < 100:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    wal = project / ".mailer" / "ledger.db-wal"
+    with open(wal, "r+b") as f:  # garbage over the whole write-ahead log, header included
+        f.write(os.urandom(wal.stat().st_size))
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 74, out + err
+    assert f"issue-2: sent {len(readers)}, deferred 0, failed 0" in out  # the server's truth
+    assert "error: " in err and "the ledger failed its integrity check" in err, err
+    assert "restore the latest `mailer backup` copy" in err
+
+    again = send(project, smtp_server)
+    assert again.returncode == 74, again.stderr
+    (line,) = error_lines(again)
+    assert "ledger.db: cannot use the ledger: database disk image is malformed" in line
+    assert len(smtp_server.received) == len(readers)  # nobody mailed twice

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from mailer import campaign
-from mailer.campaign import DueEvent, Plan
+from mailer import campaign, cron
+from mailer.campaign import Plan
 from mailer.cli.common import (
     Context,
     confirm,
@@ -22,6 +22,7 @@ from mailer.cli.common import (
     shown,
 )
 from mailer.config import format_duration, with_overrides
+from mailer.cron import DueEvent
 from mailer.deliver.options import SendOptions
 from mailer.deliver.summary import Progress, Summary
 
@@ -308,7 +309,7 @@ def _due(
     """Cron's entry point: one line per action, silence when nothing is due."""
     events: list[DueEvent] = []
     log = _Progress(ctx, None, quiet=True)
-    for event in campaign.send_due(
+    for event in cron.send_due(
         ctx.settings,
         options,
         now,
@@ -320,7 +321,7 @@ def _due(
     ):
         events.append(event)
         _print_due(ctx, event)
-    return campaign.due_exit_code(events)
+    return cron.due_exit_code(events)
 
 
 def _print_due(ctx: Context, event: DueEvent) -> None:

@@ -17,10 +17,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from mailer.errors import EXIT_TEMPFAIL, DiskFull, MailerError
+from mailer.errors import EXIT_TEMPFAIL, DiskFull, MailerError, StoreDamaged
 
 _BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
 _CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL
+
+
+DAMAGED = (
+    "restore the latest `mailer backup` copy (docs/operations.md#backups). Moving the file"
+    " aside starts an empty ledger with no suppressions, and sends of issues already started"
+    " then refuse until --ledger-was-reset"
+)
 
 
 class LedgerGone(MailerError):
@@ -54,6 +61,7 @@ class Database(Protocol):
     def adapt(self, ddl: str) -> str: ...  # a migration statement in this dialect
     def change_counter(self) -> int: ...  # changes when another connection adds suppressions
     def check_identity(self) -> None: ...
+    def damage(self) -> str: ...  # "" when the store reads back whole, else what is wrong
     def describe(self, exc: Exception) -> MailerError: ...
     def close(self) -> None: ...
 
@@ -146,6 +154,20 @@ class SQLiteDatabase:
         # data_version changes whenever another connection commits, whatever it wrote.
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def damage(self) -> str:
+        # A second connection, with no page cache of its own, reads every page from the file
+        # and the WAL as the next process would: a WAL overwritten under this process shows
+        # here, not only when the next command opens the file.
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=_BUSY_MS / 1000)
+            ) as fresh:
+                rows = fresh.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        found = [str(row[0]) for row in rows]
+        return "" if found == ["ok"] else "; ".join(found)
+
     def check_identity(self) -> None:
         if _identity(self.path) != self._identity:
             raise LedgerGone(
@@ -169,11 +191,7 @@ class SQLiteDatabase:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
             hint = "another process kept the ledger busy for over 5 s; try again"
         elif not isinstance(exc, sqlite3.OperationalError):
-            hint = (
-                "the file is damaged: restore the latest `mailer backup` copy. Moving it aside"
-                " starts an empty ledger with no suppressions, and sends of issues already"
-                " started then refuse until --ledger-was-reset (docs/operations.md#backups)"
-            )
+            return StoreDamaged(f"{self.path}: cannot use the ledger: {detail}", hint=DAMAGED)
         return MailerError(f"{self.path}: cannot use the ledger: {detail}", hint=hint)
 
     def _full(self) -> bool:
@@ -295,6 +313,9 @@ class PostgresDatabase:
 
     def check_identity(self) -> None:
         return None  # a database cannot be swapped under us like a file
+
+    def damage(self) -> str:
+        return ""  # PostgreSQL checks its own pages (and reports what it finds as errors)
 
     def describe(self, exc: Exception) -> MailerError:
         detail = " ".join(str(exc).split())

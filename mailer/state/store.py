@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import ParamSpec, Self, TypeVar
 
 from mailer import when
-from mailer.errors import MailerError
+from mailer.errors import MailerError, StoreDamaged
 from mailer.state import migrations
-from mailer.state.database import Database, PostgresDatabase, SQLiteDatabase
+from mailer.state.database import DAMAGED, Database, PostgresDatabase, SQLiteDatabase
 
 DB_NAME = "ledger.db"
 
@@ -147,6 +147,16 @@ class Store:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def damage_error(self) -> StoreDamaged | None:
+        """What is wrong if the ledger no longer reads back whole (a WAL overwritten, say)."""
+        with self._lock:
+            found = self._db.damage()
+        if not found:
+            return None
+        return StoreDamaged(
+            f"{self.where}: the ledger failed its integrity check: {found}", hint=DAMAGED
+        )
 
     def check_identity(self) -> None:
         """LedgerGone if the file this ledger opened is no longer the one at its path."""
