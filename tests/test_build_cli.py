@@ -88,7 +88,7 @@ def test_build_seed(project):
     assert report["images"] == "7"
     # mailer lint's one-line summary, the same counts `mailer lint issue-2` reports
     assert (
-        "lint: 172 client findings (Outlook 126, Gmail 95, Yahoo 73, Apple Mail 3),"
+        "lint: 247 client findings (Outlook 175, Gmail 140, Yahoo 106, Apple Mail 5),"
         " 23 accessibility, 1 link — mailer lint issue-2 for details\n"
     ) in result.stdout
 
