@@ -416,11 +416,9 @@ def _validate_brand(s: Settings) -> None:
 
 
 def brand_warnings(s: Settings) -> list[str]:
-    """A warning when links in the accent colour would be hard to read on the light card.
-
-    Dark mode needs none: no colour reads at 4.5:1 on both white and a dark background, so
-    the template shows a lighter shade there (values.readable_shade), readable by design.
-    """
+    """A warning when links in the accent colour would be hard to read on the light card."""
+    # None for dark mode: no colour reads at 4.5:1 on both white and a dark background, so
+    # the template shows a lighter shade there (values.readable_shade), readable by design.
     problem = hard_to_read(s.accent_color, LIGHT_BACKGROUND) if s.accent_color else None
     return [f"accent_color {problem}"] if problem else []
 

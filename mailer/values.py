@@ -138,11 +138,8 @@ def contrast(a: str, b: str) -> float:
 
 
 def readable_shade(colour: str, background: str, ratio: float = AA_CONTRAST) -> str:
-    """`colour` if text in it is readable on `background`, else the nearest shade that is.
-
-    The shade keeps the colour's hue and saturation and moves its lightness away from the
-    background's (lighter on a dark background), so a brand blue stays a blue.
-    """
+    """`colour` if text in it is readable on `background`, else the nearest shade that is."""
+    # Only the lightness moves (away from the background's): a brand blue stays that blue.
     if contrast(colour, background) >= ratio:
         return colour
     hue, light, saturation = colorsys.rgb_to_hls(

@@ -338,3 +338,15 @@ def test_ctrl_d_at_a_question_writes_nothing(here: Path) -> None:
     assert term.process.returncode == 130
     assert "aborted: nothing was written" in rest
     assert not (here / "news").exists()
+
+
+def test_any_name_survives_toml_and_yaml(here: Path) -> None:
+    name = 'Zoë\'s "Notes" \\ 2026'
+    result = init("news", "--name", name, "--from", "zoe@example.org", "--url", URL)
+    assert result.exit_code == 0, result.output
+    root = here / "news"
+    assert tomllib.loads((root / "mailer.toml").read_text("utf-8"))["name"] == name
+    assert [p.name for p in (root / "issues").iterdir()] == ["welcome-to-zoe-s-notes-2026.md"]
+    built = CliRunner().invoke(main, ["-C", str(root), "build", "welcome-to-zoe-s-notes-2026"])
+    assert built.exit_code == 0 and built.stderr == "", built.output
+    assert f"  subject    Welcome to {name}\n" in built.stdout
