@@ -1,15 +1,21 @@
 # Two commands on a fresh machine (Python 3.11 + make):
-#   make demo   set up .venv and dry-run issue-2 to subscribers.example.csv
+#   make demo   set up .venv and dry-run issues/sampling.md to subscribers.example.csv
 #   make test   set up .venv (+ test tools, Debian's chromium and postfix), lint, check formatting
 #               and types (mypy --strict), and run every test
-# Also: make lint (ruff check), make fmt (ruff format + ruff check --fix), make bench, make clean.
+# Also: make demo-repair (dry-run issues/issue-2.md, a damaged Medium/Jekyll export that the
+# build repairs and warns about), make lint (ruff check), make fmt (ruff format + ruff check
+# --fix), make bench, make clean.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint fmt bench clean system caniemail
+.PHONY: demo demo-repair test lint fmt bench clean system caniemail
 
 demo: $(VENV)/.installed
+	$(BIN)/mailer send --dry-run sampling
+	@echo "See it in a browser: $(BIN)/mailer preview sampling"
+
+demo-repair: $(VENV)/.installed
 	$(BIN)/mailer send --dry-run issue-2
 
 test: $(VENV)/.installed-test system

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from mailer.errors import ConfigError
+from mailer.values import HEX_COLOUR, hard_to_read, to_bool, to_duration, to_float, to_int
 from mailer.values import format_duration as format_duration
 from mailer.values import format_rate as format_rate
 from mailer.values import masked_url as masked_url
 from mailer.values import parse_duration as parse_duration
 from mailer.values import parse_rate as parse_rate
-from mailer.values import to_bool, to_duration, to_float, to_int
 
 CONFIG_FILE = "mailer.toml"
 ENV_PREFIX = "MAILER_"
@@ -46,6 +46,10 @@ EXAMPLE_FROM = "Newsletter <newsletter@example.org>"
 # Used only when MAILER_SECRET is unset, so a dry run of the bundled example needs no secrets.
 # A real send refuses to run with it (see send.preflight).
 DEV_SECRET = "mailer-dev-secret-not-for-real-sends"
+
+# The built-in template's card, in light and dark mode: what the accent colour is read on.
+LIGHT_BACKGROUND = "#ffffff"
+DARK_BACKGROUND = "#161b22"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,14 @@ class Settings:
     subscribe_url: str = ""
     secret: str = ""
     postal_address: str = ""
+    # The look of the built-in template, all optional. name: the newsletter's name (From's
+    # display name if unset); logo: an https image shown in the masthead instead of the name;
+    # accent_color: #rrggbb for links, rules and buttons; subscribe_url: a sign-up page,
+    # linked in the footer for readers of a forwarded copy.
+    name: str = ""
+    logo: str = ""
+    accent_color: str = ""
+    subscribe_url: str = ""
     state_dir: str = ".mailer"
     # postgresql://user@host/db: the ledger, suppressions, schedules and locks live there,
     # shared by several senders and the web app; the password only from .env/environment.
@@ -153,8 +165,8 @@ class Settings:
 
     @property
     def list_name(self) -> str:
-        """What readers call the list: From's display name, else the list id."""
-        return parseaddr(self.from_)[0] or self.list_id_effective or "this newsletter"
+        """What readers call the list: `name`, else From's display name, else the list id."""
+        return self.name or parseaddr(self.from_)[0] or self.list_id_effective or "this newsletter"
 
     @property
     def signing_secret(self) -> str:
@@ -249,7 +261,7 @@ def load(
             sources[_key(name)] = source
     settings = Settings(root=root, sources=sources, warnings=tuple(warnings), **values)
     _validate(settings)
-    return settings
+    return replace(settings, warnings=(*warnings, *brand_warnings(settings)))
 
 
 def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -392,7 +404,25 @@ def _validate(s: Settings) -> None:
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    _validate_brand(s)
     _validate_deliverability(s)
+
+
+def _validate_brand(s: Settings) -> None:
+    """The logo is an https URL (an http image is blocked or warned about); the colour is hex."""
+    parts = urlsplit(s.logo)
+    if s.logo and (parts.scheme != "https" or not parts.hostname):
+        raise ConfigError(f"logo must be an https:// image URL, got {s.logo!r}")
+    if s.accent_color and not HEX_COLOUR.match(s.accent_color):
+        raise ConfigError(f"accent_color must be a colour like #1a7f64, got {s.accent_color!r}")
+
+
+def brand_warnings(s: Settings) -> list[str]:
+    """A warning when links in the accent colour would be hard to read on the light card."""
+    # None for dark mode: no colour reads at 4.5:1 on both white and a dark background, so
+    # the template shows a lighter shade there (values.readable_shade), readable by design.
+    problem = hard_to_read(s.accent_color, LIGHT_BACKGROUND) if s.accent_color else None
+    return [f"accent_color {problem}"] if problem else []
 
 
 MAX_VERP_LOCAL = 39  # mailer/deliver/verp.py: 64 octets - "+" - its 24-character token

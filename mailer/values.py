@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import math
 import re
 from datetime import timedelta
@@ -111,3 +112,65 @@ def masked_url(url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:********@" if parts.username else ":********@"
     return urlunsplit(parts._replace(netloc=user + host))
+
+
+# Colours. The lint stage has its own CSS colour maths (mailer/lint/colours.py), but the
+# settings sit below it in the layers; this is the little of it they need: `#rrggbb` only.
+HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+AA_CONTRAST = 4.5  # WCAG 2 AA, body text
+
+
+def luminance(colour: str) -> float:
+    """WCAG relative luminance of a `#rrggbb` colour (0: black, 1: white)."""
+
+    def linear(channel: str) -> float:
+        c = int(channel, 16) / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(colour[i : i + 2]) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two `#rrggbb` colours, 1 to 21."""
+    light, dark = sorted((luminance(a), luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def readable_shade(colour: str, background: str, ratio: float = AA_CONTRAST) -> str:
+    """`colour` if text in it is readable on `background`, else the nearest shade that is."""
+    # Only the lightness moves (away from the background's): a brand blue stays that blue.
+    if contrast(colour, background) >= ratio:
+        return colour
+    hue, light, saturation = colorsys.rgb_to_hls(
+        *(int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    )
+    step = 0.01 if luminance(background) < 0.5 else -0.01
+    shade = colour
+    for _ in range(100):  # black to white in 0.01 steps of lightness: never more
+        if contrast(shade, background) >= ratio:
+            break
+        light = min(1.0, max(0.0, light + step))
+        r, g, b = colorsys.hls_to_rgb(hue, light, saturation)
+        shade = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+    return shade
+
+
+def hard_to_read(colour: str, background: str) -> str | None:
+    """Why text in `colour` fails WCAG AA on `background`, with a shade that passes; or None."""
+    ratio = contrast(colour, background)
+    if ratio >= AA_CONTRAST:
+        return None
+    return (
+        f"{colour} on {background} has contrast {ratio:.1f}:1, WCAG AA needs {AA_CONTRAST:g}:1:"
+        f" links will be hard to read (the nearest readable shade is"
+        f" {readable_shade(colour, background)})"
+    )
+
+
+def text_on(background: str) -> str:
+    """A label colour for `background` (a button): white when it is readable, else black."""
+    white = contrast("#ffffff", background)
+    return (
+        "#ffffff" if white >= AA_CONTRAST or white >= contrast("#000000", background) else "#000000"
+    )

@@ -184,7 +184,10 @@ def test_seed_counts(built):
     numbered = [int(n) for n in re.findall(r"\[Image (\d+)\]", body)]
     assert numbered == [1, 4, 10, 19, 25, 27, 46]
     assert [refs[n - 1][1] for n in numbered] == issue.images
-    assert "=\n\n[Image 1]\n\nWelcome back to the NLP Newsletter!" in body
+    # the masthead line (name and date) under the title, then the issue
+    assert re.search(
+        r"=\n\nNLP Newsletter · [^\n]+\n\n\[Image 1\]\n\nWelcome back to the NLP", body
+    )
     assert "*On trusting model’s uncertainty*" in body
     assert "(Read the paper here [2] and the summary here [3].)" in squash(body)
     # the summary's URL again, so its number again

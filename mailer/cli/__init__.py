@@ -35,6 +35,7 @@ COMMANDS = {
     "publish": "publish:publish",
     "digest": "intake:digest",
     "import-posts": "intake:import_posts",
+    "init": "init:init",
 }
 
 
@@ -95,6 +96,7 @@ def main(ctx: click.Context, project: Path | None, templates: Path | None) -> No
 
     \b
     Typical use:
+      mailer init news                   start a newsletter in news/, with a first issue
       mailer build issue-2               render build/issue-2/email.html and email.txt
       mailer preview issue-2             see it in a browser, live while you edit
       mailer send issue-2 --dry-run      everything but the sending
@@ -103,6 +105,8 @@ def main(ctx: click.Context, project: Path | None, templates: Path | None) -> No
     """
     if project is not None:
         os.chdir(project)
+    if ctx.invoked_subcommand == "init":
+        return  # a new project: the settings of wherever this runs are none of its business
     settings = config_mod.load(
         Path.cwd(), overrides={"templates": str(templates) if templates else None}
     )

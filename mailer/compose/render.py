@@ -17,6 +17,7 @@ from markdown_it.renderer import RendererHTML
 from markupsafe import Markup
 
 from mailer.compose import images as images_mod
+from mailer.compose.brand import brand
 from mailer.compose.htmlfix import (
     image_rules,
     minify,
@@ -159,6 +160,9 @@ class ComposeOptions:
     list_name: str
     list_id: str
     postal_address: str
+    logo: str = ""
+    accent_color: str = ""
+    subscribe_url: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ComposeOptions:
@@ -170,6 +174,9 @@ class ComposeOptions:
             list_name=settings.list_name,
             list_id=settings.list_id,
             postal_address=settings.postal_address,
+            logo=settings.logo,
+            accent_color=settings.accent_color,
+            subscribe_url=settings.subscribe_url,
         )
 
 
@@ -212,6 +219,13 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
             "postal_address": options.postal_address,
             "list_id": options.list_id,
         },
+        "brand": brand(
+            issue,
+            name=options.list_name,
+            logo=options.logo,
+            accent_color=options.accent_color,
+            subscribe_url=options.subscribe_url,
+        ),
         "font_stack": Markup(font_stack(issue.lang).replace("Roboto", _ROBOTO_STAND_IN)),
         "preheader_filler": Markup(PREHEADER_FILLER),
     }
