@@ -79,18 +79,17 @@ class Settings:
     unsubscribe_mailto: str = ""
     archive_url: str = ""
     base_url: str = ""
-    # The public signup page: `mailer publish` puts a form posting email and name there.
+    # The public signup page: `mailer publish` puts a form posting email and name there, and
+    # the email's footer links it for readers of a forwarded copy.
     subscribe_url: str = ""
     secret: str = ""
     postal_address: str = ""
     # The look of the built-in template, all optional. name: the newsletter's name (From's
     # display name if unset); logo: an https image shown in the masthead instead of the name;
-    # accent_color: #rrggbb for links, rules and buttons; subscribe_url: a sign-up page,
-    # linked in the footer for readers of a forwarded copy.
+    # accent_color: #rrggbb for links, rules and buttons.
     name: str = ""
     logo: str = ""
     accent_color: str = ""
-    subscribe_url: str = ""
     state_dir: str = ".mailer"
     # postgresql://user@host/db: the ledger, suppressions, schedules and locks live there,
     # shared by several senders and the web app; the password only from .env/environment.

@@ -45,6 +45,9 @@ FALLBACKS: Mapping[str, str] = MappingProxyType(
         "html-aria-label": "MJML's label of the email (its subject) for screen readers; the "
         "layout tables also carry role=presentation",
         "html-doctype": "MJML's <!doctype html>; caniemail: no impact where unsupported",
+        "css-cursor": "MJML's buttons (cursor:auto); where ignored, the client's own pointer",
+        "html-target": "MJML's buttons open in a new tab (target=_blank); where dropped, the "
+        "client opens the link its own way, as it does every other link",
     }
 )
 _NOT_THE_ISSUE = frozenset({OriginKind.TEMPLATE, OriginKind.MJML, OriginKind.RENDER})
