@@ -6,7 +6,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from datetime import timedelta
 from email.utils import parseaddr
@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from mailer.errors import ConfigError
+from mailer.values import DURATION, RATE, SECONDS, Bounds, to_bool
 from mailer.values import format_duration as format_duration
 from mailer.values import format_rate as format_rate
 from mailer.values import masked_url as masked_url
 from mailer.values import parse_duration as parse_duration
 from mailer.values import parse_rate as parse_rate
-from mailer.values import to_bool, to_duration, to_float, to_int
 
 CONFIG_FILE = "mailer.toml"
 ENV_PREFIX = "MAILER_"
@@ -35,6 +35,28 @@ SECURITY_MODES = ("starttls", "ssl", "none")
 TRANSPORTS = ("smtp", "ses")  # ses: Amazon SES v2's API (mailer/deliver/transports/ses.py)
 PIPELINING_MODES = ("auto", "off")  # auto: RFC 2920 when the server advertises PIPELINING
 MAX_PIPELINE_DEPTH = 2  # DATA must wait for its 354: more cannot be in flight without BDAT
+DAY = 86400.0
+# The sane range of every numeric setting, both ends included: checked as each value is read,
+# named in the error, listed in the README's settings table. Past them a value is a typo or an
+# attack (1e10 seconds overflows the socket layer; 100,000 connections exhaust the machine).
+BOUNDS = {
+    "smtp_port": Bounds(1, 65535),
+    "smtp_timeout": Bounds(1, 3600, SECONDS),
+    "pipeline_depth": Bounds(1, MAX_PIPELINE_DEPTH),
+    "claim_timeout": Bounds(1, DAY, DURATION),
+    "rate": Bounds(1 / 3600, 100_000, RATE),
+    "batch_size": Bounds(1, 100_000),
+    "pause": Bounds(0, 3600, SECONDS),
+    "connections": Bounds(1, 100),
+    "max_attempts": Bounds(1, 100),
+    "retry_delay": Bounds(0, DAY, SECONDS),
+    "max_late": Bounds(60, 365 * DAY, DURATION),
+    "retry_window": Bounds(0, DAY, DURATION),
+    "give_up_after": Bounds(60, 365 * DAY, DURATION),
+    "circuit_breaker": Bounds(1, 1000),
+    "soft_bounce_limit": Bounds(1, 100),
+    "bounce_imap_port": Bounds(1, 65535),
+}
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
 OWN_VARIABLES = frozenset({"MAILER_NOW"})
 
@@ -85,23 +107,23 @@ class Settings:
     # With database_url, several `mailer send` may share a list: a sender holds the readers
     # it claimed this long without a heartbeat (one every 2 s renews it); a crashed
     # sender's readers go to the others after it.
-    claim_timeout: timedelta = field(default=timedelta(seconds=60), metadata={"kind": "duration"})
+    claim_timeout: timedelta = timedelta(seconds=60)
     templates: str = ""
     subscribers: str = "subscribers.csv"
     lang: str = "en"
     name_fallback: str = "there"
     # Parsed values: messages per second (inf: no limit), and durations.
-    rate: float = field(default=10.0, metadata={"kind": "rate"})
+    rate: float = 10.0
     batch_size: int = 100
     pause: float = 0.0
     connections: int = 1
     max_attempts: int = 5
     retry_delay: float = 30.0
-    max_late: timedelta = field(default=timedelta(hours=24), metadata={"kind": "duration"})
+    max_late: timedelta = timedelta(hours=24)
     # Postfix's queue model: in-run retries only within retry_window after the last fresh
     # reader was tried; later runs (cron) retry the rest; after give_up_after they fail.
-    retry_window: timedelta = field(default=timedelta(minutes=2), metadata={"kind": "duration"})
-    give_up_after: timedelta = field(default=timedelta(days=3), metadata={"kind": "duration"})
+    retry_window: timedelta = timedelta(minutes=2)
+    give_up_after: timedelta = timedelta(days=3)
     # This many timeouts or dropped connections in a row, across readers, stop the run.
     circuit_breaker: int = 5
     # `mailer bounces`: this many soft bounces on consecutive issues suppress a reader;
@@ -173,10 +195,9 @@ class Settings:
 
 def show(f: Field[Any], value: Any) -> str:
     """A setting's value as a user would write it: '10/s', '24h', 'true'."""
-    kind = f.metadata.get("kind")
-    if kind == "rate":
+    if f.name == "rate":
         return format_rate(value)
-    if kind == "duration":
+    if isinstance(value, timedelta):
         return format_duration(value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -314,36 +335,22 @@ def _line_of(env_file: Path, name: str) -> int | None:
     return found
 
 
-_KIND_NAMES = {
-    bool: "true or false",
-    int: "a whole number",
-    float: "a number",
-    str: "text",
-    "rate": "a rate like 10/s, 600/min or 'off'",
-    "duration": "a duration like 90s, 15m, 24h or 2d",
-}
-
-
 def _coerce(f: Field[Any], raw: Any, source: str) -> Any:
     """One raw value (TOML, environment text, a flag) -> the setting's type, or ConfigError."""
-    kind: Any = f.metadata.get("kind") or type(f.default)
-    where = f"{_key(f.name)} (from {source})"
-    parsers: dict[Any, Callable[[Any], Any]] = {
-        bool: to_bool,
-        int: to_int,
-        float: to_float,
-        "rate": parse_rate,
-        "duration": to_duration,
-    }
+    bounds = BOUNDS.get(f.name)
     try:
-        if kind in parsers:
-            return parsers[kind](raw)
+        if bounds is not None:
+            return bounds.parse(raw)
+        if isinstance(f.default, bool):
+            return to_bool(raw)
         if not isinstance(raw, str | int | float):
-            raise ValueError
+            raise ValueError(raw)
         return str(raw)
     except (ValueError, ConfigError):
+        what = "true or false" if isinstance(f.default, bool) else "text"
         raise ConfigError(
-            f"setting {where} must be {_KIND_NAMES.get(kind, str(kind))}, got {raw!r}",
+            f"setting {_key(f.name)} (from {source}) must be"
+            f" {bounds.describe() if bounds else what}, got {raw!r}",
             hint=f"set it in {CONFIG_FILE} or as {env_name(f.name)}",
         ) from None
 
@@ -365,27 +372,6 @@ def _validate(s: Settings) -> None:
             f"smtp_pipelining must be one of {', '.join(PIPELINING_MODES)},"
             f" got {s.smtp_pipelining!r}"
         )
-    if not 1 <= s.pipeline_depth <= MAX_PIPELINE_DEPTH:
-        raise ConfigError(
-            f"pipeline_depth must be 1 or {MAX_PIPELINE_DEPTH}, got {s.pipeline_depth}"
-            " (DATA waits for its 354, so no more can be in flight)"
-        )
-    if not 0 < s.smtp_port < 65536:
-        raise ConfigError(f"smtp_port must be 1-65535, got {s.smtp_port}")
-    if not 0 < s.bounce_imap_port < 65536:
-        raise ConfigError(f"bounce_imap_port must be 1-65535, got {s.bounce_imap_port}")
-    counts = ("batch_size", "connections", "max_attempts", "circuit_breaker", "soft_bounce_limit")
-    for name in counts:
-        if getattr(s, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
-    if s.claim_timeout.total_seconds() < 1:
-        raise ConfigError(
-            f"claim_timeout must be at least 1s, got {format_duration(s.claim_timeout)}"
-        )
-    if s.smtp_timeout <= 0:
-        raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
-    if s.pause < 0 or s.retry_delay < 0:
-        raise ConfigError("pause and retry_delay must not be negative")
     for name in ("unsubscribe_url", "archive_url", "base_url"):
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
