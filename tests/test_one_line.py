@@ -198,8 +198,8 @@ def test_nan_and_inf_are_refused(cli: Run, variable: str, value: str, args: list
 def test_nan_as_a_flag_is_refused(cli: Run) -> None:
     result = cli("send", "issue-2", "--dry-run", "--pause", "nan")
     assert result.exit_code == 2, result.output
-    assert error_line(result) == (
-        "Error: setting pause (from flag) must be a number of seconds from 0 to 3600, got nan"
+    assert (
+        error_line(result) == "Error: --pause must be a number of seconds from 0 to 3600, got 'nan'"
     )
 
 
