@@ -288,7 +288,7 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
                 f"{path}: unknown setting {key!r}{guess}",
                 hint="`mailer config` lists every setting",
             )
-        if name == "database_url" and urlsplit(str(value)).password:
+        if name == "database_url" and _has_password(str(value)):
             raise ConfigError(
                 f"{path}: {key} holds a password, and this file is committed",
                 hint="keep the URL here without it and set PGPASSWORD in .env, or put"
@@ -360,11 +360,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"smtp_security must be one of {', '.join(SECURITY_MODES)}, got {s.smtp_security!r}"
         )
-    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"database_url must be a postgresql:// URL, got {masked_url(s.database_url)!r}",
-            hint="leave it empty for the SQLite ledger in state_dir",
-        )
+    if s.database_url:
+        _validate_database_url(s.database_url)
     if s.transport not in TRANSPORTS:
         raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
     if s.smtp_pipelining not in PIPELINING_MODES:
@@ -377,6 +374,32 @@ def _validate(s: Settings) -> None:
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
     _validate_deliverability(s)
+
+
+def _validate_database_url(url: str) -> None:
+    """A postgresql:// URL whose host and port can be read; shown with its password masked."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database_url must be a postgresql:// URL, got {masked_url(url)!r}",
+            hint="leave it empty for the SQLite ledger in state_dir",
+        )
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is no URL to urlsplit
+            parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535
+    except ValueError as exc:
+        reason = str(exc)[:1].lower() + str(exc)[1:]
+        raise ConfigError(
+            f"database_url must be a URL like postgresql://user@host:5432/db,"
+            f" got {masked_url(url)!r} ({reason})"
+        ) from None
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # malformed: _validate says so, after this check for a password
+        return masked_url(url) != url
 
 
 MAX_VERP_LOCAL = 39  # mailer/deliver/verp.py: 64 octets - "+" - its 24-character token

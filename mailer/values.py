@@ -104,10 +104,19 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+# scheme://user:password@ as written, for a URL urlsplit cannot take apart ("[::1:5432"):
+# up to the last @, as masking too much is better than showing part of a password.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)(@)", re.S)
+
+
 def masked_url(url: str) -> str:
-    """A URL fit to print: its password, if any, replaced by ********."""
-    parts = urlsplit(url)
-    if not parts.password:
+    """A URL fit to print: its password, if any, replaced by ********; even a malformed one."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return _USERINFO.sub(r"\1********\3", url)
+    if not password:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:********@" if parts.username else ":********@"
