@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import io
+import logging
 import os
 import re
 import tomllib
@@ -15,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from mailer.errors import ConfigError
 from mailer.values import DURATION, RATE, SECONDS, Bounds, to_bool
@@ -245,14 +248,9 @@ def load(
 
     env_file = root / ".env"
     if env_file.is_file():
-        try:
-            dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{env_file}: not UTF-8 text (an undecodable byte at offset {exc.start})",
-                hint="save .env as UTF-8",
-            ) from None
+        dotenv, unreadable = _read_dotenv(env_file)
         layers.append((".env", _from_env(dotenv)))
+        warnings += [f"{env_file}:{n}: not NAME=value: this line is ignored" for n in unreadable]
         warnings += _unknown_variables(dotenv, env_file)
     layers.append(("environment", _from_env(environ)))
     warnings += _unknown_variables(environ)
@@ -269,6 +267,25 @@ def load(
     settings = Settings(root=root, sources=sources, warnings=tuple(warnings), **values)
     _validate(settings)
     return settings
+
+
+# python-dotenv logs a warning of its own for a line it cannot parse, naming neither the file
+# nor what becomes of the line; _read_dotenv says both, as one of mailer's warnings, instead.
+logging.getLogger("dotenv.main").addFilter(lambda record: False)
+
+
+def _read_dotenv(env_file: Path) -> tuple[dict[str, str], list[int]]:
+    """The variables .env sets, and the numbers of the lines python-dotenv cannot parse."""
+    try:
+        text = env_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{env_file}: not UTF-8 text (an undecodable byte at offset {exc.start})",
+            hint="save .env as UTF-8",
+        ) from None
+    unreadable = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    values = dotenv_values(stream=io.StringIO(text))
+    return {k: v for k, v in values.items() if v is not None}, unreadable
 
 
 def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
