@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import io
+import logging
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from datetime import timedelta
 from email.utils import parseaddr
@@ -15,9 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from mailer.errors import ConfigError
-from mailer.values import HEX_COLOUR, hard_to_read, to_bool, to_duration, to_float, to_int
+from mailer.values import DURATION, HEX_COLOUR, RATE, SECONDS, Bounds, hard_to_read, to_bool
 from mailer.values import format_duration as format_duration
 from mailer.values import format_rate as format_rate
 from mailer.values import masked_url as masked_url
@@ -35,6 +38,28 @@ SECURITY_MODES = ("starttls", "ssl", "none")
 TRANSPORTS = ("smtp", "ses")  # ses: Amazon SES v2's API (mailer/deliver/transports/ses.py)
 PIPELINING_MODES = ("auto", "off")  # auto: RFC 2920 when the server advertises PIPELINING
 MAX_PIPELINE_DEPTH = 2  # DATA must wait for its 354: more cannot be in flight without BDAT
+DAY = 86400.0
+# The sane range of every numeric setting, both ends included: checked as each value is read,
+# named in the error, listed in the README's settings table. Past them a value is a typo or an
+# attack (1e10 seconds overflows the socket layer; 100,000 connections exhaust the machine).
+BOUNDS = {
+    "smtp_port": Bounds(1, 65535),
+    "smtp_timeout": Bounds(1, 3600, SECONDS),
+    "pipeline_depth": Bounds(1, MAX_PIPELINE_DEPTH),
+    "claim_timeout": Bounds(1, DAY, DURATION),
+    "rate": Bounds(1 / 3600, 100_000, RATE),
+    "batch_size": Bounds(1, 100_000),
+    "pause": Bounds(0, 3600, SECONDS),
+    "connections": Bounds(1, 100),
+    "max_attempts": Bounds(1, 100),
+    "retry_delay": Bounds(0, DAY, SECONDS),
+    "max_late": Bounds(60, 365 * DAY, DURATION),
+    "retry_window": Bounds(0, DAY, DURATION),
+    "give_up_after": Bounds(60, 365 * DAY, DURATION),
+    "circuit_breaker": Bounds(1, 1000),
+    "soft_bounce_limit": Bounds(1, 100),
+    "bounce_imap_port": Bounds(1, 65535),
+}
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
 OWN_VARIABLES = frozenset({"MAILER_NOW"})
 
@@ -98,23 +123,23 @@ class Settings:
     # With database_url, several `mailer send` may share a list: a sender holds the readers
     # it claimed this long without a heartbeat (one every 2 s renews it); a crashed
     # sender's readers go to the others after it.
-    claim_timeout: timedelta = field(default=timedelta(seconds=60), metadata={"kind": "duration"})
+    claim_timeout: timedelta = timedelta(seconds=60)
     templates: str = ""
     subscribers: str = "subscribers.csv"
     lang: str = "en"
     name_fallback: str = "there"
     # Parsed values: messages per second (inf: no limit), and durations.
-    rate: float = field(default=10.0, metadata={"kind": "rate"})
+    rate: float = 10.0
     batch_size: int = 100
     pause: float = 0.0
     connections: int = 1
     max_attempts: int = 5
     retry_delay: float = 30.0
-    max_late: timedelta = field(default=timedelta(hours=24), metadata={"kind": "duration"})
+    max_late: timedelta = timedelta(hours=24)
     # Postfix's queue model: in-run retries only within retry_window after the last fresh
     # reader was tried; later runs (cron) retry the rest; after give_up_after they fail.
-    retry_window: timedelta = field(default=timedelta(minutes=2), metadata={"kind": "duration"})
-    give_up_after: timedelta = field(default=timedelta(days=3), metadata={"kind": "duration"})
+    retry_window: timedelta = timedelta(minutes=2)
+    give_up_after: timedelta = timedelta(days=3)
     # This many timeouts or dropped connections in a row, across readers, stop the run.
     circuit_breaker: int = 5
     # `mailer bounces`: this many soft bounces on consecutive issues suppress a reader;
@@ -186,10 +211,9 @@ class Settings:
 
 def show(f: Field[Any], value: Any) -> str:
     """A setting's value as a user would write it: '10/s', '24h', 'true'."""
-    kind = f.metadata.get("kind")
-    if kind == "rate":
+    if f.name == "rate":
         return format_rate(value)
-    if kind == "duration":
+    if isinstance(value, timedelta):
         return format_duration(value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -237,14 +261,9 @@ def load(
 
     env_file = root / ".env"
     if env_file.is_file():
-        try:
-            dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{env_file}: not UTF-8 text (an undecodable byte at offset {exc.start})",
-                hint="save .env as UTF-8",
-            ) from None
+        dotenv, unreadable = _read_dotenv(env_file)
         layers.append((".env", _from_env(dotenv)))
+        warnings += [f"{env_file}:{n}: not NAME=value: this line is ignored" for n in unreadable]
         warnings += _unknown_variables(dotenv, env_file)
     layers.append(("environment", _from_env(environ)))
     warnings += _unknown_variables(environ)
@@ -261,6 +280,25 @@ def load(
     settings = Settings(root=root, sources=sources, warnings=tuple(warnings), **values)
     _validate(settings)
     return replace(settings, warnings=(*warnings, *brand_warnings(settings)))
+
+
+# python-dotenv logs a warning of its own for a line it cannot parse, naming neither the file
+# nor what becomes of the line; _read_dotenv says both, as one of mailer's warnings, instead.
+logging.getLogger("dotenv.main").addFilter(lambda record: False)
+
+
+def _read_dotenv(env_file: Path) -> tuple[dict[str, str], list[int]]:
+    """The variables .env sets, and the numbers of the lines python-dotenv cannot parse."""
+    try:
+        text = env_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{env_file}: not UTF-8 text (an undecodable byte at offset {exc.start})",
+            hint="save .env as UTF-8",
+        ) from None
+    unreadable = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    values = dotenv_values(stream=io.StringIO(text))
+    return {k: v for k, v in values.items() if v is not None}, unreadable
 
 
 def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
@@ -280,7 +318,7 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
                 f"{path}: unknown setting {key!r}{guess}",
                 hint="`mailer config` lists every setting",
             )
-        if name == "database_url" and urlsplit(str(value)).password:
+        if name == "database_url" and _has_password(str(value)):
             raise ConfigError(
                 f"{path}: {key} holds a password, and this file is committed",
                 hint="keep the URL here without it and set PGPASSWORD in .env, or put"
@@ -327,36 +365,22 @@ def _line_of(env_file: Path, name: str) -> int | None:
     return found
 
 
-_KIND_NAMES = {
-    bool: "true or false",
-    int: "a whole number",
-    float: "a number",
-    str: "text",
-    "rate": "a rate like 10/s, 600/min or 'off'",
-    "duration": "a duration like 90s, 15m, 24h or 2d",
-}
-
-
 def _coerce(f: Field[Any], raw: Any, source: str) -> Any:
     """One raw value (TOML, environment text, a flag) -> the setting's type, or ConfigError."""
-    kind: Any = f.metadata.get("kind") or type(f.default)
-    where = f"{_key(f.name)} (from {source})"
-    parsers: dict[Any, Callable[[Any], Any]] = {
-        bool: to_bool,
-        int: to_int,
-        float: to_float,
-        "rate": parse_rate,
-        "duration": to_duration,
-    }
+    bounds = BOUNDS.get(f.name)
     try:
-        if kind in parsers:
-            return parsers[kind](raw)
+        if bounds is not None:
+            return bounds.parse(raw)
+        if isinstance(f.default, bool):
+            return to_bool(raw)
         if not isinstance(raw, str | int | float):
-            raise ValueError
+            raise ValueError(raw)
         return str(raw)
     except (ValueError, ConfigError):
+        what = "true or false" if isinstance(f.default, bool) else "text"
         raise ConfigError(
-            f"setting {where} must be {_KIND_NAMES.get(kind, str(kind))}, got {raw!r}",
+            f"setting {_key(f.name)} (from {source}) must be"
+            f" {bounds.describe() if bounds else what}, got {raw!r}",
             hint=f"set it in {CONFIG_FILE} or as {env_name(f.name)}",
         ) from None
 
@@ -366,11 +390,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"smtp_security must be one of {', '.join(SECURITY_MODES)}, got {s.smtp_security!r}"
         )
-    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"database_url must be a postgresql:// URL, got {masked_url(s.database_url)!r}",
-            hint="leave it empty for the SQLite ledger in state_dir",
-        )
+    if s.database_url:
+        _validate_database_url(s.database_url)
     if s.transport not in TRANSPORTS:
         raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
     if s.smtp_pipelining not in PIPELINING_MODES:
@@ -378,27 +399,6 @@ def _validate(s: Settings) -> None:
             f"smtp_pipelining must be one of {', '.join(PIPELINING_MODES)},"
             f" got {s.smtp_pipelining!r}"
         )
-    if not 1 <= s.pipeline_depth <= MAX_PIPELINE_DEPTH:
-        raise ConfigError(
-            f"pipeline_depth must be 1 or {MAX_PIPELINE_DEPTH}, got {s.pipeline_depth}"
-            " (DATA waits for its 354, so no more can be in flight)"
-        )
-    if not 0 < s.smtp_port < 65536:
-        raise ConfigError(f"smtp_port must be 1-65535, got {s.smtp_port}")
-    if not 0 < s.bounce_imap_port < 65536:
-        raise ConfigError(f"bounce_imap_port must be 1-65535, got {s.bounce_imap_port}")
-    counts = ("batch_size", "connections", "max_attempts", "circuit_breaker", "soft_bounce_limit")
-    for name in counts:
-        if getattr(s, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
-    if s.claim_timeout.total_seconds() < 1:
-        raise ConfigError(
-            f"claim_timeout must be at least 1s, got {format_duration(s.claim_timeout)}"
-        )
-    if s.smtp_timeout <= 0:
-        raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
-    if s.pause < 0 or s.retry_delay < 0:
-        raise ConfigError("pause and retry_delay must not be negative")
     for name in ("unsubscribe_url", "archive_url", "base_url", "subscribe_url"):
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
@@ -422,6 +422,32 @@ def brand_warnings(s: Settings) -> list[str]:
     # the template shows a lighter shade there (values.readable_shade), readable by design.
     problem = hard_to_read(s.accent_color, LIGHT_BACKGROUND) if s.accent_color else None
     return [f"accent_color {problem}"] if problem else []
+
+
+def _validate_database_url(url: str) -> None:
+    """A postgresql:// URL whose host and port can be read; shown with its password masked."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database_url must be a postgresql:// URL, got {masked_url(url)!r}",
+            hint="leave it empty for the SQLite ledger in state_dir",
+        )
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is no URL to urlsplit
+            parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535
+    except ValueError as exc:
+        reason = str(exc)[:1].lower() + str(exc)[1:]
+        raise ConfigError(
+            f"database_url must be a URL like postgresql://user@host:5432/db,"
+            f" got {masked_url(url)!r} ({reason})"
+        ) from None
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # malformed: _validate says so, after this check for a password
+        return masked_url(url) != url
 
 
 MAX_VERP_LOCAL = 39  # mailer/deliver/verp.py: 64 octets - "+" - its 24-character token

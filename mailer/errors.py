@@ -94,6 +94,13 @@ class SMTPUnavailable(MailerError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class SMTPTryLater(MailerError):
+    """The server answered but will not take mail now (421 and other 4xx at the greeting,
+    EHLO, STARTTLS or AUTH): nobody was marked, a later run sends."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
 class SMTPAuthError(MailerError):
     """The server refused the login."""
 

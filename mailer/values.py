@@ -5,6 +5,7 @@ from __future__ import annotations
 import colorsys
 import math
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -104,10 +105,19 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+# scheme://user:password@ as written, for a URL urlsplit cannot take apart ("[::1:5432"):
+# up to the last @, as masking too much is better than showing part of a password.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)(@)", re.S)
+
+
 def masked_url(url: str) -> str:
-    """A URL fit to print: its password, if any, replaced by ********."""
-    parts = urlsplit(url)
-    if not parts.password:
+    """A URL fit to print: its password, if any, replaced by ********; even a malformed one."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return _USERINFO.sub(r"\1********\3", url)
+    if not password:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:********@" if parts.username else ":********@"
@@ -174,3 +184,62 @@ def text_on(background: str) -> str:
     return (
         "#ffffff" if white >= AA_CONTRAST or white >= contrast("#000000", background) else "#000000"
     )
+
+
+COUNT, SECONDS, DURATION, RATE = "count", "seconds", "duration", "rate"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The sane range of a number a user gives, a setting or a flag; both ends included."""
+
+    low: float
+    high: float
+    unit: str = COUNT  # count: int; seconds: float; duration: timedelta; rate: per second
+
+    def describe(self) -> str:
+        """What a good value looks like: 'a whole number from 1 to 100'."""
+        low, high = self.span()
+        what = {
+            COUNT: "a whole number",
+            SECONDS: "a number of seconds",
+            DURATION: "a duration",
+            RATE: "a rate",
+        }[self.unit]
+        return f"{what} from {low} to {high}" + (" (or off)" if self.unit == RATE else "")
+
+    def span(self) -> tuple[str, str]:
+        """Both ends as a user writes them: ('1', '100'), ('1m', '365d'), ('1/h', '100000/s')."""
+        if self.unit == DURATION:
+            return format_duration(timedelta(seconds=self.low)), format_duration(
+                timedelta(seconds=self.high)
+            )
+        if self.unit == RATE:
+            return format_rate(self.low), format_rate(self.high)
+        return _number(self.low), _number(self.high)
+
+    def parse(self, raw: Any) -> Any:
+        """A TOML value, environment text or flag -> int, float or timedelta; ValueError (or
+        ConfigError, for a rate or duration of the wrong form) when it is outside the range."""
+        if self.unit == COUNT:
+            return self._within(to_int(raw), raw)
+        if self.unit == SECONDS:
+            return self._within(to_float(raw), raw)
+        if self.unit == DURATION:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            seconds = raw.total_seconds() if isinstance(raw, timedelta) else parse_duration(raw)
+            # Checked before timedelta() sees it: past 999,999,999 days it overflows.
+            return timedelta(seconds=self._within(seconds, raw))
+        rate = parse_rate(raw)
+        return rate if rate == float("inf") else self._within(rate, raw)
+
+    def _within(self, value: Any, raw: Any) -> Any:
+        if not self.low <= value <= self.high:
+            raise ValueError(raw)
+        return value
+
+
+def _number(value: float) -> str:
+    """1000000 rather than 1e+06; 0.5 as it is."""
+    return str(int(value)) if value == int(value) else f"{value:g}"

@@ -134,6 +134,14 @@ class _SMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.session_id = session_id
 
+    async def _handle_client(self) -> None:
+        greeting = self.event_handler.greeting
+        if greeting is None or not self.session_id:  # session 0: Controller.start()'s probe
+            await super()._handle_client()
+            return
+        await self.push(greeting)  # instead of 220; the connection ends with it
+        self.transport.close()
+
 
 class _Controller(Controller):
     def __init__(self, server: SMTPServer, **kwargs) -> None:
@@ -175,6 +183,10 @@ class SMTPServer:
                         3.1 warns of); what follows is kept in `data_after_refusal`, not received
       delay_250       seconds to wait after end-of-data (the message already recorded)
                       before answering 250; a hang-up meanwhile leaves it recorded
+      greeting        the server's first reply instead of 220 ("421 4.3.2 Try later"), after
+                      which it hangs up (a fresh connection counts, nothing else happens)
+      ehlo_reply      EHLO and HELO -> this reply; a reply starting with 421 also closes the
+                      connection after it
     Each Received carries its arrival time (``at``); ``arrivals(address)`` lists them.
     With ``auth``, MAIL before a successful AUTH gets 530.
     """
@@ -222,6 +234,8 @@ class SMTPServer:
         self.refuse_keep_data: set[str] = set()
         self.data_after_refusal: list[bytes] = []
         self.delay_250 = 0.0
+        self.greeting: str | None = None
+        self.ehlo_reply: str | None = None
         self.connections = 0
         self.logins = 0
         self._lock = threading.Lock()
@@ -307,10 +321,26 @@ class SMTPServer:
         return {"auth_exclude_mechanism": [m for m in ("LOGIN", "PLAIN") if m not in offered]}
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
+        if self.ehlo_reply is not None:
+            return [self._scripted_greeting(server)]
         session.host_name = hostname  # the 5-argument hook must do what aiosmtpd's EHLO does
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_HELO(self, server, session, envelope, hostname) -> str:
+        if self.ehlo_reply is not None:
+            return self._scripted_greeting(server)
+        session.host_name = hostname  # what aiosmtpd's HELO does without a hook
+        return f"250 {server.hostname}"
+
+    def _scripted_greeting(self, server: _SMTP) -> str:
+        """ehlo_reply, closing the connection after it when it is a 421."""
+        reply = self.ehlo_reply or ""
+        if reply.startswith("421"):
+            # aiosmtpd writes the reply as soon as we return; the close runs after it.
+            server.loop.call_soon(server.transport.close)
+        return reply
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
         with self._lock:

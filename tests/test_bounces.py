@@ -413,7 +413,9 @@ def test_soft_bounce_limit_is_a_setting(module_project: Path, tmp_path: Path) ->
     _sent(settings, "once@example.net", "i1")
     report = feed(settings, tmp_path, dsn("once@example.net", "i1", status="4.2.2"))
     assert report.lines[0].endswith("(suppressed)")
-    with pytest.raises(config.ConfigError, match="soft_bounce_limit must be at least 1"):
+    with pytest.raises(
+        config.ConfigError, match="soft_bounce_limit .* must be a whole number from 1 to 100"
+    ):
         config.load(module_project, environ={**environ, "MAILER_SOFT_BOUNCE_LIMIT": "0"})
 
 

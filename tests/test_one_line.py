@@ -18,6 +18,7 @@ from conftest import smtp_env
 from smtp_server import SMTPServer
 
 from mailer.cli import main
+from mailer.config import BOUNDS
 
 pytestmark = pytest.mark.usefixtures("render_memo")
 
@@ -188,15 +189,18 @@ def test_nan_and_inf_are_refused(cli: Run, variable: str, value: str, args: list
     result = cli(*args, env={variable: value})
     assert result.exit_code == 2, result.output
     setting = variable.removeprefix("MAILER_").lower()
+    what = BOUNDS[setting].describe()
     assert error_line(result) == (
-        f"Error: setting {setting} (from environment) must be a number, got {value!r}"
+        f"Error: setting {setting} (from environment) must be {what}, got {value!r}"
     )
 
 
 def test_nan_as_a_flag_is_refused(cli: Run) -> None:
     result = cli("send", "issue-2", "--dry-run", "--pause", "nan")
     assert result.exit_code == 2, result.output
-    assert error_line(result) == "Error: setting pause (from flag) must be a number, got nan"
+    assert (
+        error_line(result) == "Error: --pause must be a number of seconds from 0 to 3600, got 'nan'"
+    )
 
 
 # -- 5. an empty subscriber file -----------------------------------------------------------

@@ -187,8 +187,16 @@ def test_a_refused_rcpt_whose_data_gets_354_ends_with_a_lone_dot(
     ("name", "value", "message"),
     [
         ("MAILER_SMTP_PIPELINING", "sometimes", "smtp_pipelining must be one of auto, off"),
-        ("MAILER_PIPELINE_DEPTH", "3", "pipeline_depth must be 1 or 2, got 3"),
-        ("MAILER_PIPELINE_DEPTH", "0", "pipeline_depth must be 1 or 2, got 0"),
+        (
+            "MAILER_PIPELINE_DEPTH",
+            "3",
+            "pipeline_depth (from environment) must be a whole number from 1 to 2, got '3'",
+        ),
+        (
+            "MAILER_PIPELINE_DEPTH",
+            "0",
+            "pipeline_depth (from environment) must be a whole number from 1 to 2, got '0'",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_and_exit_2(

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailer.config import Settings
-from mailer.errors import EXIT_ABORTED, EXIT_OK, MailerError, printable
+from mailer.config import BOUNDS, Settings
+from mailer.errors import EXIT_ABORTED, EXIT_OK, ConfigError, MailerError, printable
+from mailer.values import Bounds
 from mailer.when import now as current_time
 from mailer.when import parse_when
 
@@ -31,6 +32,34 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+class Bounded(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """A flag's number in a sane range; outside it one line names the flag and the range
+    (exit 2), as for a setting, rather than click's usage text."""
+
+    name = "number"
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.bounds.parse(value)
+        except (ValueError, ConfigError):
+            flag = max(param.opts, key=len) if param is not None else "a value"
+            raise ConfigError(f"{flag} must be {self.bounds.describe()}, got {value!r}") from None
+
+
+def bounded(setting: str) -> Bounded:
+    """The flag for a setting takes what the setting takes."""
+    return Bounded(BOUNDS[setting])
+
+
+def span(setting: str) -> str:
+    """A setting's range for --help: '1 to 100'."""
+    low, high = BOUNDS[setting].span()
+    return f"{low} to {high}"
 
 
 def warn(text: str) -> None:

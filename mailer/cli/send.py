@@ -13,6 +13,7 @@ from mailer import campaign, cron
 from mailer.campaign import Plan
 from mailer.cli.common import (
     Context,
+    bounded,
     confirm,
     human,
     now_option,
@@ -20,6 +21,7 @@ from mailer.cli.common import (
     print_notices,
     rate_text,
     shown,
+    span,
 )
 from mailer.config import format_duration, with_overrides
 from mailer.cron import DueEvent
@@ -45,13 +47,41 @@ from mailer.deliver.summary import Progress, Summary
     type=click.Path(dir_okay=False, path_type=Path),
     help="Subscriber CSV [subscribers.csv].",
 )
-@click.option("--rate", help="Pace over all connections: N/s, N/min, N/h, or 'off' [10/s].")
-@click.option("--batch-size", type=int, help="Messages per connection before reconnecting [100].")
-@click.option("--pause", type=float, help="Seconds to wait between batches [0].")
-@click.option("--connections", type=int, help="Parallel SMTP connections [1].")
-@click.option("--max-attempts", type=int, help="Tries per recipient on 4xx replies [5].")
 @click.option(
-    "--retry-delay", type=float, help="Seconds before the first retry, doubling after [30]."
+    "--rate",
+    type=bounded("rate"),
+    metavar="RATE",
+    help=f"Pace over all connections: N/s, N/min, N/h ({span('rate')}), or 'off' [10/s].",
+)
+@click.option(
+    "--batch-size",
+    type=bounded("batch_size"),
+    metavar="N",
+    help=f"Messages per connection before reconnecting ({span('batch_size')}) [100].",
+)
+@click.option(
+    "--pause",
+    type=bounded("pause"),
+    metavar="SECONDS",
+    help=f"Seconds to wait between batches ({span('pause')}) [0].",
+)
+@click.option(
+    "--connections",
+    type=bounded("connections"),
+    metavar="N",
+    help=f"Parallel SMTP connections ({span('connections')}) [1].",
+)
+@click.option(
+    "--max-attempts",
+    type=bounded("max_attempts"),
+    metavar="N",
+    help=f"Tries per recipient on 4xx replies ({span('max_attempts')}) [5].",
+)
+@click.option(
+    "--retry-delay",
+    type=bounded("retry_delay"),
+    metavar="SECONDS",
+    help=f"Seconds before the first retry, doubling after ({span('retry_delay')}) [30].",
 )
 @click.option(
     "--retry-failed", is_flag=True, help="Also resend to recipients whose server said 5xx."
@@ -80,7 +110,7 @@ def send(
     to: str | None,
     yes: bool,
     subscribers: Path | None,
-    rate: str | None,
+    rate: float | None,
     batch_size: int | None,
     pause: float | None,
     connections: int | None,

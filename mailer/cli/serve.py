@@ -7,15 +7,27 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import Context, pass_ctx, warn
+from mailer.cli.common import Bounded, Context, pass_ctx, warn
 from mailer.errors import MailerError
+from mailer.values import SECONDS, Bounds
+
+PORT = Bounds(0, 65535)  # 0: any free port, which the first line names
+REQUEST_TIMEOUT = Bounds(0.5, 3600, SECONDS)
+MAX_CONNECTIONS = Bounds(16, 1_000_000)
 
 # -- preview ------------------------------------------------------------------------------
 
 
 @click.command()
 @click.argument("issue")
-@click.option("--port", type=int, default=8025, show_default=True, help="Port to serve on.")
+@click.option(
+    "--port",
+    type=Bounded(PORT),
+    default=8025,
+    show_default=True,
+    metavar="PORT",
+    help="Port to serve on (0 to 65535; 0: any free port).",
+)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -79,7 +91,14 @@ def preview(
 
 
 @click.command()
-@click.option("--port", type=int, default=8080, show_default=True, help="Port to serve on.")
+@click.option(
+    "--port",
+    type=Bounded(PORT),
+    default=8080,
+    show_default=True,
+    metavar="PORT",
+    help="Port to serve on (0 to 65535; 0: any free port).",
+)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -88,17 +107,19 @@ def preview(
 )
 @click.option(
     "--request-timeout",
-    type=click.FloatRange(0.5, 3600),
+    type=Bounded(REQUEST_TIMEOUT),
     default=10.0,
     show_default=True,
-    help="Seconds a request may take to arrive; a slower client is disconnected.",
+    metavar="SECONDS",
+    help="Seconds a request may take to arrive (0.5 to 3600); a slower client is disconnected.",
 )
 @click.option(
     "--max-connections",
-    type=click.IntRange(16, 1_000_000),
+    type=Bounded(MAX_CONNECTIONS),
     default=4096,
     show_default=True,
-    help="Connections held at once; past them a new one is answered 503 at once.",
+    metavar="N",
+    help="Connections held at once (16 to 1000000); past them a new one is answered 503 at once.",
 )
 @pass_ctx
 def serve(ctx: Context, port: int, host: str, request_timeout: float, max_connections: int) -> None:

@@ -17,6 +17,8 @@ from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
 
+MAX_BACKOFF = 86400.0  # as Postfix's maximal_backoff_time: a deferred reader is tried daily
+
 _ACCEPTED = (DeliveryState.SENT, DeliveryState.BOUNCED)
 
 
@@ -36,8 +38,9 @@ class Watched(Protocol):
 
 
 def backoff(retry_delay: float, attempts: int) -> float:
-    """Seconds to wait after the `attempts`-th deferral: retry_delay, doubling."""
-    return retry_delay * 2.0 ** max(0, attempts - 1)
+    """Seconds to wait after the `attempts`-th deferral: retry_delay, doubling, at most a day."""
+    # The exponent stops at 64 (2.0 ** 1024 overflows): past it any retry_delay is capped.
+    return min(retry_delay * 2.0 ** min(max(0, attempts - 1), 64), MAX_BACKOFF)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailer.errors import EXIT_TEMPFAIL, DiskFull, MailerError, StoreDamaged
+from mailer.values import masked_url
 
 _BUSY_MS = 5000  # how long a statement waits for another process's write before giving up
 _CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL
@@ -246,7 +247,8 @@ class PostgresDatabase:
                 "database_url needs psycopg: pip install 'mailer[postgres]'"
             ) from None
         self._psycopg = psycopg
-        self.where = where
+        self._url = url
+        self.where = masked_url(where)  # a caller's `where` may be the URL itself
         # psycopg.Error is every failure the server or the connection reports; a bad query
         # of ours shows up in the tests, which run against a real PostgreSQL.
         self.failures: tuple[type[Exception], ...] = (psycopg.Error,)
@@ -318,7 +320,8 @@ class PostgresDatabase:
         return ""  # PostgreSQL checks its own pages (and reports what it finds as errors)
 
     def describe(self, exc: Exception) -> MailerError:
-        detail = " ".join(str(exc).split())
+        # libpq quotes a URL it cannot parse whole, password and all.
+        detail = " ".join(str(exc).replace(self._url, self.where).split())
         return MailerError(f"{self.where}: cannot use the ledger: {detail}")
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from mailer.config import Settings
 from mailer.deliver.message import Message
 from mailer.deliver.transports.base import ACCEPTED, Result
 from mailer.deliver.transports.pipeline import LOST, Pipelining, dot_stuff, state_for
-from mailer.errors import SMTPAuthError, SMTPUnavailable
+from mailer.errors import MailerError, SMTPAuthError, SMTPTryLater, SMTPUnavailable
 from mailer.states import DeliveryState
 
 if TYPE_CHECKING:
@@ -97,7 +97,18 @@ class _UTF8Auth(smtplib.SMTP):
                 raise smtplib.SMTPException("the server's AUTH exchange never ends")
         if code in (235, 503):
             return code, resp
+        _closing(self, code, resp)
         raise smtplib.SMTPAuthenticationError(code, resp)
+
+    def ehlo(self, name: str = "") -> tuple[int, bytes]:
+        code, resp = super().ehlo(name)
+        _closing(self, code, resp)
+        return code, resp
+
+    def helo(self, name: str = "") -> tuple[int, bytes]:
+        code, resp = super().helo(name)
+        _closing(self, code, resp)
+        return code, resp
 
     @overload
     def auth_cram_md5(self, challenge: None = None) -> None: ...
@@ -108,6 +119,14 @@ class _UTF8Auth(smtplib.SMTP):
             return None
         digest = hmac.HMAC(self.password.encode("utf-8"), challenge, "md5").hexdigest()
         return f"{self.user} {digest}"
+
+
+def _closing(smtp: smtplib.SMTP, code: int, resp: bytes) -> None:
+    """A 421 ends the session: raise it as it is, before smtplib tries HELO or another AUTH
+    mechanism on a connection the server has closed and the reply is lost."""
+    if code == 421:
+        smtp.close()
+        raise smtplib.SMTPResponseException(code, resp)
 
 
 def _b64(text: str) -> str:
@@ -157,10 +176,10 @@ class SMTPTransport(Pipelining):
 
     def open(self) -> None:
         s = self.settings
-        where = f"{s.smtp_host}:{s.smtp_port}"
+        smtp: smtplib.SMTP | None = None
         try:
             if s.smtp_security == "ssl":
-                smtp: smtplib.SMTP = _SMTP_SSL(
+                smtp = _SMTP_SSL(
                     s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=self._tls_context()
                 )
             else:
@@ -170,28 +189,44 @@ class SMTPTransport(Pipelining):
             if s.smtp_user:
                 smtp.login(s.smtp_user, s.smtp_password)
             smtp.ehlo_or_helo_if_needed()  # what the server offers decides how we send
-        except smtplib.SMTPAuthenticationError as exc:
-            raise SMTPAuthError(
+        except (OSError, smtplib.SMTPException) as exc:
+            if smtp is not None:
+                smtp.close()
+            raise self._open_failed(exc) from None
+        self.smtp = smtp
+        self.pipelined = s.smtp_pipelining == "auto" and smtp.has_extn("pipelining")
+
+    def _open_failed(self, exc: OSError | smtplib.SMTPException) -> MailerError:
+        """Why the session could not start, as one line and the exit code that fits it."""
+        s = self.settings
+        where = f"{s.smtp_host}:{s.smtp_port}"
+        if isinstance(exc, smtplib.SMTPResponseException) and 400 <= exc.smtp_code < 500:
+            # 421 at the greeting or EHLO ("too many connections", "try later"), 454 at
+            # STARTTLS or AUTH: the server is there and asks us to come back.
+            reply = self._reply(exc.smtp_code, exc.smtp_error)
+            return SMTPTryLater(f"the SMTP server at {where} asks to try later: {reply}")
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return SMTPAuthError(
                 f"{where} refused the login for {s.smtp_user!r}:"
                 f" {self._reply(exc.smtp_code, exc.smtp_error)}",
                 hint="check MAILER_SMTP_USER and MAILER_SMTP_PASSWORD in .env",
-            ) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise SMTPUnavailable(
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return SMTPUnavailable(
                 f"{where}: {exc}",
                 hint="set MAILER_SMTP_SECURITY to ssl, starttls or none to match the server",
-            ) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise SMTPUnavailable(
+            )
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return SMTPUnavailable(
                 f"{where}: the server's TLS certificate is not trusted ({exc.verify_message})",
                 hint="fix the certificate; MAILER_SMTP_VERIFY=false turns checking off (unsafe)",
-            ) from None
-        except (OSError, smtplib.SMTPException) as exc:
-            raise SMTPUnavailable(
-                f"cannot reach the SMTP server at {where}: {self.secrets.mask(str(exc))}"
-            ) from None
-        self.smtp = smtp
-        self.pipelined = s.smtp_pipelining == "auto" and smtp.has_extn("pipelining")
+            )
+        if isinstance(exc, smtplib.SMTPResponseException):
+            reply = self._reply(exc.smtp_code, exc.smtp_error)
+            return SMTPUnavailable(f"cannot reach the SMTP server at {where}: {reply}")
+        return SMTPUnavailable(
+            f"cannot reach the SMTP server at {where}: {self.secrets.mask(str(exc))}"
+        )
 
     def send(self, message: Message) -> Result:
         smtp = self.smtp
