@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import Context, pass_ctx, shown
+from mailer.cli.common import Bounded, Context, pass_ctx, shown
+from mailer.values import Bounds
 from mailer.when import parse_when
+
+MAX_ENTRIES = Bounds(1, 1000)
 
 
 @click.command()
@@ -16,11 +19,11 @@ from mailer.when import parse_when
 @click.option(
     "--max",
     "limit",
-    type=click.IntRange(min=1),
+    type=Bounded(MAX_ENTRIES),
     default=10,
     show_default=True,
-    help="At most this many entries, the newest; older new ones are dropped, not kept for "
-    "the next digest.",
+    help="At most this many entries (1 to 1000), the newest; older new ones are dropped, not "
+    "kept for the next digest.",
 )
 @click.option(
     "--send-at",
