@@ -17,6 +17,7 @@ from markdown_it.renderer import RendererHTML
 from markupsafe import Markup
 
 from mailer.compose import images as images_mod
+from mailer.compose.highlight import code_rules
 from mailer.compose.htmlfix import (
     image_rules,
     minify,
@@ -262,9 +263,13 @@ def _html_body(issue: Issue, sizes: Mapping[str, tuple[int, int]] | None = None)
     md = parser()
     renderer = md.renderer
     if isinstance(renderer, RendererHTML):
-        # A copy with image rules added: the shared parser's renderer stays as it is.
+        # A copy with image and code rules added: the shared parser's renderer stays as it is.
         renderer = copy.copy(renderer)
-        renderer.rules = {**renderer.rules, **image_rules(renderer, sizes or {})}
+        renderer.rules = {
+            **renderer.rules,
+            **image_rules(renderer, sizes or {}),
+            **code_rules(renderer),
+        }
     # The renderer protocol returns Any; the default renderer (RendererHTML) returns str.
     return cast(str, renderer.render(list(issue.tokens), md.options, {}))
 
