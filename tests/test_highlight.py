@@ -109,6 +109,7 @@ def test_unknown_language_and_no_language_stay_plain(built) -> None:
         assert _style(pre)["background"] == "#f3f4f6"  # the template's own code style
     assert unknown.xpath("./code/@class") == ["language-no-such-language"]
     assert [n for n in email.notices if n.code != "lang"] == []  # no error, nothing to fix
+    assert issue.fields == []  # merge-field syntax inside code is code
 
 
 def test_the_text_part_has_the_code_verbatim(built) -> None:

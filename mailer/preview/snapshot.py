@@ -193,7 +193,11 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
         try:
             composer.check_fields(set(reader.columns))
         except InputError as exc:
-            problems.append(("fields", exc.message, "template and subscriber list"))
+            if exc.line:  # a field in the issue: its line, once
+                said = exc.message.removeprefix(f"{exc.path}:{exc.line}: ")
+                problems.append(("fields", said, f"{rel}:{exc.line}"))
+            else:
+                problems.append(("fields", exc.message, "template and subscriber list"))
     warnings = _warnings(email, problems, reader, path, rel)
 
     sub = reader.subscriber
@@ -206,7 +210,7 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
             "dir": issue.dir,
         },
         "subject": email.subject,
-        "preheader": email.preheader,
+        "preheader": composer.preheader(reader.subscriber),
         "from": composer.settings.from_,
         "reader": {"email": sub.email, "name": sub.name, "source": reader.source},
         "html": html,
