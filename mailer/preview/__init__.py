@@ -6,6 +6,7 @@ warnings. The package, by step:
 
     snapshot.py   one render for one reader: the message, the warnings, the error banner
     watcher.py    Preview: the current render, re-made when an input changes; long-poll waits
+    findings.py   the lint's findings about the issue, as rows beside the warnings
     app.py        the WSGI app serving it (mailer.web.wsgi serves it, as it serves mailer.web)
 
 Never prints: the CLI reports through the `ready` callback.
