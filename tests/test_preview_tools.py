@@ -1,26 +1,34 @@
 """The preview's tools: the lint's findings beside the warnings, frames sized to the window, the
-warnings badge.
+warnings badge, and "send a test to me", received by the real SMTP server on 127.0.0.1.
 
 The browser tests drive Debian's chromium as tests/test_preview.py does.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SECRET
-from test_preview import IMAGES, SUBSCRIBERS, TITLE, _offline, needs_chromium
+from conftest import SECRET, smtp_env
+from smtp_server import SMTPServer
+from test_preview import IMAGES, SUBSCRIBERS, TITLE, PreviewServer, _env, _offline, needs_chromium
 
 from mailer import config
 from mailer.compose import load
 from mailer.compose.render import render
 from mailer.lint import OriginKind, lint
 from mailer.preview import write_static
+from mailer.preview.app import PreviewApp
+from mailer.preview.testcopy import TestCopies
+from mailer.preview.watcher import Preview
 
 REPO = Path(__file__).resolve().parents[1]
 ME = "me@example.org"
@@ -139,3 +147,122 @@ def test_frames_use_the_window_and_the_badge_has_no_border(
     expect(badge).to_have_text(str(warnings.locator(".warn").count()))
     page.screenshot(path=str(REPO / "build" / f"preview-tools-{width}.png"))
     context.close()
+
+
+# -- send a test to me ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sending(project: Path, smtp_server: SMTPServer) -> Iterator[PreviewServer]:
+    running = PreviewServer(project, "--to", ME, env=smtp_env(smtp_server))
+    yield running
+    if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait()
+
+
+@needs_chromium
+def test_the_button_sends_one_test_copy(
+    browser, sending: PreviewServer, smtp_server: SMTPServer
+) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    _offline(page)
+    page.goto(sending.url)
+    button = page.locator("#send-test")
+    expect(button).to_be_visible()
+    expect(button).to_have_text(f"Send a test to {ME}")
+    button.click()
+    result = page.locator("#send-result")
+    expect(result).to_contain_text(f"Test copy sent to {ME}", timeout=30_000)
+    expect(result).to_have_class("send-result ok")
+    context.close()
+
+    [received] = smtp_server.received
+    assert received.rcpt_tos == [ME]
+    message = received.message()
+    assert message["To"] == ME and message["Subject"] == TITLE
+    sending.assert_clean_exit()
+
+
+def test_only_the_preview_page_on_this_machine_can_ask(
+    sending: PreviewServer, smtp_server: SMTPServer
+) -> None:
+    state = sending.state()
+    token = state["send_test"]["token"]
+    assert state["send_test"]["to"] == ME
+    url = sending.url + "api/send-test"
+    good = {"Content-Type": "application/json", "X-Mailer-Token": token}
+    refused = [
+        ({"Content-Type": "application/json"}, 403),  # no token: a form, another site
+        ({**good, "X-Mailer-Token": token[:-1] + "x"}, 403),
+        ({**good, "Origin": "http://attacker.example"}, 403),
+        ({**good, "Sec-Fetch-Site": "cross-site"}, 403),
+        ({**good, "Host": f"attacker.example:{sending.port}"}, 421),  # DNS rebinding
+        ({**good, "Content-Type": "text/plain"}, 415),
+    ]
+    for headers, status in refused:
+        assert _post(url, headers=headers)[0] == status, headers
+    assert _post(url, body=b"", headers=good, method="GET")[0] == 405
+    assert smtp_server.received == []
+
+    status, body = _post(url, headers={**good, "Origin": sending.url.rstrip("/")})
+    assert status == 200 and json.loads(body) == {
+        "ok": True,
+        "message": f"Test copy sent to {ME}: 250 accepted",
+    }
+    assert [r.rcpt_tos for r in smtp_server.received] == [[ME]]
+    sending.assert_clean_exit()
+
+
+def test_another_machine_cannot_ask(project: Path) -> None:
+    preview = Preview(config.load(project, environ={}), "issue-x")
+    copies = TestCopies(preview, ME)
+    app = PreviewApp(preview, host_check=False, max_waiting=1, copies=copies)
+    statuses: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/send-test",
+        "REMOTE_ADDR": "192.0.2.7",  # bound to all interfaces (--host 0.0.0.0), asked from afar
+        "HTTP_HOST": "127.0.0.1:8025",
+        "CONTENT_TYPE": "application/json",
+        "HTTP_X_MAILER_TOKEN": copies.token,
+        "wsgi.input": io.BytesIO(b"{}"),
+        "CONTENT_LENGTH": "2",
+        "wsgi.errors": sys.stderr,
+    }
+    body = b"".join(app(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["403 Forbidden"] and b"only when asked from this machine" in body
+
+
+def test_without_to_there_is_no_button_and_nothing_to_post(
+    project: Path, smtp_server: SMTPServer
+) -> None:
+    running = PreviewServer(project, env=smtp_env(smtp_server))
+    try:
+        assert "send_test" not in running.state()
+        status, _ = _post(running.url + "api/send-test", headers={"X-Mailer-Token": "x"})
+        assert status == 405
+        assert smtp_server.received == []
+        running.assert_clean_exit()
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [(["--to", "not-an-address"], "--to"), (["--to", ME, "--out", "site"], "--out")],
+)
+def test_a_bad_to_is_a_usage_error(project: Path, extra: list[str], said: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mailer", "-C", str(project), "preview", "issue-x", *extra],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr
