@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from mailer.compose import images as images_mod
 from mailer.compose.fields import Placeholders
-from mailer.compose.highlight import code_rules
+from mailer.compose.highlight import CodeBlocks
 from mailer.compose.htmlfix import (
     image_rules,
     minify,
@@ -200,8 +200,9 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
     # The issue's merge fields: placeholders while its text is rendered and neutralised, then
     # slots (neutralising would escape a slot written straight into the body).
     fields = Placeholders(slots)
+    code = CodeBlocks()
     sizes = images_mod.load_sizes(options.image_sizes)
-    body_html = fields.fill(neutralise(_html_body(issue, sizes, fields)))
+    body_html = fields.fill(neutralise(_html_body(issue, sizes, fields, code)))
     plain = render_plain(issue.tokens, field=fields)
     shown = neutralised(issue)  # what the templates see of the issue
     if issue.preheader_from_body:
@@ -233,6 +234,7 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
         },
     )
     compiled = compile_mjml(mjml_source).replace(_ROBOTO_STAND_IN, "Roboto")
+    compiled = code.put_back(compiled, neutralise)
     # mjml-python copies the title into an attribute without escaping it: a quote would end it.
     html = escape_again(inline_css(quote_title(compiled, shown.subject)))
     notices = list(issue.notices)
@@ -270,6 +272,7 @@ def _html_body(
     issue: Issue,
     sizes: Mapping[str, tuple[int, int]] | None = None,
     fields: Placeholders | None = None,
+    code: CodeBlocks | None = None,
 ) -> str:
     md = parser()
     renderer = md.renderer
@@ -279,7 +282,7 @@ def _html_body(
         renderer.rules = {
             **renderer.rules,
             **image_rules(renderer, sizes or {}),
-            **code_rules(renderer),
+            **(code.rules(renderer) if code else {}),
             **(fields.rules() if fields else {}),
         }
     # The renderer protocol returns Any; the default renderer (RendererHTML) returns str.
