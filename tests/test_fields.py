@@ -257,3 +257,24 @@ def test_the_preview_shows_the_chosen_reader_filled_in(project: Path) -> None:
     assert unknown["level"] == "error"
     assert unknown["where"] == f"issues/fields.md:{SENDABLE.count(chr(10)) + 2}"
     assert unknown["message"].startswith("unknown merge field subscriber.plan; the fields are")
+
+
+def test_the_public_archive_shows_the_defaults(project: Path) -> None:
+    from test_web import Site, _start, _stop
+
+    from mailer.state.ledger import Ledger
+    from mailer.states import DeliveryState
+
+    settings = config.load(project, environ={"MAILER_SECRET": SECRET})
+    with Ledger(settings.state_path) as ledger:
+        ledger.record("fields", "ann@example.com", DeliveryState.SENT)
+    server, app, thread = _start(settings)
+    try:
+        site = Site(server.port, app, settings)
+        page = site.get("/issues/fields")
+        assert page.status == 200 and "Hi friend, from ." in page.text
+        assert "Ann" not in page.text and "Oslo" not in page.text
+        index = site.get("/").text
+        assert "Hi friend, from ." in index and "subscriber." not in index
+    finally:
+        _stop(server, app, thread)

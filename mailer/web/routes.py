@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 from itsdangerous import BadData
 
 from mailer.compose import load
+from mailer.compose.fields import fill_text
 from mailer.compose.issue import Issue, is_slug
 from mailer.compose.render import render
 from mailer.compose.slots import fill_slots
@@ -317,7 +318,10 @@ class WebApp:
             if cached is not None and cached.stamp == stamp and (cached.html or not with_html):
                 return cached
             parsed = load.read(self.settings, path)
-            entry = _Cached(stamp, parsed.title, parsed.preheader)
+            preheader = parsed.preheader
+            if parsed.preheader_from_body:  # its merge fields as the public page fills them
+                preheader = fill_text(preheader, {"email": "you"}, self.settings.name_fallback)
+            entry = _Cached(stamp, parsed.title, preheader)
             if with_html:
                 entry.html = self._render_public(parsed)
             self._cache[slug] = entry
