@@ -47,12 +47,6 @@ class MergeField:
     written: str  # as the author wrote it
 
 
-def parse(text: str) -> tuple[str, str | None] | None:
-    """(field, default) of a whole `{{ subscriber.x }}`, or None if it is not one."""
-    match = FIELD.fullmatch(text)
-    return _parts(match) if match else None
-
-
 def _parts(match: re.Match[str]) -> tuple[str, str | None]:
     double, single = match.group(2), match.group(3)
     return match.group(1).lower(), double if double is not None else single
