@@ -12,6 +12,7 @@ from mailer.compose import render as render_mod
 from mailer.compose.render import Email
 from mailer.config import Settings
 from mailer.deliver.message import Composer
+from mailer.deliver.preflight import check_issue_fields
 from mailer.state.subscribers import Subscriber
 
 
@@ -40,6 +41,7 @@ def build(settings: Settings, issue: str, out: Path | None = None) -> Built:
     # campaign.load's two steps, without importing campaign: that module is the sending
     # side (ledger, transports, the send loop, DKIM keys), which a build never uses.
     email = render_mod.render(load.by_name(settings, issue), settings)
+    check_issue_fields(email, settings)
     out = out or settings.root / "build" / email.issue.slug
     out.mkdir(parents=True, exist_ok=True)
     html, text = sample(settings, email)

@@ -29,7 +29,7 @@ from mailer.deliver.claims import Claims
 from mailer.deliver.journal import Journal, JournaledLedger
 from mailer.deliver.message import Composer
 from mailer.deliver.options import SendOptions, estimate
-from mailer.deliver.preflight import check_preflight, check_secret
+from mailer.deliver.preflight import check_issue_fields, check_preflight, check_secret
 from mailer.deliver.sender import NullRecorder, Sender
 from mailer.deliver.summary import Progress, Summary
 from mailer.deliver.transports import DryRunTransport, Transport, rate_ceiling
@@ -129,7 +129,7 @@ def plan(
         options = dataclasses.replace(options, rate=ceiling)
     composer = Composer(email, settings, signer=signer)
     listing = SubscriberList(subscribers)
-    composer.check_fields(set(listing.columns))
+    composer.check_fields(set(listing.columns), subscribers.name)
     with _history(settings) as ledger:
         audience = _audience(ledger, email.issue.slug, options)
     skips = dict.fromkeys(Skip, 0)
@@ -348,6 +348,7 @@ def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> Test
     signer = dkim_mod.load(settings)
     email = load(settings, issue)
     check_preflight(email, settings, dry_run=dry_run)
+    check_issue_fields(email, settings)
     composer = Composer(email, settings, signer=signer)
     slug = email.issue.slug
     out = settings.root / "build" / slug

@@ -102,7 +102,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 class PreviewServer:
     """`mailer preview` in a subprocess, as a user starts it."""
 
-    def __init__(self, project: Path, *extra: str) -> None:
+    def __init__(self, project: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.proc = subprocess.Popen(
@@ -121,7 +121,7 @@ class PreviewServer:
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_env(),
+            env={**_env(), **(env or {})},
         )
         self.out = self.err = ""
         deadline = time.monotonic() + 60
@@ -618,7 +618,10 @@ def test_live_preview_in_a_browser(browser, server: PreviewServer, project: Path
     # Both panes show the issue: title and images, at their widths.
     for pane in ("phone", "desktop"):
         expect(page.frame_locator(f"#{pane} iframe.live").locator("body")).to_contain_text(TITLE)
-    for pane, width in (("phone", 375), ("desktop", 700)):
+    # The phone at 375 px, the desktop frame in the width left beside it (test_preview_tools).
+    desktop = page.evaluate("() => document.querySelector('#desktop').clientWidth")
+    assert desktop == 1280 - 2 * 20 - (375 + 24) - 28
+    for pane, width in (("phone", 375), ("desktop", desktop)):
         frame = _frame(page, pane)
         assert frame.evaluate("() => window.innerWidth") == width
         frame.wait_for_function(

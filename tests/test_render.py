@@ -243,7 +243,7 @@ def test_sampler_is_styled(sampler):
     assert "text-align:right" in style(".//th[2]")  # the column's own alignment wins
     assert "color:#6d28d9" in style(".//a[@href='https://example.org/page']")  # accent_color
     assert "font-family:Menlo" in style(".//p/code")
-    assert "background:#f3f4f6" in style(".//pre")
+    assert "background:#0d1117" in style(".//pre")  # highlighted python: its own background
     assert "border-left:4pxsolid" in style(".//blockquote")
     # indents by margin: Outlook drops padding outside table cells
     assert "margin:0016px24px" in style(".//ul") and "padding:0" in style(".//ul")

@@ -548,12 +548,13 @@ def write_issue(project: Path, name: str, body: str, **front: str) -> None:
 def test_preflight_refuses_unfilled_template_syntax(
     cli: Run, project: Path, smtp_server: SMTPServer
 ) -> None:
-    write_issue(project, "issue-3", "Hello {{ subscriber.nmae }}, welcome.")
+    # (A merge field the list lacks, {{ subscriber.nmae }}, is refused too: test_fields.py.)
+    write_issue(project, "issue-3", "Hello {{ subscriber.name | upper }}, welcome.")
     for args in (["--yes"], ["--dry-run"]):
         result = cli("send", "issue-3", *args, *FAST, server=smtp_server)
         assert result.exit_code == 65, result.output
         assert "refusing to send:" in result.output
-        assert "unfilled template syntax: {{ subscriber.nmae }}" in result.output
+        assert "unfilled template syntax: {{ subscriber.name | upper }}" in result.output
     assert smtp_server.connections == 0
     assert deliveries(project) == {}
 
@@ -594,7 +595,7 @@ def test_missing_from_refuses(cli: Run, project: Path, smtp_server: SMTPServer) 
 def test_preflight_lists_every_reason(cli: Run, project: Path, smtp_server: SMTPServer) -> None:
     toml = (project / "mailer.toml").read_text(encoding="utf-8")
     (project / "mailer.toml").write_text(re.sub(r"(?m)^from = .*$", "", toml), encoding="utf-8")
-    write_issue(project, "issue-3", "Hello {{ subscriber.nmae }}.")
+    write_issue(project, "issue-3", "Hello {{ subscriber.name | upper }}.")
     result = cli("send", "issue-3", "--yes", *FAST, server=smtp_server, env={"MAILER_SECRET": ""})
     assert result.exit_code == 65
     assert "no From address" in result.output

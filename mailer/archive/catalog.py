@@ -23,6 +23,7 @@ from typing import Any
 
 from mailer.compose import issue as issue_mod
 from mailer.compose import load
+from mailer.compose.fields import fill_text
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError
 from mailer.when import now, parse_when
@@ -225,9 +226,12 @@ def read_facts(
         except ValueError:
             when[key] = ""
             problems.append(f"front matter key {key!r} is not a date: {value!r}")
+    preheader = parsed.preheader
+    if parsed.preheader_from_body:  # its merge fields as the public page fills them
+        preheader = fill_text(preheader, {"email": "you"}, settings.name_fallback)
     return Facts(
         title=parsed.title,
-        preheader=parsed.preheader,
+        preheader=preheader,
         lang=parsed.lang,
         listed=_flag(meta.get("published")),
         draft=_flag(meta.get("draft")) is True,

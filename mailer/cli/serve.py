@@ -46,6 +46,12 @@ MAX_CONNECTIONS = Bounds(16, 1_000_000)
     metavar="EMAIL",
     help="Show the headers this subscriber would get [the first in the list].",
 )
+@click.option(
+    "--to",
+    "send_to",
+    metavar="ADDRESS",
+    help="Offer a button that sends one test copy to ADDRESS, as `mailer send ISSUE --to`.",
+)
 @pass_ctx
 def preview(
     ctx: Context,
@@ -55,13 +61,22 @@ def preview(
     no_open: bool,
     out: Path | None,
     as_email: str | None,
+    send_to: str | None,
 ) -> None:
     """Preview ISSUE in a browser: phone and desktop widths, plaintext, headers, warnings.
 
     The page updates by itself when the issue, a template or mailer.toml changes.
     """
     from mailer import preview as preview_mod
+    from mailer.state.subscribers import check_email
 
+    if send_to is not None:
+        if out is not None:
+            raise click.UsageError("--to needs the live preview: it cannot go with --out")
+        try:
+            send_to = check_email(send_to)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--to") from None
     if out is not None:
         written = preview_mod.write_static(ctx.settings, issue, out, as_email=as_email)
         for path in written:
@@ -79,7 +94,13 @@ def preview(
 
     _serve(
         lambda: preview_mod.serve(
-            ctx.settings, issue, host=host, port=port, as_email=as_email, ready=ready
+            ctx.settings,
+            issue,
+            host=host,
+            port=port,
+            as_email=as_email,
+            send_to=send_to,
+            ready=ready,
         ),
         host,
         port,

@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import yaml
 from markdown_it.token import Token
 
+from mailer.compose import fields as fields_mod
 from mailer.compose import lang as lang_mod
 from mailer.compose import markdown, mdrules
 from mailer.compose.repair import repair_mojibake
@@ -97,6 +98,18 @@ class Issue:
     send_at: datetime | None = None
     notices: tuple[Notice, ...] = field(default=())
     lines: Lines = field(default=Lines(0, ()))  # where each parsed line is in the file
+    preheader_from_body: bool = False  # taken from the first paragraph, merge fields and all
+
+    @property
+    def fields(self) -> list[fields_mod.MergeField]:
+        """Every merge field in the text (`{{ subscriber.name }}`), in reading order."""
+        return [
+            fields_mod.MergeField(
+                str(token.meta["field"]), token.meta.get("default"), line, token.content
+            )
+            for token, line in located(self.tokens, self.lines)
+            if token.type == fields_mod.TOKEN
+        ]
 
     @property
     def links(self) -> list[str]:
@@ -204,7 +217,8 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
         lang, lang_notice = _detect_lang(title, tokens, default_lang)
         notices += [lang_notice] if lang_notice else []
     direction = "rtl" if lang.split("-")[0].lower() in RTL_LANGS else "ltr"
-    if not preheader:
+    from_body = not preheader
+    if from_body:
         preheader = _first_paragraph(tokens)
     return Issue(
         slug=slug,
@@ -220,6 +234,7 @@ def read(path: Path, *, default_lang: str = "en", base_url: str = "") -> Issue:
         send_at=send_at,
         notices=tuple(notices),
         lines=lines,
+        preheader_from_body=from_body,
     )
 
 
@@ -436,11 +451,20 @@ def _first_paragraph(tokens: list[Token], limit: int = 150) -> str:
         if token.type == "paragraph_open" and i + 1 < len(tokens):
             parts = []
             for child in tokens[i + 1].children or []:
-                if child.type in ("text", "code_inline"):
-                    parts.append(child.content)
+                if child.type in ("text", "code_inline", fields_mod.TOKEN):
+                    parts.append(child.content)  # a field as written: the render fills it
                 elif child.type in ("softbreak", "hardbreak"):
                     parts.append(" ")
             text = _fold_spaces("".join(parts))
             if text:
-                return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+                return text if len(text) <= limit else _cut(text, limit)
     return ""
+
+
+def _cut(text: str, limit: int) -> str:
+    """The text cut at a space before `limit`, never inside a merge field, with an ellipsis."""
+    cut = text[: limit - 1].rsplit(" ", 1)[0]
+    opened = cut.rfind("{{")
+    if opened >= 0 and "}}" not in cut[opened:]:
+        cut = cut[:opened].rstrip()
+    return cut + "…"

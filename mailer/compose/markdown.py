@@ -14,6 +14,8 @@ The parser reads what a Jekyll (kramdown) newsletter holds and gives tokens an e
   URL ends before the first wide (CJK, full-width) character, a `**`, or a `[12]` marker.
 - Headings start at h2 (the template's title is the one h1), and a paragraph that is only bold
   (or bold italic) is a heading one level below: see `mdrules.headings`.
+- `{{ subscriber.name }}` and the other merge fields become `merge_field` tokens
+  (compose/fields.py); nothing else between `{{ }}` is read.
 
 The core rules after parsing (compose/mdrules.py) record what the author should know in
 `env[FINDINGS]` (compose.issue turns them into notices): empty link targets and dropped image
@@ -36,7 +38,7 @@ from markdown_it.token import Token
 from mdit_py_plugins.attrs import attrs_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 
-from mailer.compose import mdrules
+from mailer.compose import fields, mdrules
 
 LINES = "mailer.lines"  # env key: line i of the parsed text is line LINES[i] of the given text
 
@@ -78,6 +80,8 @@ def parser() -> MarkdownIt:
     md.core.ruler.push("mailer_images", mdrules.image_sizes)
     md.core.ruler.push("mailer_empty_links", mdrules.drop_empty_links)
     md.core.ruler.push("mailer_headings", mdrules.headings)
+    md.core.ruler.push("mailer_fields", fields.tokens)
+    md.add_render_rule(fields.TOKEN, fields.literal)  # render() gives them slots instead
     return md
 
 

@@ -18,6 +18,8 @@ from markupsafe import Markup
 
 from mailer.compose import images as images_mod
 from mailer.compose.brand import brand
+from mailer.compose.fields import Placeholders
+from mailer.compose.highlight import CodeBlocks
 from mailer.compose.htmlfix import (
     image_rules,
     minify,
@@ -202,9 +204,16 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
     slots = Slots(options.name_fallback)
     env.filters["underlined"] = underlined
     env.filters["fallback"] = slots.fallback
-    body_html = neutralise(_html_body(issue, images_mod.load_sizes(options.image_sizes)))
-    plain = render_plain(issue.tokens)
+    # The issue's merge fields: placeholders while its text is rendered and neutralised, then
+    # slots (neutralising would escape a slot written straight into the body).
+    fields = Placeholders(slots)
+    code = CodeBlocks()
+    sizes = images_mod.load_sizes(options.image_sizes)
+    body_html = fields.fill(neutralise(_html_body(issue, sizes, fields, code)))
+    plain = render_plain(issue.tokens, field=fields)
     shown = neutralised(issue)  # what the templates see of the issue
+    if issue.preheader_from_body:
+        shown = replace(shown, preheader=fields.in_text(shown.preheader))
     context: dict[str, Any] = {
         "issue": shown,
         "meta": shown.meta,
@@ -235,11 +244,12 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
         TEXT_TEMPLATE,
         {
             **context,
-            "content": neutralise(plain.body),
+            "content": fields.fill(neutralise(plain.body)),
             "references": neutralise(plain.references),
         },
     )
     compiled = compile_mjml(mjml_source).replace(_ROBOTO_STAND_IN, "Roboto")
+    compiled = code.put_back(compiled, neutralise)
     # mjml-python copies the title into an attribute without escaping it: a quote would end it.
     html = escape_again(inline_css(quote_title(compiled, shown.subject)))
     notices = list(issue.notices)
@@ -257,7 +267,7 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
         text=text,
         slots=tuple(slots.slots),
         notices=(),
-        words=len(re.findall(r"\w+", plain.body)),
+        words=len(re.findall(r"\w+", fields.words(plain.body))),
         links=len(issue.links),
         images=len(issue.images),
     )
@@ -273,13 +283,23 @@ def render_with(issue: Issue, options: ComposeOptions) -> Email:
     return replace(email, notices=tuple(notices))
 
 
-def _html_body(issue: Issue, sizes: Mapping[str, tuple[int, int]] | None = None) -> str:
+def _html_body(
+    issue: Issue,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
+    fields: Placeholders | None = None,
+    code: CodeBlocks | None = None,
+) -> str:
     md = parser()
     renderer = md.renderer
     if isinstance(renderer, RendererHTML):
-        # A copy with image rules added: the shared parser's renderer stays as it is.
+        # A copy with image, code and field rules: the shared parser's renderer stays as it is.
         renderer = copy.copy(renderer)
-        renderer.rules = {**renderer.rules, **image_rules(renderer, sizes or {})}
+        renderer.rules = {
+            **renderer.rules,
+            **image_rules(renderer, sizes or {}),
+            **(code.rules(renderer) if code else {}),
+            **(fields.rules() if fields else {}),
+        }
     # The renderer protocol returns Any; the default renderer (RendererHTML) returns str.
     return cast(str, renderer.render(list(issue.tokens), md.options, {}))
 

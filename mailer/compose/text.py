@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from html.parser import HTMLParser
@@ -40,8 +40,9 @@ class Plain:
 class _State:
     """What rendering one issue keeps: the marker style, numbered URLs, open raw HTML."""
 
-    def __init__(self, marker: tuple[str, str]) -> None:
+    def __init__(self, marker: tuple[str, str], field: Callable[[Token], str] | None) -> None:
         self.open, self.close = marker
+        self.field = field  # a merge field's placeholder (None: the field as written)
         self.urls: list[str] = []
         self.numbers: dict[str, int] = {}
         self.links = 0  # inside a link's label
@@ -70,9 +71,15 @@ class _State:
         return f"[Image{_KEEP}{mark[1:-1] if mark.startswith('[') else mark}]"
 
 
-def render_plain(tokens: Sequence[Token], width: int = WIDTH) -> Plain:
-    """Markdown tokens -> the text, with markers that cannot be taken for the issue's own."""
-    return _render(tokens, width, _marker(tokens))
+def render_plain(
+    tokens: Sequence[Token], width: int = WIDTH, *, field: Callable[[Token], str] | None = None
+) -> Plain:
+    """Markdown tokens -> the text, with markers that cannot be taken for the issue's own.
+
+    `field` gives each merge field's text (compose.fields.Placeholders); without it, a field
+    stays as written.
+    """
+    return _render(tokens, width, _marker(tokens), field)
 
 
 def _references(urls: Sequence[str], marker: tuple[str, str]) -> str:
@@ -93,8 +100,13 @@ def _walk(tokens: Sequence[Token]) -> Iterator[Token]:
         yield from _walk(token.children or ())
 
 
-def _render(tokens: Sequence[Token], width: int, marker: tuple[str, str]) -> Plain:
-    state = _State(marker)
+def _render(
+    tokens: Sequence[Token],
+    width: int,
+    marker: tuple[str, str],
+    field: Callable[[Token], str] | None,
+) -> Plain:
+    state = _State(marker, field)
     body = _blocks(SyntaxTreeNode(list(tokens)).children, state, width)
     body = body.strip("\n").replace(_KEEP, " ") + "\n"
     return Plain(body, _references(state.urls, marker), tuple(state.urls))
@@ -188,6 +200,9 @@ def _inline(node: SyntaxTreeNode, state: _State, star: str = "*") -> str:
             out.append(child.content)
         elif kind == "code_inline":
             out.append(f"`{child.content}`")
+        elif kind == "merge_field":
+            token = child.token
+            out.append(state.field(token) if state.field and token else child.content)
         elif kind == "softbreak":
             out.append(" ")
         elif kind == "hardbreak":

@@ -25,6 +25,7 @@ from email.headerregistry import BaseHeader
 from email.utils import formataddr, formatdate, parseaddr
 from typing import cast
 
+from mailer.compose import fields as fields_mod
 from mailer.compose.render import Email
 from mailer.compose.slots import SLOT_RE, fill_slots, unescape
 from mailer.config import Settings
@@ -249,8 +250,20 @@ class Composer:
             fill_slots(self.email.text, values, escape=False),
         )
 
-    def check_fields(self, columns: set[str]) -> None:
-        """A template field the subscriber list does not have is an error, not a blank."""
+    def preheader(self, subscriber: Subscriber) -> str:
+        """The preheader as one reader sees it in the inbox (merge fields filled)."""
+        text = self.email.preheader
+        if not self.email.issue.preheader_from_body or "{{" not in text:
+            return text
+        values = {"email": subscriber.email, "name": subscriber.name, **subscriber.fields}
+        values["first_name"] = subscriber.name.split()[0] if subscriber.name.strip() else ""
+        return fields_mod.fill_text(text, values, self.settings.name_fallback)
+
+    def check_fields(self, columns: set[str], source: str = "subscriber list") -> None:
+        """A field the subscriber list does not have is an error, not a blank: the issue's
+        first (with its line), then the template's."""
+        issue = self.email.issue
+        fields_mod.check(issue.fields, sorted(columns), path=issue.path, source=source)
         known = {"unsubscribe_url", "email", "name", "first_name"} | columns
         missing = sorted(self.email.fields() - known)
         if missing:

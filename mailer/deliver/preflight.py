@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 
+from mailer.compose import fields
 from mailer.compose.render import Email
-from mailer.config import DEV_SECRET, Settings
-from mailer.errors import ConfigError, PreflightError
+from mailer.config import DEV_SECRET, EXAMPLE_SUBSCRIBERS, Settings
+from mailer.errors import ConfigError, InputError, PreflightError
+from mailer.state.subscribers import SubscriberList
 
 MIN_SECRET_CHARS = 16
 # Values copied from examples and tutorials: whoever reads them could sign unsubscribe links.
@@ -65,3 +67,25 @@ def check_preflight(email: Email, settings: Settings, *, dry_run: bool) -> None:
     reasons = preflight(email, settings, dry_run=dry_run)
     if reasons:
         raise PreflightError(reasons)
+
+
+def check_issue_fields(email: Email, settings: Settings) -> None:
+    """InputError (65) for a merge field in the issue that the list has no column for, where
+    no list is given (a build, a test copy): the configured list, else the bundled example."""
+    written = email.issue.fields
+    listing = _list_columns(settings) if written else None
+    if listing is not None:
+        columns, source = listing
+        fields.check(written, sorted(columns), path=email.issue.path, source=source)
+
+
+def _list_columns(settings: Settings) -> tuple[set[str], str] | None:
+    """The merge-field columns of the list a send reads (`subscribers`, else the bundled
+    example) and its name; no columns without a list; None when the list cannot be read."""
+    for path in (settings.root / settings.subscribers, settings.root / EXAMPLE_SUBSCRIBERS):
+        if path.is_file():
+            try:
+                return set(SubscriberList(path).columns), path.name
+            except InputError:
+                return None  # the send itself says what is wrong with it
+    return set(), "no subscriber list"

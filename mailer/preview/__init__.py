@@ -6,6 +6,8 @@ warnings. The package, by step:
 
     snapshot.py   one render for one reader: the message, the warnings, the error banner
     watcher.py    Preview: the current render, re-made when an input changes; long-poll waits
+    findings.py   the lint's findings about the issue, as rows beside the warnings
+    testcopy.py   "send a test to me": one test copy to the --to address, asked by the page
     app.py        the WSGI app serving it (mailer.web.wsgi serves it, as it serves mailer.web)
 
 Never prints: the CLI reports through the `ready` callback.
@@ -21,6 +23,7 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.preview.app import PreviewApp, page
 from mailer.preview.snapshot import build
+from mailer.preview.testcopy import TestCopies
 from mailer.preview.watcher import Preview
 from mailer.web import wsgi
 
@@ -39,12 +42,19 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8025,
     as_email: str | None = None,
+    send_to: str | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the preview until KeyboardInterrupt; call ready(url) once listening."""
+    """Serve the preview until KeyboardInterrupt; call ready(url) once listening.
+
+    With `send_to`, the page offers to send one test copy there.
+    """
     preview = Preview(settings, issue, as_email)  # an unknown issue fails here, before binding
+    copies = TestCopies(preview, send_to) if send_to else None
     # Bound to loopback, only requests naming loopback are answered (DNS rebinding).
-    app = PreviewApp(preview, host_check=wsgi.is_loopback(host), max_waiting=THREADS - 4)
+    app = PreviewApp(
+        preview, host_check=wsgi.is_loopback(host), max_waiting=THREADS - 4, copies=copies
+    )
     stop = threading.Event()
     watcher = threading.Thread(
         target=preview.watch, args=(stop,), name="preview-watch", daemon=True

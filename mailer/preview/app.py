@@ -5,6 +5,7 @@ GET /api/state      the state as JSON; ?since=V&instance=I waits until it moves 
 GET /email.html     the reader's copy, as a mail client would show it (no scripts)
 GET /email.txt      its plaintext twin
 GET /message.eml    the whole message, as it would go on the wire
+POST /api/send-test one test copy to the --to address (testcopy.py says who may ask)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailer.preview.testcopy import PATH as SEND_TEST
+from mailer.preview.testcopy import TestCopies
 from mailer.preview.watcher import Preview
 from mailer.web import wsgi
 from mailer.web.wsgi import HTTPError
@@ -60,9 +63,17 @@ class PreviewApp:
     """Serves one Preview. `max_waiting` long polls park at once; more are answered at once
     (the page then polls again a second later), so waiting pages never take every thread."""
 
-    def __init__(self, preview: Preview, *, host_check: bool, max_waiting: int) -> None:
+    def __init__(
+        self,
+        preview: Preview,
+        *,
+        host_check: bool,
+        max_waiting: int,
+        copies: TestCopies | None = None,
+    ) -> None:
         self.preview = preview
         self.host_check = host_check
+        self.copies = copies  # "send a test to me", when the preview has a --to address
         self._waiting = threading.BoundedSemaphore(max(1, max_waiting))
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -71,9 +82,16 @@ class PreviewApp:
         try:
             if self.host_check and not wsgi.host_is_loopback(environ):
                 raise HTTPError(421, "wrong Host header")
-            if method not in ("GET", "HEAD"):
+            path = str(environ.get("PATH_INFO") or "/")
+            if path == SEND_TEST and self.copies is not None:
+                if method != "POST":
+                    raise HTTPError(405, "method not allowed", [("Allow", "POST")])
+                body = self.copies.answer(environ)
+                status, ctype, csp = 200, "application/json; charset=utf-8", ""
+            elif method not in ("GET", "HEAD"):
                 raise HTTPError(405, "method not allowed", [("Allow", "GET, HEAD")])
-            status, body, ctype, csp, extra = self.route(environ)
+            else:
+                status, body, ctype, csp, extra = self.route(environ)
         except HTTPError as exc:
             status, body, ctype, csp = exc.status, f"{exc.message}\n".encode(), TEXT, ""
             extra = exc.headers
@@ -89,9 +107,9 @@ class PreviewApp:
         preview = self.preview
         path = str(environ.get("PATH_INFO") or "/")
         if path in ("/", "/index.html"):
-            return 200, page(preview.state()).encode("utf-8"), HTML, PAGE_CSP, []
+            return 200, page(self.shown(preview.state())).encode("utf-8"), HTML, PAGE_CSP, []
         if path == "/api/state":
-            body = json.dumps(self.state(environ)).encode()
+            body = json.dumps(self.shown(self.state(environ))).encode()
             return 200, body, "application/json; charset=utf-8", "", []
         if path == "/favicon.ico":
             return 204, b"", "image/x-icon", "", []
@@ -106,6 +124,10 @@ class PreviewApp:
             return 200, snap.text.encode("utf-8"), TEXT, "", []
         attachment = f'attachment; filename="{snap.email.issue.slug}.eml"'
         return 200, snap.message, "message/rfc822", "", [("Content-Disposition", attachment)]
+
+    def shown(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The state as the live page gets it: with the test-copy button's address and token."""
+        return {**state, "send_test": self.copies.state()} if self.copies else state
 
     def state(self, environ: WSGIEnvironment) -> dict[str, Any]:
         """The state, once it moves past ?since (unless ?wait=0, or too many pages wait)."""

@@ -23,6 +23,7 @@ from mailer.config import EXAMPLE_FROM, EXAMPLE_READER, EXAMPLE_SUBSCRIBERS, Set
 from mailer.deliver.message import Composer
 from mailer.deliver.preflight import preflight
 from mailer.errors import ConfigError, InputError, MailerError
+from mailer.preview.findings import excerpt, lint_rows
 from mailer.state.subscribers import Subscriber, SubscriberList, check_email
 
 # Notices that were fixed on the way (shown, but not as something to act on).
@@ -141,13 +142,6 @@ def source_lines(path: Path) -> list[str]:
         return []
 
 
-def _excerpt(lines: list[str], line: int | None, limit: int = 200) -> str:
-    if not line or not 0 < line <= len(lines):
-        return ""
-    text = lines[line - 1].strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _headers(message: bytes) -> tuple[list[list[str]], list[dict[str, Any]], str]:
     """(name, value) pairs as a mail client decodes them, the MIME parts, the raw header block."""
     parsed = email_pkg.message_from_bytes(message, policy=policy.default)
@@ -193,8 +187,14 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
         try:
             composer.check_fields(set(reader.columns))
         except InputError as exc:
-            problems.append(("fields", exc.message, "template and subscriber list"))
+            if exc.line:  # a field in the issue: its line, once
+                said = exc.message.removeprefix(f"{exc.path}:{exc.line}: ")
+                problems.append(("fields", said, f"{rel}:{exc.line}"))
+            else:
+                problems.append(("fields", exc.message, "template and subscriber list"))
     warnings = _warnings(email, problems, reader, path, rel)
+    noticed = {(n.code, n.line) for n in email.notices if n.line}
+    warnings += lint_rows(email, settings, rel, source_lines(path), noticed)
 
     sub = reader.subscriber
     state = {
@@ -206,7 +206,7 @@ def build(settings: Settings, path: Path, as_email: str | None) -> Snapshot:
             "dir": issue.dir,
         },
         "subject": email.subject,
-        "preheader": email.preheader,
+        "preheader": composer.preheader(reader.subscriber),
         "from": composer.settings.from_,
         "reader": {"email": sub.email, "name": sub.name, "source": reader.source},
         "html": html,
@@ -277,7 +277,7 @@ def _warnings(
             notice.message,
             f"{rel}:{notice.line}" if notice.line else _NOTICE_SOURCES.get(notice.code, rel),
             notice.line,
-            _excerpt(lines, notice.line),
+            excerpt(lines, notice.line),
         )
     order = {"error": 0, "warning": 1, "info": 2}
     out.sort(key=lambda w: (order[w["level"]], w["line"] or 0))
