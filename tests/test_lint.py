@@ -323,16 +323,18 @@ def test_verbose_adds_partial_support_and_groups_the_template(project: Path) -> 
     ]
     assert lines[5].startswith(f"issues/lint-me.md:{FLEX_LINE}: warning: display — partial in ")
     assert lines[6:] == [
-        "built-in template, render and MJML output: 16 designed fallbacks (unsupported "
+        "built-in template, render and MJML output: 18 designed fallbacks (unsupported "
         "somewhere; --format json says why): <body> element, @media, @media "
         "(prefers-color-scheme), aria-label attribute, Attribute selector, border-radius, "
-        "color-scheme CSS property, color-scheme meta tag, height property, HTML5 doctype, "
-        "max-height property, opacity, outline, overflow, word-break, word-spacing",
-        "built-in template, render and MJML output: 24 partly supported: !important keyword, "
+        "color-scheme CSS property, color-scheme meta tag, cursor, height property, HTML5 "
+        "doctype, max-height property, opacity, outline, overflow, target attribute, "
+        "word-break, word-spacing",
+        "built-in template, render and MJML output: 26 partly supported: !important keyword, "
         "<style> element, align attribute, background, border, Class selector, Descendant "
         "combinator, dir attribute, display, display:none, font-size, font-weight, Grouping "
-        "selectors, lang attribute, line-height, margin, max-width, padding, role attribute, "
-        "text-align, text-decoration, Type selector, width attribute, width property",
+        "selectors, lang attribute, letter-spacing, line-height, margin, max-width, padding, "
+        "role attribute, text-align, text-decoration, text-transform, Type selector, width "
+        "attribute, width property",
         "mailer lint lint-me: 4 errors, 1 warning (13 email clients, caniemail.com data of "
         "2026-05-13)",
     ]
@@ -546,6 +548,8 @@ DEFAULT_TEMPLATE_FEATURES = {
     # unsupported in at least one client
     "css-at-media",  # MJML's mobile columns and the dark-mode query: ignored by Outlook (Windows)
     "css-at-media-prefers-color-scheme",  # dark mode where it exists; light elsewhere
+    "css-cursor",  # MJML's buttons
+    "html-target",  # MJML's buttons open in a new tab
     "css-border-radius",  # rounded card corners; square in Outlook (Windows)
     "css-color-scheme",  # dark-mode opt-in; ignored where unsupported
     "css-height",  # img height:auto (Yahoo renames it min-height: harmless)
@@ -568,6 +572,8 @@ DEFAULT_TEMPLATE_FEATURES = {
     "css-font-size",
     "css-font-weight",
     "css-important",
+    "css-letter-spacing",  # the masthead's small capitals
+    "css-text-transform",  # the masthead's dateline
     "css-line-height",
     "css-margin",
     "css-max-width",
@@ -598,6 +604,8 @@ def test_default_template_on_the_seed(project: Path) -> None:
     designed = {
         "css-at-media",
         "css-at-media-prefers-color-scheme",
+        "css-cursor",
+        "html-target",
         "css-border-radius",
         "css-color-scheme",
         "css-height",
