@@ -198,6 +198,7 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
     )
     extras = [
         (s.already_done, "already sent earlier"),
+        (s.failed_earlier, "failed for good earlier (--retry-failed sends to them again)"),
         (s.suppressed, "suppressed (unsubscribed/bounced)"),
         (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
         (s.invalid, "invalid rows"),
@@ -247,6 +248,7 @@ def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path,
     click.echo(f"  recipients   {s.sent}")
     for count, what in [
         (s.already_done, "already sent"),
+        (s.failed_earlier, "failed (5xx)"),
         (s.suppressed, "suppressed"),
         (s.not_due, "retry later"),
         (s.skipped, "skipped"),

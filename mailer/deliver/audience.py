@@ -34,6 +34,7 @@ class Audience:
     now: datetime = field(default_factory=current_time)
     retry_delay: float = 30.0
     max_attempts: int = 5
+    failed: frozenset[str] = frozenset()  # the part of `done` that failed for good
 
     @classmethod
     def of(
@@ -48,15 +49,17 @@ class Audience:
     ) -> Audience:
         """Read the history of `issue` (nobody has had it when there is no ledger yet)."""
         done: set[str] = set()
+        failed: set[str] = set()
         deferred: dict[str, tuple[int, datetime, datetime | None]] = {}
         suppressed: frozenset[str] = frozenset()
         if ledger is not None:
             suppressed = frozenset(ledger.suppressed_set())
             for d in ledger.deliveries(issue):
-                if d.state == DeliveryState.SENT or (
-                    d.state == DeliveryState.FAILED and not retry_failed
-                ):
+                if d.state == DeliveryState.SENT:
                     done.add(d.email)
+                elif d.state == DeliveryState.FAILED and not retry_failed:
+                    done.add(d.email)
+                    failed.add(d.email)
                 elif d.state == DeliveryState.DEFERRED:
                     deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
         return cls(
@@ -67,6 +70,7 @@ class Audience:
             now or current_time(),
             retry_delay,
             max_attempts,
+            frozenset(failed),
         )
 
     def skip(self, subscriber: Subscriber) -> Skip | None:
@@ -75,7 +79,7 @@ class Audience:
         if key in self.suppressed:
             return Skip.SUPPRESSED
         if key in self.done:
-            return Skip.ALREADY_DONE
+            return Skip.FAILED_EARLIER if key in self.failed else Skip.ALREADY_DONE
         if key in self.deferred:
             # Its stored next try time (Postfix's queue model); a ledger from before those
             # were stored waits out the backoff, which stops growing at max_attempts.

@@ -215,6 +215,7 @@ class Sender:
             deferred=t.deferred + queue.leftover(),
             failed=t.failed,
             already_done=t.skips[Skip.ALREADY_DONE],
+            failed_earlier=t.skips[Skip.FAILED_EARLIER],
             suppressed=t.skips[Skip.SUPPRESSED],
             not_due=t.skips[Skip.NOT_DUE],
             retries=t.retries,

@@ -31,7 +31,8 @@ class Summary:
     sent: int = 0
     deferred: int = 0  # still deferred at the end (will be retried by a later run)
     failed: int = 0
-    already_done: int = 0  # sent (or failed) in an earlier run
+    already_done: int = 0  # sent in an earlier run
+    failed_earlier: int = 0  # failed for good in an earlier run (--retry-failed resends)
     suppressed: int = 0
     not_due: int = 0  # deferred earlier, backoff not over yet
     invalid: int = 0

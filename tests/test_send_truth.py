@@ -1,0 +1,116 @@
+"""What `mailer send` says is what happened: the real `mailer` script in a subprocess against
+the aiosmtpd server on 127.0.0.1, its words checked against the ledger, `mailer status` and
+the copies the server holds.
+
+Every count printed is the one `mailer status` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import FAILED, SECRET
+from smtp_server import SMTPServer
+
+from mailer.state.ledger import Ledger
+
+MAILER = Path(sys.executable).with_name("mailer")
+SUMMARY = re.compile(r"^issue-2: sent (\d+), deferred (\d+), failed (\d+) in ", re.M)
+LIMIT = 120  # seconds: a run still going after this is endless, and the test fails
+
+
+def readers(n: int) -> list[str]:
+    return [f"r{i:04d}@example.com" for i in range(n)]
+
+
+@pytest.fixture
+def make_project(new_project: Callable[[str], Path]) -> Callable[[list[str]], Path]:
+    def make(addresses: list[str]) -> Path:
+        return new_project("email,name\n" + "".join(f"{a},Reader {a[1:5]}\n" for a in addresses))
+
+    return make
+
+
+def env_for(server: SMTPServer, **settings: str) -> dict[str, str]:
+    """This process's environment without MAILER_*, pointed at `server`, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(
+        {
+            "MAILER_SMTP_HOST": "127.0.0.1",
+            "MAILER_SMTP_PORT": str(server.port),
+            "MAILER_SMTP_SECURITY": "none",
+            "MAILER_SMTP_TIMEOUT": "5",
+            "MAILER_SECRET": SECRET,
+        }
+    )
+    env.update({f"MAILER_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def mailer(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(MAILER), *args], cwd=project, env=env, capture_output=True, text=True, timeout=LIMIT
+    )
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
+def send(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return mailer(project, env, "send", "issue-2", "--yes")
+
+
+def printed(done: subprocess.CompletedProcess[str]) -> tuple[int, int, int]:
+    """(sent, deferred, failed) as the send's summary line says."""
+    found = SUMMARY.search(done.stdout)
+    assert found, done.stdout + done.stderr
+    return int(found[1]), int(found[2]), int(found[3])
+
+
+def status(project: Path, env: dict[str, str]) -> dict[str, int]:
+    """`mailer status issue-2`: sent, deferred, failed, bounced, pending."""
+    done = mailer(project, env, "status", "issue-2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = re.findall(r"^  (sent|deferred|failed|bounced|pending) +(\d+)$", done.stdout, re.M)
+    assert len(counts) == 5, done.stdout
+    return {name: int(n) for name, n in counts}
+
+
+def states(project: Path) -> dict[str, str]:
+    with Ledger(project / ".mailer") as ledger:
+        return {d.email: d.state for d in ledger.deliveries("issue-2")}
+
+
+# -- every count printed is the one `mailer status` shows ---------------------------------
+
+
+def test_the_printed_counts_are_the_ones_status_shows(
+    make_project: Callable[[list[str]], Path], smtp_server: SMTPServer
+) -> None:
+    everyone = readers(30)
+    project = make_project(everyone)
+    rejected, deferred = everyone[4:7], everyone[11::6][:3]  # apart: no throttling streak
+    smtp_server.reject.update(rejected)
+    smtp_server.defer.update(deferred)
+    # A long first backoff: every deferred reader waits for a later run (none retried here).
+    env = env_for(smtp_server, rate="off", retry_delay="60", retry_window="1s")
+    first = send(project, env)
+    assert first.returncode == 1, first.stdout + first.stderr  # some failed for good
+    assert printed(first) == (24, 3, 3)
+    shown = status(project, env)
+    assert shown == {"sent": 24, "deferred": 3, "failed": 3, "bounced": 0, "pending": 0}
+    assert {a for a, s in states(project).items() if s == FAILED} == set(rejected)
+
+    # A second run says each earlier outcome as it is: sent, failed for good, not due yet.
+    second = send(project, env)
+    assert second.returncode == 75, second.stdout + second.stderr  # deferred, not due yet
+    assert printed(second) == (0, 0, 0)
+    assert "  24 already sent earlier\n" in second.stdout
+    assert "  3 failed for good earlier (--retry-failed sends to them again)\n" in second.stdout
+    assert "  3 deferred earlier, retry not due yet\n" in second.stdout
+    assert status(project, env) == shown
