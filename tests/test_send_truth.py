@@ -2,7 +2,8 @@
 the aiosmtpd server on 127.0.0.1, its words checked against the ledger, `mailer status` and
 the copies the server holds.
 
-Every count printed is the one `mailer status` shows.
+The rate comes back once the server accepts again; every count printed is the one `mailer
+status` shows.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +86,23 @@ def status(project: Path, env: dict[str, str]) -> dict[str, int]:
 def states(project: Path) -> dict[str, str]:
     with Ledger(project / ".mailer") as ledger:
         return {d.email: d.state for d in ledger.deliveries("issue-2")}
+
+
+# -- a server that defers everyone --------------------------------------------------------
+
+
+def test_the_rate_comes_back_once_the_server_accepts_again(
+    make_project: Callable[[list[str]], Path], smtp_server: SMTPServer
+) -> None:
+    everyone = readers(60)
+    project = make_project(everyone)
+    smtp_server.defer_once.update(everyone[:6])  # two throttling streaks: 20/s -> 5/s
+    done = send(project, env_for(smtp_server, rate="20/s", retry_delay="2"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert printed(done) == (60, 0, 0)
+    # 54 accepted from 5/s, each giving back 20/50: at 20/s again long before the end.
+    assert "  2 slow-downs for a throttling server (down to 5/s, 20/s at the end)" in done.stdout
+    assert smtp_server.by_recipient() == Counter(dict.fromkeys(everyone, 1))
 
 
 # -- every count printed is the one `mailer status` shows ---------------------------------

@@ -203,7 +203,7 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
         (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
         (s.invalid, "invalid rows"),
         (s.not_due, "deferred earlier, retry not due yet"),
-        (s.slowdowns, "slow-downs for a throttling server"),
+        (s.slowdowns, f"slow-downs for a throttling server ({_rates(s)})"),
     ]
     for count, what in extras:
         if count:
@@ -237,6 +237,12 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
             f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them"
             " once their next try is due (`mailer status` shows when; cron's --due does it)"
         )
+
+
+def _rates(s: Summary) -> str:
+    """How far the rate went down, and where it was when the run ended."""
+    low, end = rate_text(s.lowest_rate), rate_text(s.end_rate)
+    return f"down to {low}, {end} at the end" if end != low else f"down to {low}"
 
 
 def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path, ...]) -> None:

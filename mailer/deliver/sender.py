@@ -223,6 +223,8 @@ class Sender:
             interrupted=bool(self._signal),
             signal=self._signal,
             uncertain=t.uncertain,
+            lowest_rate=self.limiter.lowest,
+            end_rate=self.limiter.rate,
             error=error,
             error_code=code,
             elapsed=time.monotonic() - started,
@@ -378,6 +380,7 @@ class Sender:
             s.sent += 1
             self._last_throttled = None
             self._throttle_streak.clear()
+            self.limiter.speed_up()
             return None, None
         if result.state == FAILED:
             s.failed += 1

@@ -42,6 +42,8 @@ class Summary:
     interrupted: bool = False
     signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
     uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
+    lowest_rate: float = float("inf")  # how far a throttling server pushed the rate down
+    end_rate: float = float("inf")  # the rate when the run ended
     reconciled: int = 0  # outcomes replayed from an earlier run's journal
     given_up: int = 0  # deferred longer than give_up_after: failed for good at this run's start
     error: str = ""  # why the run stopped early (server gone, login refused...)
