@@ -2,8 +2,9 @@
 the aiosmtpd server on 127.0.0.1, its words checked against the ledger, `mailer status` and
 the copies the server holds.
 
-The rate comes back once the server accepts again; every count printed is the one `mailer
-status` shows.
+A server that defers everyone ends the run after retry_window, the untried left pending; the
+rate comes back once the server accepts again; every count printed is the one `mailer status`
+shows.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FAILED, SECRET
+from conftest import DEFERRED, FAILED, SECRET, SENT
 from smtp_server import SMTPServer
 
 from mailer.state.ledger import Ledger
 
 MAILER = Path(sys.executable).with_name("mailer")
 SUMMARY = re.compile(r"^issue-2: sent (\d+), deferred (\d+), failed (\d+) in ", re.M)
+PROGRESS = re.compile(r"^  (\d+)/(\d+): (\d+) sent, (\d+) deferred, (\d+) failed$", re.M)
 LIMIT = 120  # seconds: a run still going after this is endless, and the test fails
 
 
@@ -89,6 +91,62 @@ def states(project: Path) -> dict[str, str]:
 
 
 # -- a server that defers everyone --------------------------------------------------------
+
+
+def test_a_server_deferring_everyone_ends_the_run_and_leaves_the_untried_pending(
+    make_project: Callable[[list[str]], Path], smtp_server: SMTPServer
+) -> None:
+    everyone = readers(200)
+    project = make_project(everyone)
+    smtp_server.defer.update(everyone)
+    # 10 s: the log's progress line (every 10 s) comes once before the run stops.
+    env = env_for(smtp_server, retry_window="10s")
+    first = send(project, env)  # endless before: at 0.2/s, with fresh readers left
+    assert first.returncode == 75, first.stdout + first.stderr
+    reason = re.findall(
+        r"^error: the server deferred every reader for 10s; stopped;"
+        r" (\d+) deferred, (\d+) not tried; the next run continues$",
+        first.stderr,
+        re.M,
+    )
+    assert len(reason) == 1, first.stderr
+    deferred, untried = map(int, reason[0])
+    assert deferred >= 1 and deferred + untried == 200, reason
+
+    # The ledger: the readers tried are deferred, the others have no row (pending).
+    assert Counter(states(project).values()) == Counter({DEFERRED: deferred})
+    assert printed(first) == (0, deferred, 0)
+    assert status(project, env) == {
+        "sent": 0,
+        "deferred": deferred,
+        "failed": 0,
+        "bounced": 0,
+        "pending": untried,
+    }
+    # The progress line counted the deferrals as they happened.
+    progress = PROGRESS.findall(first.stderr)
+    assert progress, first.stderr
+    for done, total, sent, deferred_then, failed in progress:
+        assert (int(total), int(sent), int(failed)) == (200, 0, 0), progress
+        assert 0 < int(deferred_then) == int(done) <= deferred, progress
+    assert not smtp_server.received
+
+    # The server takes mail again: the next run sends the untried; the deferred wait.
+    smtp_server.defer.clear()
+    second = send(project, env_for(smtp_server, rate="off"))
+    assert second.returncode == 75, second.stdout + second.stderr  # deferred, not due yet
+    assert printed(second) == (untried, 0, 0)
+    assert f"  {deferred} deferred earlier, retry not due yet" in second.stdout
+    assert smtp_server.by_recipient() == Counter(
+        {a: 1 for a, state in states(project).items() if state == SENT}
+    )
+    assert status(project, env) == {
+        "sent": untried,
+        "deferred": deferred,
+        "failed": 0,
+        "bounced": 0,
+        "pending": 0,
+    }
 
 
 def test_the_rate_comes_back_once_the_server_accepts_again(

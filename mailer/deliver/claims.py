@@ -89,6 +89,10 @@ class Claims:
         state = "done" if finished else "stopped"
         self.ledger.leave(self.issue, self.id, state, self._counts())
 
+    def untried(self) -> int:
+        """Readers of the shared list nobody has tried yet (this sender's claims included)."""
+        return self.ledger.outbox_left(self.issue)
+
     def stream(
         self, owed: Iterable[tuple[Subscriber, int]]
     ) -> Iterator[tuple[Subscriber, int] | Later]:

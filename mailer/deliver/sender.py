@@ -26,6 +26,7 @@ from mailer.deliver.workqueue import WAIT, Later, WorkQueue
 from mailer.errors import EXIT_TEMPFAIL, MailerError
 from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
+from mailer.values import format_duration
 from mailer.when import now as wall_now
 
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
@@ -74,6 +75,12 @@ class ServerNotAnswering(MailerError):
     exit_code = EXIT_TEMPFAIL
 
 
+class ServerDefersEveryone(MailerError):
+    """Nothing accepted for retry_window while fresh readers remain: the run stops."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -83,6 +90,10 @@ class Sender:
     SIGINT, SIGTERM and SIGHUP stop it gently: no new reader is taken, the replies already
     owed are awaited (each at most smtp_timeout) and recorded. A second signal stops at once,
     after the reply being recorded, if any, is recorded.
+
+    A server that defers everyone does not keep a run going: when nothing has been accepted
+    (or failed for good) for retry_window while fresh readers remain, the run stops, leaving
+    the untried readers for the next run.
     """
 
     def __init__(
@@ -110,6 +121,7 @@ class Sender:
         self.claims = claims  # a shared ledger: this run's share of the list (claims.py)
         self.sleep = sleep
         self.wall_clock = wall_clock
+        self.clock = clock
         self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
         self._tally = Tally()
         self._lock = threading.Lock()  # the tally, and each outcome's recording
@@ -123,6 +135,8 @@ class Sender:
         self._signal = ""
         self._finished = threading.Event()  # every worker has ended, or a second signal came
         self._live = 0
+        self._settled_at = 0.0  # when a reader last got a final answer (sent or failed)
+        self._stalled: ServerDefersEveryone | None = None
 
     # -- choosing who gets a copy --------------------------------------------------------
 
@@ -166,6 +180,7 @@ class Sender:
         first = self.transports()
         first.open()  # a wrong password or a dead server stops us here, before anyone is marked
         self._live = self.options.connections
+        self._settled_at = self.clock()
         workers = [
             threading.Thread(
                 target=self._work,
@@ -205,6 +220,14 @@ class Sender:
 
     def _summary(self, started: float, queue: WorkQueue, *, locked: bool = False) -> Summary:
         t = self._tally
+        untried = 0
+        if self._stalled is not None and self._errors[0] is self._stalled and not locked:
+            untried = self._untried(queue)
+            self._errors[0] = ServerDefersEveryone(
+                f"the server deferred every reader for"
+                f" {format_duration(timedelta(seconds=self.options.retry_window))}; stopped;"
+                f" {t.deferred} deferred, {untried} not tried; the next run continues"
+            )
         error, code = "", EXIT_TEMPFAIL
         if self._errors and not self._signal:
             error, code = self._errors[0].format_message(), self._errors[0].exit_code
@@ -212,7 +235,7 @@ class Sender:
             self.issue,
             rows=t.rows,
             sent=t.sent,
-            deferred=t.deferred + queue.leftover(),
+            deferred=t.deferred,
             failed=t.failed,
             already_done=t.skips[Skip.ALREADY_DONE],
             failed_earlier=t.skips[Skip.FAILED_EARLIER],
@@ -223,6 +246,7 @@ class Sender:
             interrupted=bool(self._signal),
             signal=self._signal,
             uncertain=t.uncertain,
+            untried=untried,
             lowest_rate=self.limiter.lowest,
             end_rate=self.limiter.rate,
             error=error,
@@ -230,6 +254,12 @@ class Sender:
             elapsed=time.monotonic() - started,
             failures=tuple(t.failures),
         )
+
+    def _untried(self, queue: WorkQueue) -> int:
+        """Readers owed a copy that this run never tried (they stay pending in the ledger)."""
+        if self.claims is None:
+            return queue.untried(self._tally.deferred_now)
+        return self.claims.untried()
 
     def _work(self, queue: WorkQueue, transport: Transport | None) -> None:
         try:
@@ -287,6 +317,9 @@ class Sender:
                     queue.done(self._settle(subscriber, attempts, failed))
                     continue
                 self.limiter.acquire()
+                if queue.stopped:  # stopped while waiting for the slot: never tried
+                    queue.give_back((subscriber, attempts))
+                    continue
                 try:
                     alive = pipe.submit(message, self._outcome(queue, subscriber, attempts))
                 except MailerError as exc:  # the server refuses us, not this reader: stop
@@ -376,19 +409,23 @@ class Sender:
                 )
             )
             self._queue.stop()
-        if result.state == SENT:
-            s.sent += 1
+        if result.state != DEFERRED:
+            s.deferred_now.discard(subscriber.email)
+            self._settled_at = self.clock()
             self._last_throttled = None
             self._throttle_streak.clear()
+        if result.state == SENT:
+            s.sent += 1
             self.limiter.speed_up()
             return None, None
         if result.state == FAILED:
             s.failed += 1
-            self._last_throttled = None
-            self._throttle_streak.clear()
             if len(s.failures) < KEEP_FAILURES:
                 s.failures.append((subscriber.email, result.reply))
             return None, None
+        s.deferred_now.add(subscriber.email)
+        if result.code:  # the server's own 4xx; silence is the circuit breaker's to judge
+            self._check_stalled()
         spent = attempts + 1
         tries = self._tries[subscriber.email] = self._tries.get(subscriber.email, 0) + 1
         if result.throttled:
@@ -413,7 +450,19 @@ class Sender:
         if spent < opts.max_attempts and not (self._queue and self._queue.stopped):
             s.retries += 1
             return (subscriber, spent, delay), next_try
-        s.deferred += 1
         if len(s.failures) < KEEP_FAILURES:
             s.failures.append((subscriber.email, result.reply))
         return None, next_try
+
+    def _check_stalled(self) -> None:
+        """A deferral (under the lock): stop the run if nothing has been settled for
+        retry_window while fresh readers remain. Once the list is used up, the queue's own
+        window ends the run; before, only this does, however slow the throttled pace."""
+        queue = self._queue
+        if queue is None or queue.stopped or not queue.producing or self._stalled is not None:
+            return
+        if self.clock() - self._settled_at < self.options.retry_window:
+            return
+        self._stalled = ServerDefersEveryone("the server deferred every reader")
+        self._errors.append(self._stalled)
+        queue.stop()

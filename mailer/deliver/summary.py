@@ -14,10 +14,10 @@ KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 class Progress:
     """Counters after each message; `total` is the number of rows to go through."""
 
-    done: int  # rows settled: sent, failed, given up for this run, or skipped
+    done: int  # rows settled: sent, failed, deferred (for now), or skipped
     total: int
     sent: int
-    deferred: int
+    deferred: int  # readers whose last outcome in this run is a deferral, retried or not
     failed: int
 
 
@@ -42,6 +42,7 @@ class Summary:
     interrupted: bool = False
     signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
     uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
+    untried: int = 0  # readers owed a copy and never tried, when the server stalled the run
     lowest_rate: float = float("inf")  # how far a throttling server pushed the rate down
     end_rate: float = float("inf")  # the rate when the run ended
     reconciled: int = 0  # outcomes replayed from an earlier run's journal
@@ -76,14 +77,18 @@ class Tally:
 
     rows: int = 0
     sent: int = 0
-    deferred: int = 0
     failed: int = 0
+    deferred_now: set[str] = field(default_factory=set)  # last outcome a deferral, as recorded
     skips: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
     retries: int = 0
     slowdowns: int = 0
     uncertain: int = 0
     drops: set[str] = field(default_factory=set)  # readers lost in a row (circuit breaker)
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def deferred(self) -> int:
+        return len(self.deferred_now)
 
     @property
     def skipped(self) -> int:

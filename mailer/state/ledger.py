@@ -569,6 +569,15 @@ class Ledger:
         return int(row[0]) if row else 0
 
     @_guarded
+    def outbox_left(self, issue: str) -> int:
+        """Readers of the outbox nobody has an outcome for yet, held or not."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT count(*) FROM outbox o WHERE o.issue = ? AND NOT {_ACCEPTED}", (issue,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @_guarded
     def heartbeat(self, issue: str, sender: str, lease: float, counts: tuple[int, int, int]) -> int:
         """Renew `sender`'s leases and counts; returns how many senders of `issue` are live
         (heard from within one lease), this one included."""
