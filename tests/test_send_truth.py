@@ -3,16 +3,18 @@ the aiosmtpd server on 127.0.0.1, its words checked against the ledger, `mailer 
 the copies the server holds.
 
 A server that defers everyone ends the run after retry_window, the untried left pending; the
-rate comes back once the server accepts again; every count printed is the one `mailer status`
-shows.
+rate comes back once the server accepts again; two signals say how many copies may arrive
+twice, and that many do; every count printed is the one `mailer status` shows.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -161,6 +163,92 @@ def test_the_rate_comes_back_once_the_server_accepts_again(
     # 54 accepted from 5/s, each giving back 20/50: at 20/s again long before the end.
     assert "  2 slow-downs for a throttling server (down to 5/s, 20/s at the end)" in done.stdout
     assert smtp_server.by_recipient() == Counter(dict.fromkeys(everyone, 1))
+
+
+# -- two signals --------------------------------------------------------------------------
+
+
+def _default_sigint() -> None:
+    # A background child of a non-interactive shell inherits SIGINT ignored: give it the
+    # default, as a terminal's Ctrl-C would find it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait_for(server: SMTPServer, proc: subprocess.Popen[str], count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(server.received) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the send never got going"
+        time.sleep(0.01)
+
+
+CONNECTIONS = 2
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
+@pytest.mark.parametrize("signals", [1, 2])
+def test_signals_say_how_many_copies_may_arrive_twice_and_that_many_do(
+    make_project: Callable[[list[str]], Path],
+    smtp_server: SMTPServer,
+    signals: int,
+    pipelining: bool,
+) -> None:
+    everyone = readers(12)
+    project = make_project(everyone)
+    smtp_server.pipelining = pipelining
+    smtp_server.delay_250 = 2.0  # each 250 comes late: a copy is at the server, unanswered
+    env = env_for(
+        smtp_server, rate="off", connections=str(CONNECTIONS), retry_delay="0.2", retry_window="2s"
+    )
+    proc = subprocess.Popen(
+        [str(MAILER), "send", "issue-2", "--yes"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        # Two answered and recorded, and now each connection waits for a late 250.
+        _wait_for(smtp_server, proc, CONNECTIONS + 2)
+        for _ in range(signals):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)  # the first one caught before the second comes
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 75, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    first = Counter(smtp_server.by_recipient())
+    recorded = {a for a, state in states(project).items() if state == SENT}
+    at_server_only = set(first) - recorded  # copies the server took, unknown to the ledger
+
+    hint = "interrupted: run `mailer send issue-2` again to resume (SIGTERM; "
+    if signals == 1:  # every reply owed was awaited and recorded
+        expected = 0
+        assert (
+            hint + "every copy handed to the server has its outcome recorded:"
+            " nobody gets two copies)" in stdout
+        ), stdout
+    else:  # stopped at once: one copy per connection was at the server, unanswered
+        expected = CONNECTIONS
+        assert (
+            hint + f"{expected} copies may arrive twice: {expected} handed to the server had"
+            " no outcome recorded when it stopped)" in stdout
+        ), stdout
+    assert len(at_server_only) == expected, (at_server_only, recorded)
+
+    # The same command again, to the end: exactly that many readers get two copies.
+    smtp_server.delay_250 = 0.0
+    again = send(project, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    total = smtp_server.by_recipient()
+    assert set(total) == set(everyone)  # nobody lost
+    twice = {a for a, n in total.items() if n > 1}
+    assert twice == at_server_only and all(total[a] == 2 for a in twice), total
 
 
 # -- every count printed is the one `mailer status` shows ---------------------------------

@@ -222,15 +222,9 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
         click.echo(f"  {s.reconciled} outcome{many} of an earlier run recorded from its journal")
     if s.error:
         click.secho(f"error: {s.error}", fg="red", err=True)
-    doubt = (
-        f"{s.uncertain} copies were lost in flight after the whole message went out: those"
-        " readers may get a second copy"
-        if s.uncertain
-        else "nobody gets two copies"
-    )
     if s.interrupted:
         click.echo(
-            f"interrupted: run `mailer send {s.issue}` again to resume ({s.signal}; {doubt})"
+            f"interrupted: run `mailer send {s.issue}` again to resume ({s.signal}; {_doubt(s)})"
         )
     elif s.deferred:
         click.echo(
@@ -243,6 +237,19 @@ def _rates(s: Summary) -> str:
     """How far the rate went down, and where it was when the run ended."""
     low, end = rate_text(s.lowest_rate), rate_text(s.end_rate)
     return f"down to {low}, {end} at the end" if end != low else f"down to {low}"
+
+
+def _doubt(s: Summary) -> str:
+    """Who may get a second copy, counted: never a promise the run cannot keep."""
+    if not s.twice:
+        return "every copy handed to the server has its outcome recorded: nobody gets two copies"
+    why = []
+    if s.unrecorded:
+        why.append(f"{s.unrecorded} handed to the server had no outcome recorded when it stopped")
+    if s.uncertain:
+        why.append(f"{s.uncertain} lost in flight after the whole message went out")
+    copies = "1 copy" if s.twice == 1 else f"{s.twice} copies"
+    return f"{copies} may arrive twice: {'; '.join(why)}"
 
 
 def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path, ...]) -> None:

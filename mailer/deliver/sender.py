@@ -89,7 +89,8 @@ class Sender:
 
     SIGINT, SIGTERM and SIGHUP stop it gently: no new reader is taken, the replies already
     owed are awaited (each at most smtp_timeout) and recorded. A second signal stops at once,
-    after the reply being recorded, if any, is recorded.
+    after the reply being recorded, if any, is recorded; the summary counts the copies that
+    may be at the server with no outcome recorded (`unrecorded`): those may arrive twice.
 
     A server that defers everyone does not keep a run going: when nothing has been accepted
     (or failed for good) for retry_window while fresh readers remain, the run stops, leaving
@@ -135,6 +136,10 @@ class Sender:
         self._signal = ""
         self._finished = threading.Event()  # every worker has ended, or a second signal came
         self._live = 0
+        # Per connection (under the lock): messages handed to it whose outcome is not recorded
+        # yet. Its replies come in order and only the oldest of them can have its body at the
+        # server, so a second signal leaves one copy in doubt per connection owing any.
+        self._owed = [0] * options.connections
         self._settled_at = 0.0  # when a reader last got a final answer (sent or failed)
         self._stalled: ServerDefersEveryone | None = None
 
@@ -184,7 +189,7 @@ class Sender:
         workers = [
             threading.Thread(
                 target=self._work,
-                args=(queue, first if i == 0 else None),
+                args=(queue, first if i == 0 else None, i),
                 daemon=True,  # only ever abandoned after a second signal, outcomes recorded
                 name=f"send-{i}",
             )
@@ -246,6 +251,7 @@ class Sender:
             interrupted=bool(self._signal),
             signal=self._signal,
             uncertain=t.uncertain,
+            unrecorded=sum(1 for owed in self._owed if owed),
             untried=untried,
             lowest_rate=self.limiter.lowest,
             end_rate=self.limiter.rate,
@@ -261,9 +267,9 @@ class Sender:
             return queue.untried(self._tally.deferred_now)
         return self.claims.untried()
 
-    def _work(self, queue: WorkQueue, transport: Transport | None) -> None:
+    def _work(self, queue: WorkQueue, transport: Transport | None, worker: int) -> None:
         try:
-            self._work_loop(queue, transport)
+            self._work_loop(queue, transport, worker)
         except MailerError as exc:  # the ledger is gone or cannot record: stop everyone
             self._errors.append(exc)
             queue.stop()
@@ -278,7 +284,7 @@ class Sender:
                 if not self._live:
                     self._finished.set()
 
-    def _work_loop(self, queue: WorkQueue, transport: Transport | None) -> None:
+    def _work_loop(self, queue: WorkQueue, transport: Transport | None, worker: int) -> None:
         pipe = pipeline(transport) if transport is not None else None
         in_batch = 0
         open_failures = 0
@@ -317,11 +323,14 @@ class Sender:
                     queue.done(self._settle(subscriber, attempts, failed))
                     continue
                 self.limiter.acquire()
-                if queue.stopped:  # stopped while waiting for the slot: never tried
-                    queue.give_back((subscriber, attempts))
-                    continue
+                with self._lock:  # a second signal holds it: nothing more is handed over
+                    if queue.stopped:  # stopped while waiting for the slot: never tried
+                        queue.give_back((subscriber, attempts))
+                        continue
+                    self._owed[worker] += 1
                 try:
-                    alive = pipe.submit(message, self._outcome(queue, subscriber, attempts))
+                    done = self._outcome(queue, subscriber, attempts, worker)
+                    alive = pipe.submit(message, done)
                 except MailerError as exc:  # the server refuses us, not this reader: stop
                     pipe = None
                     self._stop(queue, exc)
@@ -350,14 +359,18 @@ class Sender:
             queue.stop()
             return False
 
-    def _outcome(self, queue: WorkQueue, subscriber: Subscriber, attempts: int) -> Done:
+    def _outcome(
+        self, queue: WorkQueue, subscriber: Subscriber, attempts: int, worker: int
+    ) -> Done:
         """What to do with one reader's outcome when it comes: record it, or give it back."""
 
         def done(result: Result | None) -> None:
             if result is None:
+                with self._lock:
+                    self._owed[worker] -= 1
                 queue.give_back((subscriber, attempts))
             else:
-                queue.done(self._settle(subscriber, attempts, result))
+                queue.done(self._settle(subscriber, attempts, result, worker))
 
         return done
 
@@ -379,12 +392,14 @@ class Sender:
             self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
 
     def _settle(
-        self, subscriber: Subscriber, attempts: int, result: Result
+        self, subscriber: Subscriber, attempts: int, result: Result, worker: int | None = None
     ) -> tuple[Subscriber, int, float] | None:
         """Record one outcome; returns the retry to schedule, if any."""
         with self._lock:
             retry, next_try = self._count(subscriber, attempts, result)
             self.recorder.record(self.issue, subscriber.email, result.state, result.reply, next_try)
+            if worker is not None:  # handed to a connection, now recorded
+                self._owed[worker] -= 1
             self._progress()
         return retry
 

@@ -42,6 +42,7 @@ class Summary:
     interrupted: bool = False
     signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
     uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
+    unrecorded: int = 0  # copies maybe at the server, no outcome recorded (a second signal)
     untried: int = 0  # readers owed a copy and never tried, when the server stalled the run
     lowest_rate: float = float("inf")  # how far a throttling server pushed the rate down
     end_rate: float = float("inf")  # the rate when the run ended
@@ -55,6 +56,11 @@ class Summary:
     @property
     def attempted(self) -> int:
         return self.sent + self.deferred + self.failed
+
+    @property
+    def twice(self) -> int:
+        """Copies that may arrive twice: no outcome recorded, or lost after the whole body."""
+        return self.unrecorded + self.uncertain
 
     @property
     def exit_code(self) -> int:
