@@ -17,16 +17,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import SENT, smtp_env
+from conftest import DEFERRED, FAILED, SENT, smtp_env
 from postgres import Postgres, requires_postgres
 from smtp_server import SMTPServer
 
 from mailer import config
+from mailer.deliver.audience import Audience
+from mailer.deliver.claims import Claims
+from mailer.deliver.workqueue import LATER
 from mailer.errors import LockedError
 from mailer.state.ledger import open_ledger, state_lock
+from mailer.state.subscribers import Subscriber
 
 pytestmark = requires_postgres
 
@@ -302,3 +307,27 @@ def test_senders_facing_a_server_that_defers_everyone_stop_and_leave_the_rest_pe
     # Each counted what nobody had tried when it stopped; the last to stop, what is left.
     assert pending in untried and all(n >= pending for n in untried), (untried, pending)
     assert not smtp_server.received
+
+
+def test_a_reader_another_sender_tried_since_this_one_read_the_ledger_stays_its(
+    project: Path, postgres_url: str
+) -> None:
+    """A sender reads the ledger, then another lays the list out and records outcomes before
+    the first puts its readers in the outbox: the deferred and the failed are not taken
+    again (a second try at once, counted by both senders), the due retry still is."""
+    settings = config.load(project, environ={"MAILER_DATABASE_URL": postgres_url})
+    subscribers = [Subscriber(a, "", {}, i + 2) for i, a in enumerate(READERS[:6])]
+    due = READERS[5]
+    with open_ledger(settings) as ledger:
+        ledger.record("issue-2", due, DEFERRED, "451 4.7.1 later", datetime.now(UTC))
+        late = Audience.of(ledger, "issue-2")  # this sender reads the ledger...
+        ledger.load_outbox("issue-2", READERS[:5])  # ...another lays the list out
+        ledger.record("issue-2", READERS[0], DEFERRED, "451 4.7.1 later", datetime.now(UTC))
+        ledger.record("issue-2", READERS[1], FAILED, "550 5.1.1 no such user")
+        ledger.record("issue-2", READERS[2], SENT, "250 ok")
+        claims = Claims(ledger, "issue-2", lease=60)
+        owed = [(s, 0) for s in subscribers if late.skip(s) is None]
+        taken = [item[0].email for item in claims.stream(owed, late.attempts) if item != LATER]
+        assert sorted(taken) == [READERS[3], READERS[4], due]
+        # Never tried: the two handed out and not yet sent (the due retry has a row).
+        assert ledger.outbox_left("issue-2") == 2

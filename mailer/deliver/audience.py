@@ -34,7 +34,8 @@ class Audience:
     now: datetime = field(default_factory=current_time)
     retry_delay: float = 30.0
     max_attempts: int = 5
-    failed: frozenset[str] = frozenset()  # the part of `done` that failed for good
+    # failed for good (in `done` too, unless retry_failed) -> attempts
+    failed: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -49,7 +50,7 @@ class Audience:
     ) -> Audience:
         """Read the history of `issue` (nobody has had it when there is no ledger yet)."""
         done: set[str] = set()
-        failed: set[str] = set()
+        failed: dict[str, int] = {}
         deferred: dict[str, tuple[int, datetime, datetime | None]] = {}
         suppressed: frozenset[str] = frozenset()
         if ledger is not None:
@@ -57,9 +58,10 @@ class Audience:
             for d in ledger.deliveries(issue):
                 if d.state == DeliveryState.SENT:
                     done.add(d.email)
-                elif d.state == DeliveryState.FAILED and not retry_failed:
-                    done.add(d.email)
-                    failed.add(d.email)
+                elif d.state == DeliveryState.FAILED:
+                    failed[d.email] = d.attempts
+                    if not retry_failed:
+                        done.add(d.email)
                 elif d.state == DeliveryState.DEFERRED:
                     deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
         return cls(
@@ -70,7 +72,7 @@ class Audience:
             now or current_time(),
             retry_delay,
             max_attempts,
-            frozenset(failed),
+            failed,
         )
 
     def skip(self, subscriber: Subscriber) -> Skip | None:
@@ -92,6 +94,13 @@ class Audience:
             if (self.now - last).total_seconds() < wait:
                 return Skip.NOT_DUE
         return None
+
+    def attempts(self, email: str) -> int:
+        """Tries the ledger held for this reader when it was read (0: never tried)."""
+        key = email.lower()
+        if key in self.deferred:
+            return self.deferred[key][0]
+        return self.failed.get(key, 0)
 
 
 class LedgerWatch:

@@ -174,7 +174,7 @@ class Sender:
         t = self._tally
         self.claims.join(lambda: (t.sent, t.deferred, t.failed), self.limiter.share)
         try:
-            return self._run(started, self.claims.stream(fresh))
+            return self._run(started, self.claims.stream(fresh, self.audience.attempts))
         finally:
             self.claims.leave(finished=not (self._signal or self._errors))
 
@@ -264,7 +264,10 @@ class Sender:
     def _untried(self, queue: WorkQueue) -> int:
         """Readers owed a copy that this run never tried (they stay pending in the ledger)."""
         if self.claims is None:
-            return queue.untried(self._tally.deferred_now)
+            deferred, audience = self._tally.deferred_now, self.audience
+            return queue.untried(
+                lambda s: s.email not in deferred and not audience.attempts(s.email)
+            )
         return self.claims.untried()
 
     def _work(self, queue: WorkQueue, transport: Transport | None, worker: int) -> None:

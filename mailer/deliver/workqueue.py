@@ -7,7 +7,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mailer.state.subscribers import Subscriber
@@ -151,17 +151,20 @@ class WorkQueue:
             fresh = self._next_fresh() is not None or self.producing
             return (fresh or self._eligible()) and not self.stopped
 
-    def untried(self, tried: Container[str]) -> int:
-        """Readers this run never tried, once it has stopped: those given back (but for the
-        `tried` addresses), the one looked at, and the rest of the list, read to its end (not
-        for a shared outbox: reading that claims readers)."""
+    def untried(self, never_tried: Callable[[Subscriber], bool]) -> int:
+        """Readers never tried, once the run has stopped, among those given back, the one
+        looked at and the rest of the list, read to its end (not for a shared outbox:
+        reading that claims readers)."""
         with self.cond:
-            count = sum(s.email not in tried for s, _ in self.returned)
-            count += self._peeked is not None
+            left = [s for s, _ in self.returned]
+            if self._peeked is not None:
+                left.append(self._peeked[0])
             self.returned.clear()
             self._peeked = None
+            count = sum(map(never_tried, left))
             while self.producing:
                 item = next(self.source, None)
                 self.producing = item is not None
-                count += item is not None and item is not LATER
+                if item is not None and item is not LATER:
+                    count += never_tried(item[0])
             return count
