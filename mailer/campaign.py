@@ -91,7 +91,7 @@ class Plan:
     options: SendOptions
     rows: int  # data rows in the file
     owed: int  # valid subscribers owed a copy now
-    already_done: int
+    already_done: int  # sent in an earlier run
     suppressed: int
     not_due: int
     invalid: int
@@ -99,6 +99,7 @@ class Plan:
     problems: tuple[Problem, ...]  # the first invalid rows
     skipped_rows: tuple[Problem, ...]  # the first skipped rows
     ceiling: float | None = None  # the service's own limit (SES MaxSendRate), if it has one
+    failed_earlier: int = 0  # failed for good in an earlier run
 
     @property
     def issue(self) -> str:
@@ -155,6 +156,7 @@ def plan(
         problems=tuple(listing.problems[:SHOWN_PROBLEMS]),
         skipped_rows=tuple(listing.skipped[:SHOWN_PROBLEMS]),
         ceiling=ceiling,
+        failed_earlier=skips[Skip.FAILED_EARLIER],
     )
 
 
@@ -377,7 +379,8 @@ def pick_issue(settings: Settings, subscribers: Path) -> str:
             return slug_of(paths[0])
         for path in paths:
             audience = Audience.of(ledger, slug_of(path))
-            gone = (Skip.SUPPRESSED, Skip.ALREADY_DONE)  # a deferred reader is still owed
+            # A deferred reader is still owed; one failed for good is not.
+            gone = (Skip.SUPPRESSED, Skip.ALREADY_DONE, Skip.FAILED_EARLIER)
             if any(audience.skip(s) not in gone for s in SubscriberList(subscribers)):
                 return slug_of(path)
     raise InputError("every issue in issues/ has been sent to everyone on the list")

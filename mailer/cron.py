@@ -69,7 +69,9 @@ def send_due(
                     book,
                     entry,
                     finished=finished and not summary.error,
-                    started=bool(summary.attempted or summary.already_done),
+                    started=bool(
+                        summary.attempted or summary.already_done or summary.failed_earlier
+                    ),
                 )
         yield DueEvent(
             "sent", entry.issue, entry=entry, plan=planned, summary=summary, samples=samples

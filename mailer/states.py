@@ -64,6 +64,7 @@ class ScheduleStatus(StrEnum):
 class Skip(StrEnum):
     """Why a row of the list gets no copy in this run."""
 
-    ALREADY_DONE = "already done"  # sent (or failed for good) in an earlier run
+    ALREADY_DONE = "already done"  # sent in an earlier run
+    FAILED_EARLIER = "failed earlier"  # failed for good in an earlier run (no --retry-failed)
     SUPPRESSED = "suppressed"
     NOT_DUE = "not due"  # deferred earlier; its retry time has not come

@@ -158,6 +158,22 @@ def test_slow_down_halves_with_a_floor() -> None:
     assert unlimited.slow_down() < float("inf")
 
 
+def test_each_accepted_message_gives_back_a_fiftieth_of_the_chosen_rate() -> None:
+    limiter = RateLimiter(20.0)
+    limiter.slow_down()
+    limiter.slow_down()  # a throttling server: 5/s
+    for _ in range(37):
+        limiter.speed_up()
+    assert limiter.rate == pytest.approx(5.0 + 37 * 0.4)
+    assert limiter.speed_up() == 20.0  # never above what was chosen
+    assert limiter.speed_up() == 20.0
+    assert limiter.lowest == 5.0
+    unlimited = RateLimiter(float("inf"))
+    assert unlimited.speed_up() == float("inf")  # nothing to recover from
+    assert unlimited.slow_down() == 5.0  # from 10/s, halved
+    assert unlimited.speed_up() == pytest.approx(5.2)  # steps of 10/50, with no ceiling
+
+
 def test_slow_down_takes_effect_on_the_next_slot() -> None:
     clock = FakeClock()
     limiter = RateLimiter(10.0, clock=clock, sleep=clock.sleep)

@@ -17,16 +17,21 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import SENT, smtp_env
+from conftest import DEFERRED, FAILED, SENT, smtp_env
 from postgres import Postgres, requires_postgres
 from smtp_server import SMTPServer
 
 from mailer import config
+from mailer.deliver.audience import Audience
+from mailer.deliver.claims import Claims
+from mailer.deliver.workqueue import LATER
 from mailer.errors import LockedError
 from mailer.state.ledger import open_ledger, state_lock
+from mailer.state.subscribers import Subscriber
 
 pytestmark = requires_postgres
 
@@ -237,3 +242,92 @@ def test_a_signalled_sender_hands_its_claims_back_at_once(
         rows = {r.pid: r for r in ledger.senders("issue-2", 120)}
         assert ledger.counts("issue-2")[SENT] == N
     assert rows[first.pid].state == "stopped" and rows[second.pid].state == "done"
+
+
+def test_the_senders_counts_add_up_to_the_totals_status_shows(
+    project: Path, smtp_server: SMTPServer, postgres_server: Postgres, postgres_url: str
+) -> None:
+    """Two senders, some readers refused for good, some deferred until a later run: each
+    sender's line in `mailer status` is what it printed, and the lines add up to the totals."""
+    rejected, deferred = READERS[10::40], READERS[25::40]  # 5 each, far apart: no throttling
+    smtp_server.reject.update(rejected)
+    smtp_server.defer.update(deferred)
+    env = mailer_env(smtp_server, postgres_url, postgres_server, "100/s")
+    env.update(MAILER_RETRY_DELAY="60", MAILER_RETRY_WINDOW="1s")  # no retry in these runs
+    procs = [start(project, env, "--batch-size", "1000") for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    printed = {}
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode in (0, 1, 75), out + err
+        assert "Traceback" not in err
+        found = re.search(r"^issue-2: sent (\d+), deferred (\d+), failed (\d+) in", out, re.M)
+        assert found, out + err
+        printed[p.pid] = tuple(map(int, found.groups()))
+
+    shown = status(project, env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    totals = dict(re.findall(r"^  (sent|deferred|failed) +(\d+)$", shown.stdout, re.M))
+    assert totals == {"sent": "190", "deferred": "5", "failed": "5"}, shown.stdout
+    lines = re.findall(
+        r" pid (\d+): .*, sent (\d+), deferred (\d+), failed (\d+)$", shown.stdout, re.M
+    )
+    per_sender = {int(pid): (int(s), int(d), int(f)) for pid, s, d, f in lines}
+    assert per_sender == printed, shown.stdout
+    assert tuple(map(sum, zip(*per_sender.values(), strict=True))) == (190, 5, 5), shown.stdout
+
+
+def test_senders_facing_a_server_that_defers_everyone_stop_and_leave_the_rest_pending(
+    project: Path, smtp_server: SMTPServer, postgres_server: Postgres, postgres_url: str
+) -> None:
+    """Nothing accepted for retry_window with readers left: each sender stops (75) and says
+    how many it deferred and how many of the list nobody tried; those stay pending."""
+    smtp_server.defer.update(READERS)
+    env = mailer_env(smtp_server, postgres_url, postgres_server, "off")
+    env["MAILER_RETRY_WINDOW"] = "2s"
+    procs = [start(project, env) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    deferred, untried = [], []
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 75, out + err
+        reason = re.findall(
+            r"^error: the server deferred every reader for 2s; stopped; (\d+) deferred,"
+            r" (\d+) not tried; the next run continues$",
+            err,
+            re.M,
+        )
+        assert len(reason) == 1, out + err
+        deferred.append(int(reason[0][0]))
+        untried.append(int(reason[0][1]))
+    shown = status(project, env)
+    totals = dict(re.findall(r"^  (sent|deferred|failed|pending) +(\d+)$", shown.stdout, re.M))
+    assert totals["sent"] == totals["failed"] == "0", shown.stdout
+    assert int(totals["deferred"]) == sum(deferred)
+    pending = int(totals["pending"])
+    assert pending + sum(deferred) == N
+    # Each counted what nobody had tried when it stopped; the last to stop, what is left.
+    assert pending in untried and all(n >= pending for n in untried), (untried, pending)
+    assert not smtp_server.received
+
+
+def test_a_reader_another_sender_tried_since_this_one_read_the_ledger_stays_its(
+    project: Path, postgres_url: str
+) -> None:
+    """A sender reads the ledger, then another lays the list out and records outcomes before
+    the first puts its readers in the outbox: the deferred and the failed are not taken
+    again (a second try at once, counted by both senders), the due retry still is."""
+    settings = config.load(project, environ={"MAILER_DATABASE_URL": postgres_url})
+    subscribers = [Subscriber(a, "", {}, i + 2) for i, a in enumerate(READERS[:6])]
+    due = READERS[5]
+    with open_ledger(settings) as ledger:
+        ledger.record("issue-2", due, DEFERRED, "451 4.7.1 later", datetime.now(UTC))
+        late = Audience.of(ledger, "issue-2")  # this sender reads the ledger...
+        ledger.load_outbox("issue-2", READERS[:5])  # ...another lays the list out
+        ledger.record("issue-2", READERS[0], DEFERRED, "451 4.7.1 later", datetime.now(UTC))
+        ledger.record("issue-2", READERS[1], FAILED, "550 5.1.1 no such user")
+        ledger.record("issue-2", READERS[2], SENT, "250 ok")
+        claims = Claims(ledger, "issue-2", lease=60)
+        owed = [(s, 0) for s in subscribers if late.skip(s) is None]
+        taken = [item[0].email for item in claims.stream(owed, late.attempts) if item != LATER]
+        assert sorted(taken) == [READERS[3], READERS[4], due]
+        # Never tried: the two handed out and not yet sent (the due retry has a row).
+        assert ledger.outbox_left("issue-2") == 2

@@ -243,11 +243,12 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
     )
     extras = [
         (s.already_done, "already sent earlier"),
+        (s.failed_earlier, "failed for good earlier (--retry-failed sends to them again)"),
         (s.suppressed, "suppressed (unsubscribed/bounced)"),
         (s.skipped, "skipped in the list (unsubscribed or duplicate)"),
         (s.invalid, "invalid rows"),
         (s.not_due, "deferred earlier, retry not due yet"),
-        (s.slowdowns, "slow-downs for a throttling server"),
+        (s.slowdowns, f"slow-downs for a throttling server ({_rates(s)})"),
     ]
     for count, what in extras:
         if count:
@@ -266,21 +267,34 @@ def _report(s: Summary, planned: Plan, *, quiet: bool) -> None:
         click.echo(f"  {s.reconciled} outcome{many} of an earlier run recorded from its journal")
     if s.error:
         click.secho(f"error: {s.error}", fg="red", err=True)
-    doubt = (
-        f"{s.uncertain} copies were lost in flight after the whole message went out: those"
-        " readers may get a second copy"
-        if s.uncertain
-        else "nobody gets two copies"
-    )
     if s.interrupted:
         click.echo(
-            f"interrupted: run `mailer send {s.issue}` again to resume ({s.signal}; {doubt})"
+            f"interrupted: run `mailer send {s.issue}` again to resume ({s.signal}; {_doubt(s)})"
         )
     elif s.deferred:
         click.echo(
             f"{s.deferred} deferred: a later `mailer send {s.issue}` retries them"
             " once their next try is due (`mailer status` shows when; cron's --due does it)"
         )
+
+
+def _rates(s: Summary) -> str:
+    """How far the rate went down, and where it was when the run ended."""
+    low, end = rate_text(s.lowest_rate), rate_text(s.end_rate)
+    return f"down to {low}, {end} at the end" if end != low else f"down to {low}"
+
+
+def _doubt(s: Summary) -> str:
+    """Who may get a second copy, counted: never a promise the run cannot keep."""
+    if not s.twice:
+        return "every copy handed to the server has its outcome recorded: nobody gets two copies"
+    why = []
+    if s.unrecorded:
+        why.append(f"{s.unrecorded} handed to the server had no outcome recorded when it stopped")
+    if s.uncertain:
+        why.append(f"{s.uncertain} lost in flight after the whole message went out")
+    copies = "1 copy" if s.twice == 1 else f"{s.twice} copies"
+    return f"{copies} may arrive twice: {'; '.join(why)}"
 
 
 def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path, ...]) -> None:
@@ -292,6 +306,7 @@ def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path,
     click.echo(f"  recipients   {s.sent}")
     for count, what in [
         (s.already_done, "already sent"),
+        (s.failed_earlier, "failed (5xx)"),
         (s.suppressed, "suppressed"),
         (s.not_due, "retry later"),
         (s.skipped, "skipped"),

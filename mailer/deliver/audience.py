@@ -55,6 +55,8 @@ class Audience:
     now: datetime = field(default_factory=current_time)
     retry_delay: float = 30.0
     max_attempts: int = 5
+    # failed for good (in `done` too, unless retry_failed) -> attempts
+    failed: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -97,11 +99,16 @@ class Audience:
     ) -> Audience:
         """The audience of `issue` from rows a caller has read already (`mailer status`)."""
         done: set[str] = set()
+        failed: dict[str, int] = {}
         deferred: dict[str, tuple[int, datetime, datetime | None]] = {}
         for d in rows:
             # A bounced copy was accepted first: never owed again, suppressed or not.
-            if d.state in _ACCEPTED or (d.state == DeliveryState.FAILED and not retry_failed):
+            if d.state in _ACCEPTED:
                 done.add(d.email)
+            elif d.state == DeliveryState.FAILED:
+                failed[d.email] = d.attempts
+                if not retry_failed:
+                    done.add(d.email)
             elif d.state == DeliveryState.DEFERRED:
                 deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
         return cls(
@@ -112,6 +119,7 @@ class Audience:
             now or current_time(),
             retry_delay,
             max_attempts,
+            failed,
         )
 
     def skip(self, subscriber: Subscriber) -> Skip | None:
@@ -120,7 +128,7 @@ class Audience:
         if key in self.suppressed:
             return Skip.SUPPRESSED
         if key in self.done:
-            return Skip.ALREADY_DONE
+            return Skip.FAILED_EARLIER if key in self.failed else Skip.ALREADY_DONE
         if key in self.deferred:
             # Its stored next try time (Postfix's queue model); a ledger from before those
             # were stored waits out the backoff, which stops growing at max_attempts.
@@ -137,6 +145,13 @@ class Audience:
     def pending(self, subscriber: Subscriber) -> bool:
         """Owed a copy and never tried: `mailer status`'s pending (deferred ones are its own)."""
         return self.skip(subscriber) is None and subscriber.email.lower() not in self.deferred
+
+    def attempts(self, email: str) -> int:
+        """Tries the ledger held for this reader when it was read (0: never tried)."""
+        key = email.lower()
+        if key in self.deferred:
+            return self.deferred[key][0]
+        return self.failed.get(key, 0)
 
 
 class LedgerWatch:

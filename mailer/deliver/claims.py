@@ -111,15 +111,22 @@ class Claims:
         state = "done" if finished else "stopped"
         self.ledger.leave(self.issue, self.id, state, self._counts())
 
+    def untried(self) -> int:
+        """Readers of the shared list never tried by anyone (this sender's claims included)."""
+        return self.ledger.outbox_left(self.issue)
+
     def stream(
-        self, owed: Iterable[tuple[Subscriber, int]]
+        self,
+        owed: Iterable[tuple[Subscriber, int]],
+        tries: Callable[[str], int] = lambda email: 0,
     ) -> Iterator[tuple[Subscriber, int] | Later]:
         """The readers this sender gets, out of the ones its own list says are owed; LATER
         while only other senders hold readers (they may give some back), never a sleep:
         the send loop reads its own replies meanwhile (a copy in flight here may be the
-        very one another sender waits on)."""
+        very one another sender waits on). `tries`: each reader's attempts as this run
+        read them (audience.Audience.attempts), so that none tried since is taken again."""
         mine = {subscriber.email.lower(): subscriber for subscriber, _ in owed}
-        self.ledger.load_outbox(self.issue, list(mine))
+        self.ledger.load_outbox(self.issue, list(mine), [tries(email) for email in mine])
         unknown: list[str] = []  # claimed but not on this sender's list: left to the others
         after = 0  # where this sender's last claim ended, in list order
         while not self._stop.is_set():

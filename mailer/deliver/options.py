@@ -21,7 +21,8 @@ class SendOptions:
     retry_delay: float = 30.0  # first backoff after a 4xx; doubles each try
     retry_failed: bool = False  # send again to recipients marked failed
     throttle_streak: int = 3  # this many throttling replies in a row halve the rate
-    retry_window: float = 120.0  # in-run retries only this long after the last fresh reader
+    retry_window: float = 120.0  # in-run retries only this long after the last fresh reader;
+    # also the longest a run goes on with nothing accepted while fresh readers remain
     circuit_breaker: int = 5  # timeouts or drops in a row, across readers, that stop the run
 
     @classmethod

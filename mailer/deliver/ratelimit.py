@@ -1,10 +1,19 @@
-"""One token bucket shared by every connection: a steady pace over long runs, no drift."""
+"""One token bucket shared by every connection: a steady pace over long runs, no drift.
+
+A throttling server halves the rate (multiplicative decrease); each message it accepts
+afterwards gives back a fiftieth of the chosen rate (additive increase), as Postfix's
+concurrency feedback does for connections: the rate settles where the server keeps up.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+
+FLOOR = 0.2  # messages per second a throttling server can push the rate down to
+START = 10.0  # where an unlimited rate starts from once the server throttles it
+RECOVERY = 50  # accepted messages that give back the whole chosen rate
 
 
 class RateLimiter:
@@ -18,6 +27,8 @@ class RateLimiter:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.rate = rate
+        self.chosen = rate  # what the user asked for: the ceiling of every recovery
+        self.lowest = rate  # how far a throttling server pushed it down in this run
         self.clock = clock
         self.sleep = sleep
         self._next = 0.0
@@ -47,10 +58,20 @@ class RateLimiter:
         if slot > now:
             self.sleep(slot - now)
 
-    def slow_down(self, factor: float = 0.5, floor: float = 0.2) -> float:
+    def slow_down(self, factor: float = 0.5, floor: float = FLOOR) -> float:
         """Lower the rate (a throttling server); returns the new rate."""
         with self._lock:
             if self.rate == float("inf"):
-                self.rate = 10.0
+                self.rate = START
             self.rate = max(floor, self.rate * factor)
+            self.lowest = min(self.lowest, self.rate)
+            return self.rate
+
+    def speed_up(self) -> float:
+        """One message accepted: a step back towards the chosen rate; returns the rate."""
+        if self.rate >= self.chosen:  # read without the lock: the common case costs nothing
+            return self.rate
+        with self._lock:
+            step = (self.chosen if self.chosen != float("inf") else START) / RECOVERY
+            self.rate = min(self.chosen, self.rate + step)
             return self.rate

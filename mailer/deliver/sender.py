@@ -26,6 +26,7 @@ from mailer.deliver.workqueue import WAIT, Later, WorkQueue
 from mailer.errors import EXIT_TEMPFAIL, MailerError
 from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
+from mailer.values import format_duration
 from mailer.when import now as wall_now
 
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
@@ -74,6 +75,12 @@ class ServerNotAnswering(MailerError):
     exit_code = EXIT_TEMPFAIL
 
 
+class ServerDefersEveryone(MailerError):
+    """Nothing accepted for retry_window while fresh readers remain: the run stops."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -82,7 +89,12 @@ class Sender:
 
     SIGINT, SIGTERM and SIGHUP stop it gently: no new reader is taken, the replies already
     owed are awaited (each at most smtp_timeout) and recorded. A second signal stops at once,
-    after the reply being recorded, if any, is recorded.
+    after the reply being recorded, if any, is recorded; the summary counts the copies that
+    may be at the server with no outcome recorded (`unrecorded`): those may arrive twice.
+
+    A server that defers everyone does not keep a run going: when nothing has been accepted
+    (or failed for good) for retry_window while fresh readers remain, the run stops, leaving
+    the untried readers for the next run.
     """
 
     def __init__(
@@ -110,6 +122,7 @@ class Sender:
         self.claims = claims  # a shared ledger: this run's share of the list (claims.py)
         self.sleep = sleep
         self.wall_clock = wall_clock
+        self.clock = clock
         self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
         self._tally = Tally()
         self._lock = threading.Lock()  # the tally, and each outcome's recording
@@ -123,6 +136,12 @@ class Sender:
         self._signal = ""
         self._finished = threading.Event()  # every worker has ended, or a second signal came
         self._live = 0
+        # Per connection (under the lock): messages handed to it whose outcome is not recorded
+        # yet. Its replies come in order and only the oldest of them can have its body at the
+        # server, so a second signal leaves one copy in doubt per connection owing any.
+        self._owed = [0] * options.connections
+        self._settled_at = 0.0  # when a reader last got a final answer (sent or failed)
+        self._stalled: ServerDefersEveryone | None = None
 
     # -- choosing who gets a copy --------------------------------------------------------
 
@@ -155,7 +174,7 @@ class Sender:
         t = self._tally
         self.claims.join(lambda: (t.sent, t.deferred, t.failed), self.limiter.share)
         try:
-            return self._run(started, self.claims.stream(fresh))
+            return self._run(started, self.claims.stream(fresh, self.audience.attempts))
         finally:
             self.claims.leave(finished=not (self._signal or self._errors))
 
@@ -166,10 +185,11 @@ class Sender:
         first = self.transports()
         first.open()  # a wrong password or a dead server stops us here, before anyone is marked
         self._live = self.options.connections
+        self._settled_at = self.clock()
         workers = [
             threading.Thread(
                 target=self._work,
-                args=(queue, first if i == 0 else None),
+                args=(queue, first if i == 0 else None, i),
                 daemon=True,  # only ever abandoned after a second signal, outcomes recorded
                 name=f"send-{i}",
             )
@@ -205,6 +225,14 @@ class Sender:
 
     def _summary(self, started: float, queue: WorkQueue, *, locked: bool = False) -> Summary:
         t = self._tally
+        untried = 0
+        if self._stalled is not None and self._errors[0] is self._stalled and not locked:
+            untried = self._untried(queue)
+            self._errors[0] = ServerDefersEveryone(
+                f"the server deferred every reader for"
+                f" {format_duration(timedelta(seconds=self.options.retry_window))}; stopped;"
+                f" {t.deferred} deferred, {untried} not tried; the next run continues"
+            )
         error, code = "", EXIT_TEMPFAIL
         if self._errors and not self._signal:
             error, code = self._errors[0].format_message(), self._errors[0].exit_code
@@ -212,9 +240,10 @@ class Sender:
             self.issue,
             rows=t.rows,
             sent=t.sent,
-            deferred=t.deferred + queue.leftover(),
+            deferred=t.deferred,
             failed=t.failed,
             already_done=t.skips[Skip.ALREADY_DONE],
+            failed_earlier=t.skips[Skip.FAILED_EARLIER],
             suppressed=t.skips[Skip.SUPPRESSED],
             not_due=t.skips[Skip.NOT_DUE],
             retries=t.retries,
@@ -222,15 +251,28 @@ class Sender:
             interrupted=bool(self._signal),
             signal=self._signal,
             uncertain=t.uncertain,
+            unrecorded=sum(1 for owed in self._owed if owed),
+            untried=untried,
+            lowest_rate=self.limiter.lowest,
+            end_rate=self.limiter.rate,
             error=error,
             error_code=code,
             elapsed=time.monotonic() - started,
             failures=tuple(t.failures),
         )
 
-    def _work(self, queue: WorkQueue, transport: Transport | None) -> None:
+    def _untried(self, queue: WorkQueue) -> int:
+        """Readers owed a copy that this run never tried (they stay pending in the ledger)."""
+        if self.claims is None:
+            deferred, audience = self._tally.deferred_now, self.audience
+            return queue.untried(
+                lambda s: s.email not in deferred and not audience.attempts(s.email)
+            )
+        return self.claims.untried()
+
+    def _work(self, queue: WorkQueue, transport: Transport | None, worker: int) -> None:
         try:
-            self._work_loop(queue, transport)
+            self._work_loop(queue, transport, worker)
         except MailerError as exc:  # the ledger is gone or cannot record: stop everyone
             self._errors.append(exc)
             queue.stop()
@@ -245,7 +287,7 @@ class Sender:
                 if not self._live:
                     self._finished.set()
 
-    def _work_loop(self, queue: WorkQueue, transport: Transport | None) -> None:
+    def _work_loop(self, queue: WorkQueue, transport: Transport | None, worker: int) -> None:
         pipe = pipeline(transport) if transport is not None else None
         in_batch = 0
         open_failures = 0
@@ -284,8 +326,14 @@ class Sender:
                     queue.done(self._settle(subscriber, attempts, failed))
                     continue
                 self.limiter.acquire()
+                with self._lock:  # a second signal holds it: nothing more is handed over
+                    if queue.stopped:  # stopped while waiting for the slot: never tried
+                        queue.give_back((subscriber, attempts))
+                        continue
+                    self._owed[worker] += 1
                 try:
-                    alive = pipe.submit(message, self._outcome(queue, subscriber, attempts))
+                    done = self._outcome(queue, subscriber, attempts, worker)
+                    alive = pipe.submit(message, done)
                 except MailerError as exc:  # the server refuses us, not this reader: stop
                     pipe = None
                     self._stop(queue, exc)
@@ -314,14 +362,18 @@ class Sender:
             queue.stop()
             return False
 
-    def _outcome(self, queue: WorkQueue, subscriber: Subscriber, attempts: int) -> Done:
+    def _outcome(
+        self, queue: WorkQueue, subscriber: Subscriber, attempts: int, worker: int
+    ) -> Done:
         """What to do with one reader's outcome when it comes: record it, or give it back."""
 
         def done(result: Result | None) -> None:
             if result is None:
+                with self._lock:
+                    self._owed[worker] -= 1
                 queue.give_back((subscriber, attempts))
             else:
-                queue.done(self._settle(subscriber, attempts, result))
+                queue.done(self._settle(subscriber, attempts, result, worker))
 
         return done
 
@@ -343,12 +395,14 @@ class Sender:
             self._on_progress(Progress(done, self._total, s.sent, s.deferred, s.failed))
 
     def _settle(
-        self, subscriber: Subscriber, attempts: int, result: Result
+        self, subscriber: Subscriber, attempts: int, result: Result, worker: int | None = None
     ) -> tuple[Subscriber, int, float] | None:
         """Record one outcome; returns the retry to schedule, if any."""
         with self._lock:
             retry, next_try = self._count(subscriber, attempts, result)
             self.recorder.record(self.issue, subscriber.email, result.state, result.reply, next_try)
+            if worker is not None:  # handed to a connection, now recorded
+                self._owed[worker] -= 1
             self._progress()
         return retry
 
@@ -373,18 +427,23 @@ class Sender:
                 )
             )
             self._queue.stop()
-        if result.state == SENT:
-            s.sent += 1
+        if result.state != DEFERRED:
+            s.deferred_now.discard(subscriber.email)
+            self._settled_at = self.clock()
             self._last_throttled = None
             self._throttle_streak.clear()
+        if result.state == SENT:
+            s.sent += 1
+            self.limiter.speed_up()
             return None, None
         if result.state == FAILED:
             s.failed += 1
-            self._last_throttled = None
-            self._throttle_streak.clear()
             if len(s.failures) < KEEP_FAILURES:
                 s.failures.append((subscriber.email, result.reply))
             return None, None
+        s.deferred_now.add(subscriber.email)
+        if result.code:  # the server's own 4xx; silence is the circuit breaker's to judge
+            self._check_stalled()
         spent = attempts + 1
         tries = self._tries[subscriber.email] = self._tries.get(subscriber.email, 0) + 1
         if result.throttled:
@@ -409,7 +468,19 @@ class Sender:
         if spent < opts.max_attempts and not (self._queue and self._queue.stopped):
             s.retries += 1
             return (subscriber, spent, delay), next_try
-        s.deferred += 1
         if len(s.failures) < KEEP_FAILURES:
             s.failures.append((subscriber.email, result.reply))
         return None, next_try
+
+    def _check_stalled(self) -> None:
+        """A deferral (under the lock): stop the run if nothing has been settled for
+        retry_window while fresh readers remain. Once the list is used up, the queue's own
+        window ends the run; before, only this does, however slow the throttled pace."""
+        queue = self._queue
+        if queue is None or queue.stopped or not queue.producing or self._stalled is not None:
+            return
+        if self.clock() - self._settled_at < self.options.retry_window:
+            return
+        self._stalled = ServerDefersEveryone("the server deferred every reader")
+        self._errors.append(self._stalled)
+        queue.stop()

@@ -14,10 +14,10 @@ KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 class Progress:
     """Counters after each message; `total` is the number of rows to go through."""
 
-    done: int  # rows settled: sent, failed, given up for this run, or skipped
+    done: int  # rows settled: sent, failed, deferred (for now), or skipped
     total: int
     sent: int
-    deferred: int
+    deferred: int  # readers whose last outcome in this run is a deferral, retried or not
     failed: int
 
 
@@ -31,7 +31,8 @@ class Summary:
     sent: int = 0
     deferred: int = 0  # still deferred at the end (will be retried by a later run)
     failed: int = 0
-    already_done: int = 0  # sent (or failed) in an earlier run
+    already_done: int = 0  # sent in an earlier run
+    failed_earlier: int = 0  # failed for good in an earlier run (--retry-failed resends)
     suppressed: int = 0
     not_due: int = 0  # deferred earlier, backoff not over yet
     invalid: int = 0
@@ -41,6 +42,10 @@ class Summary:
     interrupted: bool = False
     signal: str = ""  # the signal that stopped it: SIGINT, SIGTERM, SIGHUP
     uncertain: int = 0  # copies lost after the whole message went out: they may have arrived
+    unrecorded: int = 0  # copies maybe at the server, no outcome recorded (a second signal)
+    untried: int = 0  # readers owed a copy and never tried, when the server stalled the run
+    lowest_rate: float = float("inf")  # how far a throttling server pushed the rate down
+    end_rate: float = float("inf")  # the rate when the run ended
     reconciled: int = 0  # outcomes replayed from an earlier run's journal
     given_up: int = 0  # deferred longer than give_up_after: failed for good at this run's start
     error: str = ""  # why the run stopped early (server gone, login refused...)
@@ -51,6 +56,11 @@ class Summary:
     @property
     def attempted(self) -> int:
         return self.sent + self.deferred + self.failed
+
+    @property
+    def twice(self) -> int:
+        """Copies that may arrive twice: no outcome recorded, or lost after the whole body."""
+        return self.unrecorded + self.uncertain
 
     @property
     def exit_code(self) -> int:
@@ -73,14 +83,18 @@ class Tally:
 
     rows: int = 0
     sent: int = 0
-    deferred: int = 0
     failed: int = 0
+    deferred_now: set[str] = field(default_factory=set)  # last outcome a deferral, as recorded
     skips: dict[Skip, int] = field(default_factory=lambda: dict.fromkeys(Skip, 0))
     retries: int = 0
     slowdowns: int = 0
     uncertain: int = 0
     drops: set[str] = field(default_factory=set)  # readers lost in a row (circuit breaker)
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def deferred(self) -> int:
+        return len(self.deferred_now)
 
     @property
     def skipped(self) -> int:

@@ -7,7 +7,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mailer.state.subscribers import Subscriber
@@ -130,9 +130,8 @@ class WorkQueue:
         """A reader taken but never tried: the next take hands it out again, as it was."""
         with self.cond:
             if self.stopped:
-                self.in_flight -= 1
-            else:
-                self.returned.append(item)  # still in flight: the run cannot end without it
+                self.in_flight -= 1  # never handed out again; kept only to be counted
+            self.returned.append(item)  # else still in flight: the run cannot end without it
             self.cond.notify_all()
 
     def done(self, retry: tuple[Subscriber, int, float] | None = None) -> None:
@@ -152,7 +151,20 @@ class WorkQueue:
             fresh = self._next_fresh() is not None or self.producing
             return (fresh or self._eligible()) and not self.stopped
 
-    def leftover(self) -> int:
-        """Retries still waiting when the run ends (deferred, with their next try stored)."""
+    def untried(self, never_tried: Callable[[Subscriber], bool]) -> int:
+        """Readers never tried, once the run has stopped, among those given back, the one
+        looked at and the rest of the list, read to its end (not for a shared outbox:
+        reading that claims readers)."""
         with self.cond:
-            return len(self.retries)
+            left = [s for s, _ in self.returned]
+            if self._peeked is not None:
+                left.append(self._peeked[0])
+            self.returned.clear()
+            self._peeked = None
+            count = sum(map(never_tried, left))
+            while self.producing:
+                item = next(self.source, None)
+                self.producing = item is not None
+                if item is not None and item is not LATER:
+                    count += never_tried(item[0])
+            return count

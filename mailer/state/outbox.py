@@ -22,9 +22,15 @@ class OutboxTable(Store):
     """The outbox table: one row per reader a run still owes, with who holds it until when."""
 
     @guarded
-    def load_outbox(self, issue: str, emails: Sequence[str]) -> int:
+    def load_outbox(
+        self, issue: str, emails: Sequence[str], attempts: Sequence[int] | None = None
+    ) -> int:
         """Add the readers this run owes `issue` to its outbox (those already there, or
         whose copy was accepted meanwhile, are left alone); returns how many were added.
+
+        `attempts`: each reader's tries when this run read the ledger (0 for all when not
+        given). A reader tried since by another sender (its row says otherwise) is that
+        sender's: put back, it would be sent again at once, whatever its next try time.
 
         One sender at a time (a lock per issue for the transaction), so a list is laid out
         once, in its order, whoever starts first.
@@ -37,17 +43,22 @@ class OutboxTable(Store):
             ).fetchone()
             start = int(row[0]) if row else 0
             conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS owed (email TEXT, seq INTEGER)"
-                " ON COMMIT DELETE ROWS"
+                "CREATE TEMP TABLE IF NOT EXISTS owed (email TEXT, seq INTEGER,"
+                " attempts INTEGER) ON COMMIT DELETE ROWS"
             )
+            tries = attempts if attempts is not None else [0] * len(emails)
             conn.copy_rows(
-                "COPY owed (email, seq) FROM STDIN",
-                ((norm_email(e), start + i) for i, e in enumerate(emails, 1)),
+                "COPY owed (email, seq, attempts) FROM STDIN",
+                (
+                    (norm_email(e), start + i, n)
+                    for i, (e, n) in enumerate(zip(emails, tries, strict=True), 1)
+                ),
             )
             added = conn.execute(
                 "INSERT INTO outbox (issue, email, seq) SELECT ?, o.email, min(o.seq)"
                 " FROM owed o WHERE NOT EXISTS (SELECT 1 FROM deliveries d"
-                " WHERE d.issue = ? AND d.email = o.email AND d.state IN ('sent', 'bounced'))"
+                " WHERE d.issue = ? AND d.email = o.email"
+                " AND (d.state IN ('sent', 'bounced') OR d.attempts <> o.attempts))"
                 " GROUP BY o.email ON CONFLICT (issue, email) DO NOTHING",
                 (issue, issue),
             ).rowcount
@@ -108,5 +119,16 @@ class OutboxTable(Store):
                 "SELECT count(*) FROM outbox o WHERE o.issue = ? AND o.claimed_by <> ?"
                 f" AND o.lease_until >= {PG_NOW} AND NOT {_ACCEPTED}",
                 (issue, sender),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @guarded
+    def outbox_left(self, issue: str) -> int:
+        """Readers of the outbox never tried (no delivery row), held or not."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM outbox o WHERE o.issue = ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.issue = o.issue AND d.email = o.email)",
+                (issue,),
             ).fetchone()
         return int(row[0]) if row else 0
