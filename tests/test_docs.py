@@ -2,29 +2,46 @@
 names every setting and every package folder, and every example shown as output is the output
 of running it.
 
-Examples are fenced ```console blocks: each `$ ` line is a command, the lines after it what it
-prints (stdout and stderr, as a terminal shows them). A line that is only `…` stands for any
-number of lines; `…` inside a line for any text. The commands of one page run in order in one
-fresh project (issues/, mailer.toml, the example list, a .env holding MAILER_SECRET), so a page
-can make a key and then show what uses it. A fenced block whose info string says
-`file=PATH` is written to PATH in that project where it appears.
+Examples are fenced ```console blocks: each `$ ` line is a command (a trailing backslash
+continues it on the next line), the lines after it what it prints (stdout and stderr, as a
+terminal shows them). A line that is only `…` stands for any number of lines; `…` inside a
+line for any text. The commands of one page run in order in one fresh project (issues/,
+mailer.toml, the example list, a .env holding MAILER_SECRET), so a page can make a key and then
+show what uses it: `cd DIR` moves the page's next commands into DIR, `$?` is the previous
+command's exit status, and stdin is at its end, as in a script. A fenced block whose info string
+says `file=PATH` is written to PATH in the current folder where it appears; one that says
+`edit=PATH` sets its `key = value` lines in that TOML file, as a user edits it.
+
+What a page needs that is no example (a server it tells the reader to start, a file the
+reader brings) is done by the test: BACKGROUND runs beside a page's examples, its port and
+folders standing in for the ones the page shows; SETUP comes before the first example of a
+command.
 """
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
+import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import pytest
-from conftest import FIXTURE_SECRET, ROOT, SECRET, SENT
+from conftest import FIXTURE_SECRET, FIXTURES, ROOT, SECRET, SENT
 from test_bounces import BOUNCES, READERS
+from test_digest import FEEDS, FeedServer
+from test_digest import _handler as feed_handler
 
 import mailer.cli
 from mailer import config
@@ -34,6 +51,7 @@ DOCS = ROOT / "docs"
 README_PATH = ROOT / "README.md"
 PAGES = [README_PATH, *sorted(DOCS.glob("*.md"))]
 BENCH_README = ROOT / "bench" / "README.md"  # linked from docs/benchmarks.md
+SUBSTACK = FIXTURES / "substack"  # an export's files, as Substack's zip holds them
 README = README_PATH.read_text(encoding="utf-8")
 UNDOCUMENTED = {"--help", "--version"}  # click's own; `-h` is short, never checked
 
@@ -188,7 +206,10 @@ def test_no_development_history(page: Path) -> None:
 
 # -- every example is real output ----------------------------------------------------------------
 
-RUNNABLE = {"mailer", "echo", "cat", "cp"}  # what an example may run: nothing that installs
+# What an example may run: nothing that installs or deletes. `cd DIR` is the session's own.
+RUNNABLE = {"mailer", "echo", "cat", "cp", "head", "grep", "sort"}
+SEPARATORS = {"|", "||", "&&", ";", "&"}  # each starts another program
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 ELLIPSIS = re.compile(r"…|\.\.\.")
 FENCE = re.compile(r"^( *)(`{3,})(.*)$")
 
@@ -205,6 +226,15 @@ class Block:
     @property
     def where(self) -> str:
         return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def kind(self) -> str:
+        return (self.info.split() or [""])[0]
+
+    def option(self, name: str) -> str | None:
+        """The value of `name=VALUE` in the info string."""
+        found = re.search(rf"\b{name}=(\S+)", self.info)
+        return found.group(1) if found else None
 
 
 def _blocks(page: Path) -> list[Block]:
@@ -228,15 +258,40 @@ def _blocks(page: Path) -> list[Block]:
 
 
 def _examples(block: Block) -> list[tuple[str, list[str]]]:
-    """(command, the lines it prints) for each `$ ` line of a console block."""
+    """(command, the lines it prints) for each `$ ` line of a console block.
+
+    A command line ending in a backslash goes on in the next line, as in the shell.
+    """
     examples: list[tuple[str, list[str]]] = []
+    going_on = False
     for line in block.lines:
-        if line.startswith("$ "):
+        if going_on:
+            command = examples[-1][0]
+            examples[-1] = (f"{command[:-1].rstrip()} {line.strip()}", [])
+        elif line.startswith("$ "):
             examples.append((line[2:], []))
         else:
             assert examples, f"{block.where}: a console block starts with a `$ ` command"
             examples[-1][1].append(line)
+        going_on = examples[-1][0].endswith("\\") and not examples[-1][1]
     return examples
+
+
+def _programs(command: str) -> list[str]:
+    """The programs a shell command line runs: the first word of each part of a pipeline or list,
+    after any VAR=value."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # `#` inside a word is text to the shell (MAILER_ACCENT_COLOR=#0b62d6)
+    programs: list[str] = []
+    expecting = True
+    for word in lexer:
+        if word in SEPARATORS:
+            expecting = True
+        elif expecting and not ASSIGNMENT.match(word):
+            programs.append(word)
+            expecting = False
+    return programs
 
 
 def _pattern(shown: list[str]) -> re.Pattern[str]:
@@ -260,6 +315,22 @@ def _project(home: Path) -> Path:
     return project
 
 
+def _edit_toml(path: Path, lines: tuple[str, ...]) -> None:
+    """Each `key = value` line set in the file as a user does it: over that key's line, commented
+    out or not, else added at the end."""
+    text = path.read_text(encoding="utf-8")
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue  # a blank or a comment in the page explains; it sets nothing
+        key = line.partition("=")[0].strip()
+        text, found = re.subn(
+            rf"^#? *{re.escape(key)} *=.*$", lambda _, line=line: line, text, count=1, flags=re.M
+        )
+        if not found:
+            text += line + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def _bounce_mailbox(home: Path, project: Path) -> None:
     """issue-2 sent to every reader the bounce fixtures name; those fixtures in ~/Maildir."""
     # The fixtures return Message-IDs and VERP addresses made with the fixtures' secret.
@@ -273,9 +344,109 @@ def _bounce_mailbox(home: Path, project: Path) -> None:
         shutil.copy(message, home / "Maildir" / "new")
 
 
-# What a user would have done before this example, outside mailer: keyed by the command.
+def _issue_2_went_out(home: Path, project: Path) -> None:
+    """issue-2 sent: a copy accepted for a reader, in the ledger."""
+    with Ledger(project / ".mailer") as ledger:
+        ledger.record("issue-2", config.EXAMPLE_READER, SENT, "250 ok")
+
+
+def _substack_export(home: Path, project: Path) -> None:
+    """The Substack fixture zipped as Substack's Exports gives it, in the project."""
+    with zipfile.ZipFile(project / "substack-export.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(SUBSTACK.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(SUBSTACK).as_posix())
+
+
+# What a user would have done before this example, outside mailer: keyed by the command, done
+# before the first example of a page that runs it.
 SETUP: dict[str, Callable[[Path, Path], None]] = {
     "mailer bounces --maildir ~/Maildir --verbose": _bounce_mailbox,
+    "mailer publish": _issue_2_went_out,
+    "mailer import-posts substack-export.zip": _substack_export,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int, server: subprocess.Popen[bytes]) -> bool:
+    """Wait until the server accepts on the port (True) or has exited (False)."""
+    deadline = time.monotonic() + 60  # a started aiosmtpd listens within a second or two
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@contextmanager
+def _mailbox_sink(page: str, home: Path) -> Iterator[dict[str, str]]:
+    """The page's own `python -m aiosmtpd ... Mailbox DIR` on a free port, with DIR in the test's
+    home; the page's port and DIR stand for those."""
+    shown = re.search(r"^ *python (-m aiosmtpd -n -l 127\.0\.0\.1:(\d+) .* (\S+))$", page, re.M)
+    assert shown, "the page shows no `python -m aiosmtpd ...` sink to start"
+    arguments, shown_port, shown_dir = shown.groups()
+    sink = str(home / "sink")
+    log = home / "sink.log"
+    for _ in range(3):  # the free port may be taken before aiosmtpd binds it
+        port = str(_free_port())
+        line = arguments.replace(f":{shown_port}", f":{port}").replace(shown_dir, sink)
+        with log.open("wb") as out:
+            server = subprocess.Popen(
+                [sys.executable, *shlex.split(line)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            if _listening(int(port), server):
+                yield {
+                    f"127.0.0.1:{shown_port}": f"127.0.0.1:{port}",
+                    f"smtp_port = {shown_port}": f"smtp_port = {port}",
+                    shown_dir: sink,
+                }
+                return
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    pytest.fail(f"aiosmtpd did not start: {arguments}\n{log.read_text(errors='replace')}")
+
+
+@contextmanager
+def _feed_server(page: str, home: Path) -> Iterator[dict[str, str]]:
+    """tests/fixtures/feeds over HTTP on 127.0.0.1, a conditional GET of an unchanged one
+    answered with 304; the page's 127.0.0.1:8765 stands for it."""
+    state = FeedServer()
+    for fixture in sorted(FEEDS.iterdir()):
+        kind = "text/html; charset=utf-8" if fixture.suffix == ".html" else "application/xml"
+        state.serve(f"/{fixture.name}", fixture.name, kind)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), feed_handler(state))
+    state.port = server.server_port
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"127.0.0.1:8765": f"127.0.0.1:{state.port}"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def _nothing(page: str, home: Path) -> Iterator[dict[str, str]]:
+    yield {}
+
+
+# What runs beside a page's examples while they run, as the page says: keyed by the page.
+# Each yields what the page shows (a port, a folder) and what stands for it in the test.
+BACKGROUND: dict[str, Callable[[str, Path], AbstractContextManager[dict[str, str]]]] = {
+    "getting-started.md": _mailbox_sink,
+    "publishing.md": _feed_server,
 }
 
 
@@ -287,38 +458,79 @@ def _environment(home: Path) -> dict[str, str]:
     return env
 
 
+def _write_file(path: Path, lines: tuple[str, ...]) -> None:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _substituted(block: Block, stand_ins: dict[str, str]) -> Block:
+    lines = list(block.lines)
+    for shown, real in stand_ins.items():
+        lines = [line.replace(shown, real) for line in lines]
+    return Block(block.page, block.line, block.info, tuple(lines))
+
+
+@dataclass
+class Session:
+    """A page's commands, run in order as one user at a terminal runs them."""
+
+    home: Path
+    folder: Path  # `cd DIR` moves it for the page's next commands
+    env: dict[str, str]
+    status: int = 0  # the previous command's, for `$?`
+    set_up: set[str] = field(default_factory=set)
+
+    def write(self, block: Block) -> None:
+        """Write or edit the file a block names, where it appears."""
+        for option, write in (("file", _write_file), ("edit", _edit_toml)):
+            target = block.option(option)
+            if target:
+                (self.folder / target).parent.mkdir(parents=True, exist_ok=True)
+                write(self.folder / target, block.lines)
+
+    def check(self, block: Block, command: str, shown: list[str]) -> None:
+        """Run the command; fail unless it prints what the page shows."""
+        words = shlex.split(command)
+        if words[0] == "cd":
+            assert len(words) == 2 and not shown, f"{block.where}: `cd DIR` alone, printing nothing"
+            self.folder = (self.folder / words[1]).resolve()
+            assert self.folder.is_dir(), f"{block.where}: no folder {words[1]}"
+            self.status = 0
+            return
+        for program in _programs(command):
+            assert program in RUNNABLE, f"{block.where}: `{command}` is not an example to run"
+        if command in SETUP and command not in self.set_up:
+            SETUP[command](self.home, self.folder)
+            self.set_up.add(command)
+        ran = subprocess.run(
+            ["bash", "-c", f"(exit {self.status}); {command}"],
+            cwd=self.folder,
+            env=self.env,
+            stdin=subprocess.DEVNULL,  # nobody at a keyboard to answer
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
+        )
+        self.status = ran.returncode
+        output = "".join(line.rstrip() + "\n" for line in ran.stdout.splitlines())
+        if not _pattern(shown).fullmatch(output):
+            pytest.fail(
+                f"{block.where}: `{command}` prints something else.\n"
+                "--- shown:\n" + "\n".join(shown) + "\n--- printed:\n" + output
+            )
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_examples_are_real_output(page: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    project = _project(home)
-    env = _environment(home)
-    for block in _blocks(page):
-        target = re.search(r"\bfile=(\S+)", block.info)
-        if target:
-            (project / target.group(1)).parent.mkdir(parents=True, exist_ok=True)
-            (project / target.group(1)).write_text("\n".join(block.lines) + "\n", "utf-8")
-        if block.info.split()[:1] != ["console"]:
-            continue
-        for command, shown in _examples(block):
-            program = re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*", "", command).split()[0]
-            assert program in RUNNABLE, f"{block.where}: `{command}` is not an example to run"
-            if command in SETUP:
-                SETUP[command](home, project)
-            ran = subprocess.run(
-                ["bash", "-c", command],
-                cwd=project,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=120,
-            )
-            output = "".join(line.rstrip() + "\n" for line in ran.stdout.splitlines())
-            if not _pattern(shown).fullmatch(output):
-                pytest.fail(
-                    f"{block.where}: `{command}` prints something else.\n"
-                    "--- shown:\n" + "\n".join(shown) + "\n--- printed:\n" + output
-                )
+    session = Session(home, _project(home), _environment(home))
+    beside = BACKGROUND.get(page.name, _nothing)
+    with beside(page.read_text(encoding="utf-8"), home) as stand_ins:
+        for block in (_substituted(b, stand_ins) for b in _blocks(page)):
+            session.write(block)
+            if block.kind == "console":
+                for command, shown in _examples(block):
+                    session.check(block, command, shown)
 
 
 def test_every_setup_has_its_example() -> None:
@@ -326,10 +538,27 @@ def test_every_setup_has_its_example() -> None:
         command
         for page in PAGES
         for block in _blocks(page)
-        if block.info.split()[:1] == ["console"]
+        if block.kind == "console"
         for command, _ in _examples(block)
     }
     assert set(SETUP) <= commands
+
+
+def test_every_background_has_its_page() -> None:
+    assert set(BACKGROUND) <= {page.name for page in PAGES}
+
+
+def test_a_command_goes_on_after_a_backslash() -> None:
+    block = Block(
+        README_PATH, 1, "console", ("$ mailer init x \\", "    --url u", "created", "$ cd x")
+    )
+    assert _examples(block) == [("mailer init x --url u", ["created"]), ("cd x", [])]
+
+
+def test_every_program_of_a_command_line_is_checked() -> None:
+    line = "MAILER_ACCENT_COLOR=#f5a623 mailer build x; echo $? && grep -E '^(To|From):' a | sort"
+    assert _programs(line) == ["mailer", "echo", "grep", "sort"]
+    assert _programs("mailer build x && rm -rf build")[-1] == "rm"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
