@@ -297,7 +297,10 @@ def test_a_server_that_never_answers_is_unavailable() -> None:
     [
         (["ftp://example.org/feed"], "is not an http(s) URL"),
         (["https://example.org/feed", "--send-at", "tomorrow"], "Invalid value for --send-at"),
-        (["https://example.org/feed", "--max", "0"], "Invalid value for '--max'"),
+        (
+            ["https://example.org/feed", "--max", "0"],
+            "--max must be a whole number from 1 to 1000, got '0'",
+        ),
     ],
 )
 def test_bad_input_is_one_line(project: Path, args: list[str], message: str) -> None:
