@@ -38,6 +38,10 @@ MAX_PIPELINE_DEPTH = 2  # DATA must wait for its 354: more cannot be in flight w
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
 OWN_VARIABLES = frozenset({"MAILER_NOW"})
 
+# `subscribers = "store"`: the list lives in the state store (the ledger's database), shared
+# by the web app and every sender, instead of a CSV file.
+STORE = "store"
+
 # The bundled example list, and who stands in for a reader or a sender in previews and samples.
 EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
 EXAMPLE_READER = "reader@example.org"
@@ -87,6 +91,7 @@ class Settings:
     # sender's readers go to the others after it.
     claim_timeout: timedelta = field(default=timedelta(seconds=60), metadata={"kind": "duration"})
     templates: str = ""
+    # A CSV file (relative to the project), or STORE: the readers in the state store.
     subscribers: str = "subscribers.csv"
     lang: str = "en"
     name_fallback: str = "there"

@@ -138,6 +138,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: the list itself, for `subscribers = "store"` (state/readers.py): one row per reader,
+    # keyed like suppressions and deliveries (lower-cased), with the address as sent, merge
+    # fields (a JSON object), tags (",a,b,": one LIKE finds a tag), a status and the consent
+    # record. subscriber_fields names every field any reader has had: a send checks its
+    # templates against them without reading every row.
+    (
+        """
+        CREATE TABLE subscribers (
+            email        TEXT PRIMARY KEY,
+            address      TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            fields       TEXT NOT NULL,
+            tags         TEXT NOT NULL,
+            status       TEXT NOT NULL CHECK (status IN
+                         ('pending', 'confirmed', 'unsubscribed', 'bounced', 'complained')),
+            source       TEXT NOT NULL,
+            signed_up_at TEXT NOT NULL,
+            confirmed_at TEXT,
+            form_url     TEXT NOT NULL,
+            updated_at   TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # A send walks one status in key order, a page at a time.
+        "CREATE INDEX subscribers_by_status ON subscribers (status, email)",
+        "CREATE TABLE subscriber_fields (name TEXT PRIMARY KEY) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
