@@ -78,11 +78,13 @@ class _Planned:
     rows: int
 
 
-def _plan(path: Path, fmt: str) -> list[_Planned]:
+def _plan(path: Path, fmt: str) -> tuple[list[_Planned], list[str]]:
     """Each table's header, format and row count: a first pass that refuses a broken file
-    (or a header no format knows) before anything is written."""
-    planned = []
-    for table in tables(path):
+    (or a header no format knows) before anything is written. In a zip, a CSV that is no
+    list (Substack's posts.csv) is left out: (the tables, the labels of those left out)."""
+    planned, left_out = [], []
+    found = tables(path)
+    for table in found:
         records = table.records()
         first = next(records, None)
         if first is None:
@@ -91,6 +93,9 @@ def _plan(path: Path, fmt: str) -> list[_Planned]:
         header = Header(cells)
         chosen = FORMATS[fmt] if fmt != "auto" else detect(header, table)
         if chosen is None or not chosen.detect(header.lower, table.name.lower()):
+            if len(found) > 1:
+                left_out.append(table.label)
+                continue
             what = f"a {fmt} export's" if fmt != "auto" else "an export this tool knows"
             raise InputError(
                 f"not {what} header (no email column?); the header has {describe(cells)}",
@@ -99,9 +104,13 @@ def _plan(path: Path, fmt: str) -> list[_Planned]:
                 hint="name the format with --format, or give the address column the name email",
             )
         planned.append(_Planned(table, header, chosen, sum(1 for _ in records)))
+    if not planned:
+        raise InputError(
+            f"no list in the zip: none of {', '.join(left_out)} has an email column", path=path
+        )
     # Who has left comes first: an address both unsubscribed and subscribed stays out.
     planned.sort(key=lambda p: not p.table.name.lower().startswith(("unsubscribed", "cleaned")))
-    return planned
+    return planned, left_out
 
 
 def run_import(
@@ -116,8 +125,9 @@ def run_import(
     batch: int = BATCH,
 ) -> Report:
     """Import `path` (a CSV or a zip of CSVs) into the store; `tags` go on every reader."""
-    planned = _plan(path, fmt)
+    planned, left_out = _plan(path, fmt)
     report = Report(path, dry_run, [(p.table.label, p.format.name) for p in planned])
+    report.formats += [(label, "left out: not a list") for label in left_out]
     report.total = sum(p.rows for p in planned)
     forgotten = Forgotten(secret, target.forgotten_keys())
     source = f"import:{path.name}"

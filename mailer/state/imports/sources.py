@@ -79,9 +79,24 @@ class Table:
                 raise InputError(
                     "not UTF-8 text",
                     path=self.label,
-                    line=done + 1,
+                    line=self._first_bad_line(),
                     hint="export the list again as UTF-8 CSV",
                 ) from None
+
+    def _first_bad_line(self) -> int | None:
+        """The first line that is not UTF-8 (text is decoded a chunk ahead of the CSV)."""
+        with contextlib.ExitStack() as stack:
+            if self.member:
+                archive = stack.enter_context(zipfile.ZipFile(self.path))
+                raw: IO[bytes] = stack.enter_context(archive.open(self.member))
+            else:
+                raw = stack.enter_context(open(self.path, "rb"))
+            for number, line in enumerate(raw, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+        return None
 
 
 def tables(path: Path) -> list[Table]:
