@@ -107,8 +107,12 @@ def remove(ctx: Context, email: str) -> None:
         address, listed, new = lists.remove(ctx.settings, email)
     except ValueError as exc:
         raise _address_error(exc) from None
-    done = "unsubscribed and suppressed (manual)" if new else "was already suppressed"
-    click.echo(f"{address}: {done}" + ("" if listed else " (not on the list)"))
+    if not new:
+        click.echo(f"{address}: was already suppressed")
+    elif listed:
+        click.echo(f"{address}: unsubscribed and suppressed (manual)")
+    else:
+        click.echo(f"{address}: suppressed (manual); it was not on the list")
 
 
 @subscribers.command("list")
