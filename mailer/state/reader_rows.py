@@ -65,11 +65,15 @@ def tags_of(text: str) -> tuple[str, ...]:
     return tuple(t for t in text.split(",") if t)
 
 
+# One encoder for every row: json.dumps with options would build a new one each call.
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def fields_text(fields: Mapping[str, str]) -> str:
     """Fields as stored: a JSON object with sorted keys, so equal fields are equal text."""
     if not fields:
         return "{}"
-    return json.dumps(dict(fields), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE(dict(fields))
 
 
 def fields_of(text: str) -> Mapping[str, str]:

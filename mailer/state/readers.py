@@ -105,7 +105,8 @@ class ReaderTable(Store):
     def _apply_readers(
         self, conn: Database, wanted: Sequence[Wanted], forgotten: Forgotten, *, write: bool
     ) -> Applied:
-        keys = [w.key for w in wanted]
+        # In key order: the lookups and the writes walk the B-tree once, not at random.
+        keys = sorted(w.key for w in wanted)
         old: dict[str, Row] = {}
         suppressed: dict[str, str] = {}
         for part in _chunks(keys):
@@ -156,9 +157,9 @@ class ReaderTable(Store):
             names.update(want.fields)
         if write:
             if inserts:
-                conn.executemany(_INSERT, inserts)
+                conn.executemany(_INSERT, sorted(inserts))
             if updates:
-                conn.executemany(_UPDATE, updates)
+                conn.executemany(_UPDATE, sorted(updates, key=lambda u: u[-1]))
             if suppress:
                 conn.executemany(_SUPPRESS, suppress)
             if names:

@@ -35,6 +35,8 @@ COMPLAINED = SubscriberStatus.COMPLAINED
 EMAIL_COLUMNS = ("email", "email address", "email_address", "e-mail", "mail")
 # Go's time.String(), as listmonk writes times: "2024-01-15 10:00:00.123456 +0000 UTC".
 _GO_TIME = re.compile(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d+))? ([+-]\d\d)(\d\d)(?: \S+)?")
+# A time in UTC as most exports write it: "2023-04-21 11:16:57", "2024-01-15T10:00:00.000Z".
+_UTC_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d+))?(?:Z|[+-]00:?00)?")
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 
 
@@ -74,6 +76,14 @@ def when(text: str) -> str | None:
     text = text.strip()
     if not text:
         return None
+    utc = _UTC_TIME.fullmatch(text)
+    if utc:  # the common case, without time zone arithmetic: checked, then written out
+        day, clock, fraction = utc.groups()
+        try:
+            datetime.fromisoformat(f"{day}T{clock}")
+        except ValueError:
+            raise ValueError(f"not a date and time: {text[:40]!r}") from None
+        return f"{day}T{clock}.{(fraction or '')[:6]:0<6}+00:00"
     go = _GO_TIME.fullmatch(text)
     if go:
         day, clock, fraction, hours, minutes = go.groups()
@@ -124,6 +134,9 @@ class Row:
 
     def __init__(self, header: Header, table: Table, source: str, email: int) -> None:
         self.header, self.table, self.source, self.email = header, table, source, email
+        # The field columns with their names, worked out once (not once a row).
+        self._fields: list[tuple[int, str]] | None = None
+        self._skip: Collection[int | None] = ()
 
     def address(self, cells: list[str]) -> str | Refused:
         """The normalised address of this row, or why it is refused."""
@@ -144,10 +157,16 @@ class Row:
 
     def fields(self, cells: list[str], skip: Collection[int | None]) -> dict[str, str]:
         """Every other column as a merge field, by its name as templates use it."""
+        if self._fields is None or self._skip != skip:
+            self._skip = skip
+            self._fields = []
+            for i, name in enumerate(self.header.names):
+                key = field_name(name)
+                if i not in skip and key and key not in RESERVED_FIELDS:
+                    self._fields.append((i, key))
         out: dict[str, str] = {}
-        for i, name in enumerate(self.header.names):
-            key = field_name(name)
-            if i not in skip and key and key not in RESERVED_FIELDS and cells[i].strip():
+        for i, key in self._fields:
+            if cells[i] and not cells[i].isspace():
                 out.setdefault(key, clean(cells[i]))
         return out
 

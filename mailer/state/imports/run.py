@@ -6,6 +6,7 @@ Importing the same file again changes nothing."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,7 @@ from mailer.errors import InputError, printable
 from mailer.state.imports.formats import FORMATS, Format, Header, Refused, describe, detect
 from mailer.state.imports.sources import Table, tables
 from mailer.state.reader_rows import Forgotten, Wanted
-from mailer.state.readers import Applied
-from mailer.state.subscribers import Dedupe
+from mailer.state.readers import CHUNK, Applied
 
 BATCH = 5_000  # readers per transaction: large enough to amortise, small enough to stay flat
 MAX_STORED = 1_000  # refused rows kept for display; the counts stay exact
@@ -132,7 +132,7 @@ def run_import(
     forgotten = Forgotten(secret, target.forgotten_keys())
     source = f"import:{path.name}"
     extra = tuple(tags)
-    dedupe = Dedupe()
+    seen = _Seen()
     try:
         for number, plan in enumerate(planned):
             mapper = plan.format.mapper(plan.header, plan.table, source)
@@ -145,33 +145,83 @@ def run_import(
                 if isinstance(got, Refused):
                     report.note(plan.table, line, got.email, got.reason, invalid=got.invalid)
                     continue
-                first = dedupe.first_line(got.key, number * _TABLE + line)
-                if first != number * _TABLE + line:
-                    where = f"{planned[first // _TABLE].table.label}:{first % _TABLE}"
-                    report.note(plan.table, line, got.email, f"duplicate of {where}", invalid=False)
-                    continue
                 if extra:
                     got = dataclasses.replace(got, tags=(*got.tags, *extra))
                 wanted.append(got)
                 if len(wanted) >= batch:
-                    _write(target, wanted, forgotten, plan.table, report)
+                    _write(target, seen, planned, number, wanted, forgotten, report)
                     if on_progress is not None:
                         on_progress(report)
-            _write(target, wanted, forgotten, plan.table, report)
+            _write(target, seen, planned, number, wanted, forgotten, report)
     finally:
-        dedupe.close()
+        seen.close()
     if on_progress is not None:
         on_progress(report)
     return report
 
 
+class _Seen:
+    """Where each address of this import was first read (table * _TABLE + line), asked a
+    batch at a time: a temp-file SQLite table keyed by the address's hash, so that memory
+    stays flat however long the file is."""
+
+    def __init__(self) -> None:
+        # "": a private temp-file database, deleted on close; only its page cache is in
+        # memory. hash() is this process's own: fine for a table that dies with it, and
+        # 64 bits (two of a million addresses collide with odds of ~3e-8).
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE seen (key INTEGER PRIMARY KEY, place INTEGER NOT NULL)")
+        self._db.execute("BEGIN")  # nothing here needs to survive a crash
+
+    def firsts(self, items: Sequence[tuple[str, int]]) -> list[int]:
+        """For each (address key, place): where that address was first read."""
+        hashes = [hash(key) for key, _ in items]
+        known: dict[int, int] = {}
+        unique = sorted(set(hashes))
+        for start in range(0, len(unique), CHUNK):
+            part = unique[start : start + CHUNK]
+            marks = ", ".join("?" * len(part))
+            rows = self._db.execute(f"SELECT key, place FROM seen WHERE key IN ({marks})", part)
+            known.update(rows.fetchall())
+        firsts, new = [], []
+        for digest, (_, place) in zip(hashes, items, strict=True):
+            if digest not in known:
+                known[digest] = place
+                new.append((digest, place))
+            firsts.append(known[digest])
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", sorted(new))
+        return firsts
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def _write(
-    target: Target, wanted: list[Wanted], forgotten: Forgotten, table: Table, report: Report
+    target: Target,
+    seen: _Seen,
+    planned: list[_Planned],
+    number: int,
+    wanted: list[Wanted],
+    forgotten: Forgotten,
+    report: Report,
 ) -> None:
-    """One batch, one transaction (none in a dry run); the batch list is emptied."""
+    """One batch of table `number`: its duplicates named, the rest written in one
+    transaction (none in a dry run); the batch list is emptied."""
     if not wanted:
         return
-    done = target.apply_readers(wanted, forgotten=forgotten, dry_run=report.dry_run)
+    table = planned[number].table
+    places = [number * _TABLE + w.line for w in wanted]
+    firsts = seen.firsts([(w.key, place) for w, place in zip(wanted, places, strict=True)])
+    fresh = []
+    for want, place, first in zip(wanted, places, firsts, strict=True):
+        if first == place:
+            fresh.append(want)
+        else:
+            where = f"{planned[first // _TABLE].table.label}:{first % _TABLE}"
+            report.note(table, want.line, want.email, f"duplicate of {where}", invalid=False)
+    done = target.apply_readers(fresh, forgotten=forgotten, dry_run=report.dry_run)
     report.added += done.added
     report.changed += done.changed
     report.suppressed += done.suppressed

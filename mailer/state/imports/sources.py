@@ -65,7 +65,8 @@ class Table:
             done = 0
             try:
                 for cells in reader:
-                    if any(cell.strip() for cell in cells):
+                    # The first cell decides for almost every row: no generator per row.
+                    if cells and (cells[0].strip() or any(c.strip() for c in cells)):
                         yield done + 1, cells
                     done = reader.line_num
             except csv.Error as exc:
