@@ -411,3 +411,8 @@ def test_forget_needs_the_secret(cli: Run) -> None:
     assert one_line_error(result) == (
         "Error: forget needs MAILER_SECRET: the hash left in the address's place is keyed with it"
     )
+
+
+def test_list_shows_a_name_with_a_terminal_escape_escaped(cli: Run) -> None:
+    assert cli("subscribers", "add", "eve@example.com", "--name", "Eve\x1b[2J").exit_code == 0
+    assert cli("subscribers", "list").stdout == "eve@example.com  confirmed  -  Eve\\x1b[2J\n"

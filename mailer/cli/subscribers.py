@@ -15,7 +15,7 @@ import click
 from mailer import lists
 from mailer.cli.common import Context, pass_ctx, warn
 from mailer.cli.status import SHOW_INVALID, SHOW_SKIPPED, subscribers
-from mailer.errors import EXIT_DATA
+from mailer.errors import EXIT_DATA, printable
 from mailer.state.imports import FORMATS, Report
 from mailer.state.reader_rows import RESERVED_FIELDS, Reader, field_name, tag_name
 from mailer.states import SubscriberStatus
@@ -155,7 +155,9 @@ def list_readers(ctx: Context, status: str | None, tags: tuple[str, ...], as_csv
                 ]
             )
         else:
-            click.echo(f"{reader.email}  {reader.status}  {_shown_tags(reader)}  {reader.name}")
+            # printable: a name from another service's export may hold a terminal escape.
+            line = f"{reader.email}  {reader.status}  {_shown_tags(reader)}  {reader.name}"
+            click.echo(printable(line))
     click.echo(f"{count} reader{'s' if count != 1 else ''}", err=True)
 
 
