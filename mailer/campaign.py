@@ -22,7 +22,7 @@ from typing import Protocol
 from mailer.compose import load as load_mod
 from mailer.compose.issue import slug_of
 from mailer.compose.render import Email, render
-from mailer.config import EXAMPLE_SUBSCRIBERS, Settings
+from mailer.config import STORE, Settings
 from mailer.deliver import dkim as dkim_mod
 from mailer.deliver.audience import Audience, History, LedgerWatch
 from mailer.deliver.claims import Claims
@@ -44,8 +44,9 @@ from mailer.errors import (
 from mailer.state import continuity
 from mailer.state.deliveries import Delivery
 from mailer.state.ledger import existing_ledger, lock, open_ledger
+from mailer.state.roster import Listing, Roster, roster_for, segment
 from mailer.state.senders import SenderRow
-from mailer.state.subscribers import Problem, Subscriber, SubscriberList, check_email
+from mailer.state.subscribers import Problem, Subscriber, check_email
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
 from mailer.when import spoken
@@ -60,22 +61,7 @@ def load(settings: Settings, name: str) -> Email:
 
 
 ledger = open_ledger  # the project's ledger, created on first use
-
-
-def subscriber_file(settings: Settings, given: Path | None, *, dry_run: bool) -> Path:
-    """--subscribers, else `subscribers`; a dry run falls back to the bundled example list."""
-    if given is not None:
-        return given
-    default = settings.root / settings.subscribers
-    example = settings.root / EXAMPLE_SUBSCRIBERS
-    if not default.exists() and dry_run and example.exists():
-        return example
-    if not default.exists():
-        raise InputError(
-            f"no subscriber list at {default}",
-            hint="pass --subscribers FILE or set `subscribers` in mailer.toml",
-        )
-    return default
+roster = roster_for  # --subscribers, else `subscribers`: a CSV file or the store
 
 
 # -- planning -----------------------------------------------------------------------------
@@ -87,7 +73,7 @@ class Plan:
 
     email: Email
     composer: Composer
-    subscribers: Path
+    subscribers: Roster  # the list, narrowed to the issue's segment if it has one
     options: SendOptions
     rows: int  # data rows in the file
     owed: int  # valid subscribers owed a copy now
@@ -116,9 +102,19 @@ class Plan:
 
 
 def plan(
-    settings: Settings, issue: str, subscribers: Path, options: SendOptions, *, dry_run: bool
+    settings: Settings,
+    issue: str,
+    subscribers: Path | Roster,
+    options: SendOptions,
+    *,
+    dry_run: bool,
+    tags: tuple[str, ...] | None = None,
 ) -> Plan:
-    """Render `issue` once, refuse what must not be sent, and count who is owed a copy."""
+    """Render `issue` once, refuse what must not be sent, and count who is owed a copy.
+
+    The readers are those with any of `tags` (`--tag`), else of the front matter's
+    `segment:`, else everyone on the list.
+    """
     if not dry_run:
         check_secret(settings)
     signer = dkim_mod.load(settings)  # a bad DKIM key stops here, before anything is rendered
@@ -129,10 +125,15 @@ def plan(
     if ceiling is not None and options.rate > ceiling:
         options = dataclasses.replace(options, rate=ceiling)
     composer = Composer(email, settings, signer=signer)
-    listing = SubscriberList(subscribers)
-    composer.check_fields(set(listing.columns), subscribers.name)
+    if isinstance(subscribers, Path):
+        subscribers = Roster(subscribers)
+    if tags is None:
+        tags = segment(email.issue.meta.get("segment"), email.issue.path)
+    subscribers = subscribers.with_tags(tags)
+    listing = subscribers.open(settings)
+    composer.check_fields(set(listing.columns), subscribers.label)
     with _history(settings) as ledger:
-        audience = _audience(ledger, email.issue.slug, options)
+        audience = _audience(ledger, email.issue.slug, options, settings)
     skips = dict.fromkeys(Skip, 0)
     owed = 0
     for subscriber in listing:
@@ -185,20 +186,23 @@ class _history:
             self.ledger.close()
 
 
-def _audience(ledger: History | None, slug: str, options: SendOptions) -> Audience:
+def _audience(
+    ledger: History | None, slug: str, options: SendOptions, settings: Settings
+) -> Audience:
     return Audience.of(
         ledger,
         slug,
         retry_failed=options.retry_failed,
         retry_delay=options.retry_delay,
         max_attempts=options.max_attempts,
+        secret=settings.signing_secret,
     )
 
 
 # -- sending ------------------------------------------------------------------------------
 
 
-def _finish(summary: Summary, listing: SubscriberList, *, dry_run: bool = False) -> Summary:
+def _finish(summary: Summary, listing: Listing, *, dry_run: bool = False) -> Summary:
     return dataclasses.replace(
         summary,
         dry_run=dry_run,
@@ -252,8 +256,8 @@ def send(
                 book.counts(slug)[DeliveryState.SENT],
                 reset=ledger_was_reset,
             )
-            listing = SubscriberList(planned.subscribers)
-            audience = _audience(book, slug, planned.options)
+            listing = planned.subscribers.open(settings)
+            audience = _audience(book, slug, planned.options, settings)
             recorder = JournaledLedger(book, journal)
             sender = Sender(
                 planned.email,
@@ -262,7 +266,7 @@ def send(
                 recorder,
                 planned.options,
                 audience=audience,
-                watch=LedgerWatch(book, audience.suppressed),
+                watch=LedgerWatch(book, audience.suppressed, secret=settings.signing_secret),
                 claims=claims,
             )
             journal.reserve()  # room for outcomes even if the disk fills up while sending
@@ -307,9 +311,9 @@ def dry_run(settings: Settings, planned: Plan) -> DryRun:
     for old in out.glob("*.eml"):
         old.unlink()
     transport = DryRunTransport(out, keep=SAMPLES)
-    listing = SubscriberList(planned.subscribers)
+    listing = planned.subscribers.open(settings)
     with _history(settings) as ledger:
-        audience = _audience(ledger, planned.issue, planned.options)
+        audience = _audience(ledger, planned.issue, planned.options, settings)
     sender = Sender(
         planned.email,
         planned.composer,
@@ -367,7 +371,7 @@ def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> Test
 # -- what is left -------------------------------------------------------------------------
 
 
-def pick_issue(settings: Settings, subscribers: Path) -> str:
+def pick_issue(settings: Settings, subscribers: Roster) -> str:
     """The newest issue (by file time) that some active subscriber has not been sent yet."""
     paths = sorted(load_mod.files(settings.root), key=lambda p: p.stat().st_mtime, reverse=True)
     if not paths:
@@ -378,10 +382,10 @@ def pick_issue(settings: Settings, subscribers: Path) -> str:
         if ledger is None:
             return slug_of(paths[0])
         for path in paths:
-            audience = Audience.of(ledger, slug_of(path))
+            audience = Audience.of(ledger, slug_of(path), secret=settings.signing_secret)
             # A deferred reader is still owed; one failed for good is not.
             gone = (Skip.SUPPRESSED, Skip.ALREADY_DONE, Skip.FAILED_EARLIER)
-            if any(audience.skip(s) not in gone for s in SubscriberList(subscribers)):
+            if any(audience.skip(s) not in gone for s in subscribers.open(settings)):
                 return slug_of(path)
     raise InputError("every issue in issues/ has been sent to everyone on the list")
 
@@ -397,8 +401,11 @@ class Status:
     senders: tuple[SenderRow, ...] = ()  # a shared ledger: who sent it, newest first
 
 
-def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
-    """Counts from the ledger; pending: on the list and owed a copy never tried (the audience)."""
+def status(
+    settings: Settings, name: str, subscribers: Path | None, tags: tuple[str, ...] | None = None
+) -> Status:
+    """Counts from the ledger; pending: on the list and owed a copy never tried (the audience),
+    of the same readers a send reaches: `tags`, else the issue's `segment:`, else everyone."""
     slug = slug_of(Path(name))
     with _history(settings) as ledger:
         if ledger is None:
@@ -411,10 +418,15 @@ def status(settings: Settings, name: str, subscribers: Path | None) -> Status:
         senders = tuple(ledger.senders(slug, lease)) if ledger.shared else ()
     if not deliveries:
         load_mod.resolve(name, settings.root)  # no such issue: say so, not "pending 20"
-    path = subscribers or settings.root / settings.subscribers
+    store = subscribers is None and settings.subscribers == STORE
+    listed = Roster(None if store else subscribers or settings.root / settings.subscribers)
     pending = None
-    if path.exists():
-        audience = Audience.of_rows(slug, deliveries, suppressed)
-        pending = sum(audience.pending(s) for s in SubscriberList(path))
+    if listed.path is None or listed.path.exists():
+        if tags is None:  # the issue's own segment, if its file is still there
+            path = load_mod.file_of(settings.root, slug)
+            meta = load_mod.read(settings, path).meta if path.is_file() else {}
+            tags = segment(meta.get("segment"), path)
+        audience = Audience.of_rows(slug, deliveries, suppressed, secret=settings.signing_secret)
+        pending = sum(audience.pending(s) for s in listed.with_tags(tags).open(settings))
     problems = tuple(d for d in deliveries if d.state != DeliveryState.SENT)
     return Status(slug, counts, pending, problems, senders)

@@ -63,6 +63,10 @@ BOUNDS = {
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
 OWN_VARIABLES = frozenset({"MAILER_NOW"})
 
+# `subscribers = "store"`: the list lives in the state store (the ledger's database), shared
+# by the web app and every sender, instead of a CSV file.
+STORE = "store"
+
 # The bundled example list, and who stands in for a reader or a sender in previews and samples.
 EXAMPLE_SUBSCRIBERS = "subscribers.example.csv"
 EXAMPLE_READER = "reader@example.org"
@@ -125,6 +129,7 @@ class Settings:
     # sender's readers go to the others after it.
     claim_timeout: timedelta = timedelta(seconds=60)
     templates: str = ""
+    # A CSV file (relative to the project), or STORE: the readers in the state store.
     subscribers: str = "subscribers.csv"
     lang: str = "en"
     name_fallback: str = "there"

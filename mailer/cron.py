@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mailer import schedule
-from mailer.campaign import Plan, dry_run, ledger, plan, send, subscriber_file
+from mailer.campaign import Plan, dry_run, ledger, plan, roster, send
 from mailer.config import Settings
 from mailer.deliver.options import SendOptions
 from mailer.deliver.summary import Progress, Summary
@@ -48,8 +48,8 @@ def send_due(
     for entry in stale:
         yield DueEvent("stale", entry.issue, entry=entry)
     for entry in sorted(to_send, key=lambda e: e.send_at):
-        path = subscriber_file(settings, subscribers, dry_run=dry)
-        planned = plan(settings, entry.issue, path, options, dry_run=dry)
+        listed = roster(settings, subscribers, dry_run=dry)
+        planned = plan(settings, entry.issue, listed, options, dry_run=dry)
         samples: tuple[Path, ...] = ()
         try:
             if dry:

@@ -28,6 +28,21 @@ class Reason(StrEnum):
     COMPLAINED = "complained"  # the reader reported an issue as spam (an ARF report)
 
 
+class SubscriberStatus(StrEnum):
+    """Where a reader of the store's list stands (the ledger's `subscribers.status`).
+
+    Only `confirmed` readers are sent an issue. The last three are final for imports and
+    commands: such a reader is on the suppression list too, which stays the one authority on
+    who must never get mail; only a new confirmed signup brings them back.
+    """
+
+    PENDING = "pending"  # signed up, the confirmation link not yet followed
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"  # the reader left, or was removed (`subscribers remove`)
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
 class Feedback(StrEnum):
     """What one message that came back about our mail said (the ledger's `feedback.kind`).
 

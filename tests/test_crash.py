@@ -26,10 +26,19 @@ CONNECTIONS = 2
 ADDRESSES = [f"r{i:03d}@example.com" for i in range(N)]
 
 
-@pytest.fixture
-def project(new_project: Callable[[str], Path]) -> Path:
+@pytest.fixture(params=["csv", "store"])
+def project(new_project: Callable[[str], Path], request: pytest.FixtureRequest) -> Path:
+    """The list as a CSV, or (store) the same readers in the store, read while sending."""
     rows = "".join(f"{a},Reader {i},City {i}\n" for i, a in enumerate(ADDRESSES))
-    return new_project("email,name,city\n" + rows)
+    root = new_project("email,name,city\n" + rows)
+    if request.param == "store":
+        with (root / "mailer.toml").open("a") as toml:
+            toml.write('subscribers = "store"\n')
+        imported = CliRunner().invoke(
+            main, ["-C", str(root), "subscribers", "import", "subscribers.csv"]
+        )
+        assert imported.exit_code == 0, imported.output
+    return root
 
 
 def start_send(project: Path, server: SMTPServer) -> subprocess.Popen[bytes]:

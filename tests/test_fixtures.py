@@ -16,7 +16,7 @@ def test_seed_fixture_is_the_bundled_example_byte_for_byte() -> None:
     assert SEED_FIXTURE.read_bytes() == (ROOT / "issues" / "issue-2.md").read_bytes()
 
 
-def test_fixture_folder_holds_the_four_newsletters_and_the_seed() -> None:
+def test_fixture_folder_holds_the_four_newsletters_the_seed_and_the_exports() -> None:
     files = sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*") if p.is_file())
     assert files == [
         "PROVENANCE.md",
@@ -44,6 +44,15 @@ def test_fixture_folder_holds_the_four_newsletters_and_the_seed() -> None:
         "feeds/broken.xml",
         "feeds/not-a-feed.html",
         "feeds/rss-newsletter.xml",
+        "imports/buttondown-subscribers.csv",
+        "imports/hand-made.csv",
+        "imports/listmonk-import.csv",
+        "imports/listmonk-subscribers.csv",
+        "imports/mailchimp/cleaned_members_export_3f1c2a9b7d.csv",
+        "imports/mailchimp/subscribed_members_export_3f1c2a9b7d.csv",
+        "imports/mailchimp/unsubscribed_members_export_3f1c2a9b7d.csv",
+        "imports/substack/email_list.nlp-newsletter.csv",
+        "imports/substack/posts.csv",
         "seed/issue-2.md",
         "substack/posts.csv",
         "substack/posts/139871204.welcome-to-the-weekly-parse.html",
@@ -58,7 +67,10 @@ def test_fixture_folder_holds_the_four_newsletters_and_the_seed() -> None:
     assert all(p.is_file() for p in CORPUS)
 
 
-@pytest.mark.parametrize("path", [*CORPUS, SEED_FIXTURE], ids=lambda p: p.name)
+IMPORTS = sorted(p for p in (FIXTURES / "imports").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("path", [*CORPUS, SEED_FIXTURE, *IMPORTS], ids=lambda p: p.name)
 def test_provenance_names_every_fixture(path: Path) -> None:
     assert f"`{path.name}`" in (FIXTURES / "PROVENANCE.md").read_text(encoding="utf-8")
 

@@ -520,13 +520,14 @@ def test_version_2_ledger_is_migrated_keeping_every_row(tmp_path: Path) -> None:
         b = delivery(ledger, "issue-1", "b@example.org")
         assert b is not None and b.state == BOUNCED
     raw = sqlite3.connect(tmp_path / "ledger.db")
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {
         *("deliveries", "suppressions", "schedules", "feedback_messages", "feedback"),
         *("outbox", "senders"),  # 4: several senders on one (PostgreSQL) database
         "mailer_meta",  # 5: the ledger's own id (state/continuity.py)
         *("feeds", "feed_entries"),  # 6: what `mailer digest` read
+        *("subscribers", "subscriber_fields"),  # 7: the list in the store
     }
     with pytest.raises(sqlite3.IntegrityError):
         raw.execute("INSERT INTO suppressions VALUES ('e@example.org', 'annoyed', 'x', 'now')")

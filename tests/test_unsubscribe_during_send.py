@@ -39,19 +39,31 @@ SUPPRESSED = [*BY_HAND, ONE_CLICK]
 GRACE = 1.0  # seconds a send may take to notice a suppression
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "store"])
 def project(
     new_project: Callable[[str], Path],
     request: pytest.FixtureRequest,
 ) -> Path:
     """The project; with postgresql its ledger is a database shared by the send, the
     `mailer unsubscribe` processes and the web app (issue 14: unsubscribes recorded by the
-    web host reach every sender within a second), the password in PGPASSWORD."""
+    web host reach every sender within a second), the password in PGPASSWORD; with store
+    the same list is read from the store (SQLite), a page at a time while sending."""
     root = new_project("email,name\n" + "".join(f"{a},Reader {a[1:3]}\n" for a in READERS))
     if request.param == "postgresql":
         url = request.getfixturevalue("database_with_password")
         with (root / "mailer.toml").open("a") as toml:
             toml.write(f'database_url = "{url}"\n')
+    if request.param == "store":
+        with (root / "mailer.toml").open("a") as toml:
+            toml.write('subscribers = "store"\n')
+        imported = subprocess.run(
+            [str(MAILER), "subscribers", "import", "subscribers.csv"],
+            cwd=root,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MAILER_")},
+            capture_output=True,
+            text=True,
+        )
+        assert imported.returncode == 0, imported.stdout + imported.stderr
     return root
 
 

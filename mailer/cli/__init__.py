@@ -24,7 +24,7 @@ COMMANDS = {
     "send": "send:send",
     "schedule": "schedule:schedule",
     "status": "status:status",
-    "subscribers": "status:subscribers",
+    "subscribers": "subscribers:subscribers",  # the group is status.py's; more join it there
     "unsubscribe": "status:unsubscribe",
     "suppressed": "status:suppressed",
     "serve": "serve:serve",

@@ -45,7 +45,14 @@ from mailer.deliver.summary import Progress, Summary
 @click.option(
     "--subscribers",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Subscriber CSV [subscribers.csv].",
+    help="Subscriber CSV [the `subscribers` setting: subscribers.csv, or the store].",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG",
+    help="Only readers with this tag (repeat: any of them) [the front matter's segment:].",
 )
 @click.option(
     "--rate",
@@ -110,6 +117,7 @@ def send(
     to: str | None,
     yes: bool,
     subscribers: Path | None,
+    tags: tuple[str, ...],
     rate: float | None,
     batch_size: int | None,
     pause: float | None,
@@ -135,6 +143,7 @@ def send(
       mailer send issue-2 --to me@example.org  one test copy
       mailer send issue-2 --yes --rate 20/s --batch-size 200 --connections 2
       mailer send --due --yes                  from cron (see `mailer schedule --help`)
+      mailer send issue-3 --tag paid           only readers tagged paid (the store's list)
 
     \b
     Exit codes: 0 all sent, 1 some failed for good (5xx), 75 some deferred
@@ -157,19 +166,22 @@ def send(
         sys.exit(_due(ctx, options, now, force, dry_run, subscribers, ledger_was_reset))
     if to:
         sys.exit(_test_copy(ctx, issue, to, dry_run))
-    path = campaign.subscriber_file(settings, subscribers, dry_run=dry_run)
-    if subscribers is None and path != settings.root / settings.subscribers:
+    listed = campaign.roster(settings, subscribers, dry_run=dry_run)
+    path = listed.path
+    if subscribers is None and path is not None and path != settings.root / settings.subscribers:
         click.echo(f"no {settings.subscribers}: using {path.name} for this dry run")
     if issue is None:
-        issue = campaign.pick_issue(settings, path)
+        issue = campaign.pick_issue(settings, listed)
         click.echo(f"no ISSUE given: {issue} is the newest issue not yet sent to everyone")
-    planned = campaign.plan(settings, issue, path, options, dry_run=dry_run)
+    segment = _tags(tags)
+    planned = campaign.plan(settings, issue, listed, options, dry_run=dry_run, tags=segment)
     print_notices(planned.email)
     if dry_run:
         rehearsal = campaign.dry_run(settings, planned)
         _print_dry_run(ctx, planned, rehearsal.summary, rehearsal.samples)
         sys.exit(rehearsal.summary.exit_code)
-    confirm(f"Send {planned.issue!r} to up to {planned.rows} subscribers in {path.name}?", yes)
+    where = planned.subscribers.label
+    confirm(f"Send {planned.issue!r} to up to {planned.rows} subscribers in {where}?", yes)
     bar = _Progress(ctx, planned, quiet=False)
     try:
         summary = campaign.send(
@@ -183,6 +195,16 @@ def send(
         bar.close()
     _report(summary, planned, quiet=False)
     sys.exit(summary.exit_code)
+
+
+def _tags(given: tuple[str, ...]) -> tuple[str, ...] | None:
+    """--tag as stored tags; None when not given (the issue's own segment then)."""
+    from mailer.state.reader_rows import tag_name
+
+    try:
+        return tuple(dict.fromkeys(tag_name(t) for t in given)) if given else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tag") from None
 
 
 class _Progress:
@@ -302,6 +324,8 @@ def _print_dry_run(ctx: Context, planned: Plan, s: Summary, samples: tuple[Path,
     click.echo(f"dry run of {s.issue}: nothing was sent, the ledger is untouched")
     click.echo(f"  subject      {planned.email.subject}")
     click.echo(f"  from         {ctx.settings.from_}")
+    if planned.subscribers.path is None or planned.subscribers.tags:
+        click.echo(f"  list         {planned.subscribers.label}")
     click.echo(f"  rows read    {s.rows + s.invalid + s.skipped}")
     click.echo(f"  recipients   {s.sent}")
     for count, what in [

@@ -40,14 +40,31 @@ SHOW_INVALID = 200
     type=click.Path(dir_okay=False, path_type=Path),
     help="Count pending against this list.",
 )
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG",
+    help="Count pending among readers with this tag [the front matter's segment:].",
+)
 @pass_ctx
 def status(
-    ctx: Context, issue: str, only_failed: bool, as_csv: bool, subscribers: Path | None
+    ctx: Context,
+    issue: str,
+    only_failed: bool,
+    as_csv: bool,
+    subscribers: Path | None,
+    tags: tuple[str, ...],
 ) -> None:
     """Show how ISSUE's send went: sent, deferred, failed, bounced, complained, pending."""
     from mailer import campaign
+    from mailer.state.reader_rows import tag_name
 
-    st = campaign.status(ctx.settings, issue, subscribers)
+    try:
+        segment = tuple(dict.fromkeys(tag_name(t) for t in tags)) if tags else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tag") from None
+    st = campaign.status(ctx.settings, issue, subscribers, segment)
     if only_failed:
         if as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -106,7 +123,8 @@ def _complained(ctx: Context, issue: str) -> int:
 
 @click.group()
 def subscribers() -> None:
-    """Check or export the subscriber list."""
+    """The subscriber list: check or export it; the store's list (subscribers = "store"):
+    add, remove, list, tag, import from another service, forget."""
 
 
 @subscribers.command("check")
@@ -116,6 +134,10 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
     """Validate a subscriber CSV without sending anything (exit 65 if any row is bad)."""
     from mailer import lists
 
+    if path is None and lists.in_use(ctx.settings):
+        counts = ", ".join(f"{n} {status}" for status, n in lists.counts(ctx.settings).items())
+        click.echo(f"the store: {counts}")
+        return
     checked = lists.check(path or ctx.settings.root / ctx.settings.subscribers)
     invalid, skipped = checked.invalid_count, checked.skipped_count
     click.echo(f"{checked.path}: {checked.good} subscribers, {invalid} invalid, {skipped} skipped")
@@ -135,10 +157,13 @@ def subscribers_check(ctx: Context, path: Path | None) -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @pass_ctx
 def subscribers_export(ctx: Context, path: Path | None) -> None:
-    """Print the list (CSV) with suppressed, invalid and duplicate rows left out."""
+    """Print the list (CSV) with suppressed, invalid and duplicate rows left out.
+
+    With subscribers = "store" and no PATH: the store's confirmed readers.
+    """
     from mailer import lists
 
-    export = lists.export(ctx.settings, path or ctx.settings.root / ctx.settings.subscribers)
+    export = lists.export(ctx.settings, path)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["email", "name", *export.columns])
     kept = 0

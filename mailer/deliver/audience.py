@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from mailer.state.deliveries import Delivery
+from mailer.state.reader_rows import Forgotten
 from mailer.state.subscribers import Subscriber
 from mailer.states import DeliveryState, Skip
 from mailer.when import now as current_time
@@ -57,6 +58,8 @@ class Audience:
     max_attempts: int = 5
     # failed for good (in `done` too, unless retry_failed) -> attempts
     failed: Mapping[str, int] = field(default_factory=dict)
+    # Addresses erased on request (`subscribers forget`): only their keyed hashes are left.
+    forgotten: Forgotten = field(default_factory=lambda: Forgotten("", ()))
 
     @classmethod
     def of(
@@ -68,8 +71,12 @@ class Audience:
         retry_delay: float = 30.0,
         max_attempts: int = 5,
         now: datetime | None = None,
+        secret: str = "",
     ) -> Audience:
-        """Read the history of `issue` (nobody has had it when there is no ledger yet)."""
+        """Read the history of `issue` (nobody has had it when there is no ledger yet).
+
+        `secret` keys the hashes forgotten addresses are suppressed by (MAILER_SECRET).
+        """
         rows: Iterable[Delivery] = ()
         suppressed: Iterable[str] = ()
         if ledger is not None:
@@ -83,6 +90,7 @@ class Audience:
             retry_delay=retry_delay,
             max_attempts=max_attempts,
             now=now,
+            secret=secret,
         )
 
     @classmethod
@@ -96,6 +104,7 @@ class Audience:
         retry_delay: float = 30.0,
         max_attempts: int = 5,
         now: datetime | None = None,
+        secret: str = "",
     ) -> Audience:
         """The audience of `issue` from rows a caller has read already (`mailer status`)."""
         done: set[str] = set()
@@ -111,21 +120,23 @@ class Audience:
                     done.add(d.email)
             elif d.state == DeliveryState.DEFERRED:
                 deferred[d.email] = (d.attempts, d.updated_at, d.next_try_at)
+        suppressed = frozenset(suppressed)
         return cls(
             issue,
             frozenset(done),
             deferred,
-            frozenset(suppressed),
+            suppressed,
             now or current_time(),
             retry_delay,
             max_attempts,
             failed,
+            Forgotten(secret, suppressed),
         )
 
     def skip(self, subscriber: Subscriber) -> Skip | None:
         """None if this subscriber is owed a copy now; else why not."""
         key = subscriber.email.lower()
-        if key in self.suppressed:
+        if key in self.suppressed or key in self.forgotten:
             return Skip.SUPPRESSED
         if key in self.done:
             return Skip.FAILED_EARLIER if key in self.failed else Skip.ALREADY_DONE
@@ -170,11 +181,14 @@ class LedgerWatch:
         *,
         interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        secret: str = "",
     ) -> None:
         self.ledger = ledger
         self.interval = interval
         self.clock = clock
+        self.secret = secret
         self._suppressed = suppressed
+        self._forgotten = Forgotten(secret, suppressed)
         self._version = ledger.data_version()
         self._due = clock() + interval
         self._lock = threading.Lock()
@@ -190,5 +204,6 @@ class LedgerWatch:
                     if version != self._version:
                         self._version = version
                         self._suppressed = frozenset(self.ledger.suppressed_set())
+                        self._forgotten = Forgotten(self.secret, self._suppressed)
                     self._due = self.clock() + self.interval
-        return email.lower() in self._suppressed
+        return email.lower() in self._suppressed or email in self._forgotten

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.utils import parseaddr
 
-from mailer.config import Settings
+from mailer.config import STORE, Settings
 from mailer.deliver import msgid, tokens, verp
 from mailer.deliver.message import wire_address
 from mailer.errors import MailerError
@@ -43,10 +43,12 @@ class Resolved:
 
 class Readers:
     """Whether an address is one of ours: it had a copy (the ledger) or is on the subscriber
-    list (read once, when first asked; a missing or broken list counts as empty)."""
+    list (the store's, or a CSV read once, when first asked; a missing or broken CSV counts
+    as empty)."""
 
     def __init__(self, ledger: Ledger, settings: Settings) -> None:
         self.ledger = ledger
+        self.store = settings.subscribers == STORE  # the list is the ledger's own table
         self.path = settings.root / settings.subscribers
         self._listed: frozenset[str] | None = None
 
@@ -55,6 +57,8 @@ class Readers:
             return False
         if self.ledger.is_reader(address):
             return True
+        if self.store:
+            return self.ledger.reader(address) is not None
         if self._listed is None:
             try:
                 self._listed = frozenset(s.email.lower() for s in SubscriberList(self.path))

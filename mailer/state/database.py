@@ -52,6 +52,7 @@ class Database(Protocol):
     shared: bool  # several machines can use it at once (PostgreSQL)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
     def begin(self) -> None: ...  # takes the write lock at once where that is a thing
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
@@ -126,6 +127,9 @@ class SQLiteDatabase:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
 
     def begin(self) -> None:
         # IMMEDIATE takes the write lock up front: two processes cannot both decide.
@@ -269,6 +273,11 @@ class PostgresDatabase:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self._conn.execute(self._translate(sql), tuple(params))
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        # psycopg pipelines executemany: one round trip for the batch, not one per row.
+        with self._conn.cursor() as cur:
+            cur.executemany(self._translate(sql), rows)
+
     def begin(self) -> None:
         self._conn.execute("BEGIN")
 
@@ -309,9 +318,12 @@ class PostgresDatabase:
         return ddl.replace(") WITHOUT ROWID", ")")
 
     def change_counter(self) -> int:
-        # Suppressions are only ever added: their number changes exactly when the list does.
-        row = self._conn.execute("SELECT count(*) FROM suppressions").fetchone()
-        return int(row[0]) if row else 0
+        # An added suppression changes their number and their newest time; a confirmed
+        # signup may lift one meanwhile, which would leave the number alone.
+        row = self._conn.execute(
+            "SELECT count(*), coalesce(max(created_at), '') FROM suppressions"
+        ).fetchone()
+        return zlib.crc32(f"{row[0]}|{row[1]}".encode()) if row else 0
 
     def check_identity(self) -> None:
         return None  # a database cannot be swapped under us like a file

@@ -63,6 +63,15 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     return Delivery(issue, email, DeliveryState(state), attempts, reply, first, updated, next_try)
 
 
+# The status a reader of the store's list takes when suppressed for each reason.
+_STATUS_OF = {
+    Reason.UNSUBSCRIBED: "unsubscribed",
+    Reason.MANUAL: "unsubscribed",
+    Reason.BOUNCED: "bounced",
+    Reason.COMPLAINED: "complained",
+}
+
+
 def add_suppression(conn: Database, email: str, reason: Reason, source: str, now: str) -> bool:
     """Suppress one normalised address (the caller holds the lock); True if it was new."""
     # DO NOTHING keeps the first reason and date: a later bounce does not rewrite an
@@ -71,6 +80,13 @@ def add_suppression(conn: Database, email: str, reason: Reason, source: str, now
         "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (email) DO NOTHING",
         (email, Reason(reason).value, source, now),
+    )
+    # The store's list follows, whoever suppressed (web, bounces, SNS, a command): a reader
+    # who was pending or confirmed takes the status; one who had left keeps the first.
+    conn.execute(
+        "UPDATE subscribers SET status = ?, updated_at = ?"
+        " WHERE email = ? AND status IN ('pending', 'confirmed')",
+        (_STATUS_OF[Reason(reason)], now, email),
     )
     return cur.rowcount == 1
 
@@ -189,8 +205,8 @@ class DeliveryTable(Store):
     def suppress(self, email: str, reason: Reason, source: str) -> bool:
         """Add an address to the suppression list; True if it was not already there."""
         reason = Reason(reason)
-        with self._lock:
-            return add_suppression(self._db, norm_email(email), reason, source, now_text())
+        with self._transaction() as conn:
+            return add_suppression(conn, norm_email(email), reason, source, now_text())
 
     @guarded
     def is_suppressed(self, email: str) -> bool:

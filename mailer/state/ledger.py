@@ -27,6 +27,7 @@ from mailer.state.feeds import FeedTable
 from mailer.state.locks import lock as lock  # callers take the ledger's lock here
 from mailer.state.migrations import SCHEMA_VERSION as SCHEMA_VERSION
 from mailer.state.outbox import OutboxTable
+from mailer.state.readers import ReaderTable
 from mailer.state.schedules import Schedule as Schedule
 from mailer.state.schedules import ScheduleTable
 from mailer.state.senders import SenderRow as SenderRow
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
     from mailer.config import Settings
 
 
-class Ledger(DeliveryTable, FeedbackTable, FeedTable, OutboxTable, SenderTable, ScheduleTable):
+class Ledger(
+    DeliveryTable, FeedbackTable, FeedTable, OutboxTable, SenderTable, ScheduleTable, ReaderTable
+):
     """Who was sent what: the SQLite file state_dir/ledger.db, or the PostgreSQL database
     `database_url` names (see mailer/state/database.py). Safe to share between threads and
     processes; with PostgreSQL, between machines too."""

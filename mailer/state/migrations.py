@@ -156,6 +156,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE feed_entries (url TEXT NOT NULL, entry TEXT NOT NULL, issue TEXT NOT NULL,"
         " seen_at TEXT NOT NULL, PRIMARY KEY (url, entry)) WITHOUT ROWID",
     ),
+    # 7: the list itself, for `subscribers = "store"` (state/readers.py): one row per reader,
+    # keyed like suppressions and deliveries (lower-cased), with the address as sent, merge
+    # fields (a JSON object), tags (",a,b,": one LIKE finds a tag), a status and the consent
+    # record. No index beside the key: a send walks the key in order and skips the few who
+    # are not confirmed, and an import of a million readers writes one B-tree, not two.
+    # subscriber_fields names every field any reader has had: a send checks its templates
+    # against them without reading every row.
+    (
+        """
+        CREATE TABLE subscribers (
+            email        TEXT PRIMARY KEY,
+            address      TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            fields       TEXT NOT NULL,
+            tags         TEXT NOT NULL,
+            status       TEXT NOT NULL CHECK (status IN
+                         ('pending', 'confirmed', 'unsubscribed', 'bounced', 'complained')),
+            source       TEXT NOT NULL,
+            signed_up_at TEXT NOT NULL,
+            confirmed_at TEXT,
+            form_url     TEXT NOT NULL,
+            updated_at   TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE TABLE subscriber_fields (name TEXT PRIMARY KEY) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

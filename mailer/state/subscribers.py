@@ -132,7 +132,7 @@ class Problem:
     reason: str
 
 
-def _clean(value: str) -> str:
+def clean(value: str) -> str:
     """Strip, and turn line breaks into spaces so no value can start a new mail header."""
     value = value.strip()
     # isprintable() is False for every line break: a cheap test before the regex.
@@ -167,7 +167,7 @@ class _Header:
     width: int
 
 
-class _Dedupe:
+class Dedupe:
     """First line of each address, in a temp-file SQLite table keyed by a 64-bit hash."""
 
     def __init__(self) -> None:
@@ -340,7 +340,7 @@ class SubscriberList:
         """The generator behind __iter__."""
         with closing(self._records()) as records:
             header = self._parse_header(records)
-            dedupe = _Dedupe()
+            dedupe = Dedupe()
             try:
                 for line, cells in records:
                     subscriber = self._row(cells, line, header, dedupe)
@@ -349,7 +349,7 @@ class SubscriberList:
             finally:
                 dedupe.close()
 
-    def _row(self, cells: list[str], line: int, h: _Header, dedupe: _Dedupe) -> Subscriber | None:
+    def _row(self, cells: list[str], line: int, h: _Header, dedupe: Dedupe) -> Subscriber | None:
         """One data row: a Subscriber, or None after recording why not."""
         if line in self._overlong or any(len(cell) > MAX_FIELD_CHARS for cell in cells):
             self.total_rows += 1
@@ -397,10 +397,10 @@ class SubscriberList:
         if first != line:
             self._skip(line, raw, f"duplicate of line {first}")
             return None
-        fields = {name: _clean(cells[i]) for name, i in h.fields}
+        fields = {name: clean(cells[i]) for name, i in h.fields}
         return Subscriber(
             email=email,
-            name=_clean(cells[h.name]) if h.name is not None else "",
+            name=clean(cells[h.name]) if h.name is not None else "",
             fields=types.MappingProxyType(fields),
             line=line,
         )
