@@ -84,3 +84,23 @@ def test_a_one_megabyte_field_refuses_one_row_of_a_dry_run(tmp_path: Path) -> No
     assert "line 3: bob@example.com: row refused: a field longer than 65,536 characters" in (
         done.stdout
     )
+
+
+def test_a_maildir_symlink_is_never_followed(tmp_path: Path) -> None:
+    root = seed_project(tmp_path / "news")
+    secret = tmp_path / "outside" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:$6$not-for-mailer:19000:0:99999:7:::\n", encoding="utf-8")
+    maildir = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1.link").symlink_to(secret)
+    os.mkfifo(maildir / "new" / "2.fifo")  # would block a plain read for ever
+    (maildir / "new" / "3.dir").mkdir()
+
+    done = run(root, "bounces", "--maildir", str(maildir), "--verbose")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("read 0:"), done.stdout
+    assert "not-for-mailer" not in done.stdout + done.stderr
+    assert (maildir / "new" / "1.link").is_symlink()  # left where it was, not moved

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import imaplib
 import os
 import ssl
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,22 @@ class Mailbox(Protocol):
     def close(self) -> None: ...
 
 
+def _regular_file(path: Path) -> bytes | None:
+    """The bytes of a regular file; None for a symlink (never followed: a link to a file of
+    the system's must not be read and reported), a FIFO, a device or a folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            return None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 class Maildir:
     """A Maildir's new/ and cur/; handled messages move to its .processed sub-Maildir."""
 
@@ -57,15 +75,16 @@ class Maildir:
             except OSError as exc:
                 raise InputError(f"cannot read {sub}/: {exc.strerror}", path=self.path) from None
         for path in files:
-            if path.name.startswith(".") or not path.is_file():
+            if path.name.startswith("."):
                 continue
             try:
-                data = path.read_bytes()
+                data = _regular_file(path)
             except FileNotFoundError:  # another reader took it meanwhile
                 continue
             except OSError as exc:
                 raise InputError(f"cannot read it: {exc.strerror}", path=path) from None
-            yield Item(str(path), f"{path.parent.name}/{path.name}", data)
+            if data is not None:
+                yield Item(str(path), f"{path.parent.name}/{path.name}", data)
 
     def done(self, item: Item) -> None:
         source = Path(item.key)
