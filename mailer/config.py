@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -22,7 +23,7 @@ from mailer.values import format_rate as format_rate
 from mailer.values import masked_url as masked_url
 from mailer.values import parse_duration as parse_duration
 from mailer.values import parse_rate as parse_rate
-from mailer.values import to_bool, to_duration, to_float, to_int
+from mailer.values import to_bool, to_duration, to_float, to_int, to_list
 
 CONFIG_FILE = "mailer.toml"
 ENV_PREFIX = "MAILER_"
@@ -79,6 +80,19 @@ class Settings:
     unsubscribe_mailto: str = ""
     archive_url: str = ""
     base_url: str = ""
+    # The signup form (`mailer serve`, mailer/web/signup.py): its public URL (the path is
+    # served, the host is where confirmation links point); with double_opt_in a signup is
+    # pending until its link is followed within confirm_within; `welcome` names the issue
+    # each reader gets once, when confirmed. signup_rate: POSTs a minute per client address;
+    # confirmations_per_hour caps the mails the form may cause. trusted_proxies: addresses
+    # or CIDRs whose X-Forwarded-For is believed (none: the socket's peer is the client).
+    subscribe_url: str = ""
+    double_opt_in: bool = True
+    confirm_within: timedelta = field(default=timedelta(days=7), metadata={"kind": "duration"})
+    welcome: str = ""
+    signup_rate: int = 5
+    confirmations_per_hour: int = 100
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata={"kind": "list"})
     secret: str = ""
     postal_address: str = ""
     state_dir: str = ".mailer"
@@ -183,6 +197,8 @@ def show(f: Field[Any], value: Any) -> str:
         return format_rate(value)
     if kind == "duration":
         return format_duration(value)
+    if kind == "list":
+        return ", ".join(value)
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -326,6 +342,7 @@ _KIND_NAMES = {
     str: "text",
     "rate": "a rate like 10/s, 600/min or 'off'",
     "duration": "a duration like 90s, 15m, 24h or 2d",
+    "list": 'a list like ["10.0.0.1", "10.1.0.0/16"] (in the environment: commas)',
 }
 
 
@@ -339,6 +356,7 @@ def _coerce(f: Field[Any], raw: Any, source: str) -> Any:
         float: to_float,
         "rate": parse_rate,
         "duration": to_duration,
+        "list": to_list,
     }
     try:
         if kind in parsers:
@@ -391,10 +409,24 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"smtp_timeout must be more than 0 seconds, got {s.smtp_timeout}")
     if s.pause < 0 or s.retry_delay < 0:
         raise ConfigError("pause and retry_delay must not be negative")
-    for name in ("unsubscribe_url", "archive_url", "base_url"):
+    for name in ("unsubscribe_url", "archive_url", "base_url", "subscribe_url"):
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    if s.confirm_within.total_seconds() < 60:
+        raise ConfigError(
+            f"confirm_within must be at least 1m, got {format_duration(s.confirm_within)}"
+        )
+    for name in ("signup_rate", "confirmations_per_hour"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"trusted_proxies: {proxy!r} is not an address or a CIDR like 10.0.0.0/8"
+            ) from None
     _validate_deliverability(s)
 
 

@@ -49,6 +49,19 @@ def to_duration(raw: Any) -> timedelta:
     return timedelta(seconds=parse_duration(str(raw)))
 
 
+def to_list(raw: Any) -> tuple[str, ...]:
+    """A TOML list of text, or text with the items between commas -> a tuple."""
+    if isinstance(raw, tuple | list):
+        items = list(raw)
+    elif isinstance(raw, str):
+        items = raw.split(",")
+    else:
+        raise ValueError(raw)
+    if not all(isinstance(i, str) for i in items):
+        raise ValueError(raw)
+    return tuple(i.strip() for i in items if i.strip())
+
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.I)
 

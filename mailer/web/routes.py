@@ -10,6 +10,7 @@ pool of threads, loopback by default) or under another WSGI server: `gunicorn 'm
     GET  /issues/<slug>         an issue already sent, rendered without anyone's data
     GET  /                      the issues already sent
     GET  /healthz               "ok"
+    /subscribe, /subscribe/confirm   the signup form and its double opt-in (web/signup.py)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from mailer.web.pages import (
     page,
     text_response,
 )
+from mailer.web.signup import SignupPages
 from mailer.web.wsgi import HTTPError
 
 if TYPE_CHECKING:
@@ -115,6 +117,7 @@ class WebApp:
         self._ledger_lock = threading.Lock()
         self._cache: dict[str, _Cached] = {}
         self._render_lock = threading.Lock()
+        self.signup = SignupPages(settings, self._feedback_ledger, self._log_line)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -141,6 +144,11 @@ class WebApp:
         stream.write(text.rstrip("\n") + "\n")
         stream.flush()
 
+    @staticmethod
+    def _log_line(text: str) -> None:
+        sys.stderr.write(text.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
     def ledger(self, *, create: bool) -> Ledger | None:
         """The ledger, opened once and shared (it serialises its own use); None if absent."""
         # Whole, not Pages: POST /sns hands it to feedback/bounces.py (bounces.Returns).
@@ -159,6 +167,7 @@ class WebApp:
         return ledger
 
     def close(self) -> None:
+        self.signup.close()  # its worker may still be mailing: before the ledger closes
         with self._ledger_lock:
             if self._ledger is not None:
                 self._ledger.close()
@@ -172,6 +181,8 @@ class WebApp:
         if path in self.unsubscribe_paths:
             self._allow(method, ("GET", "HEAD", "POST"))
             return self.unsubscribe(environ, method, script)
+        if self.signup.handles(path):
+            return self.signup.respond(environ, method, path, script)
         if path == "/healthz":
             self._allow(method, ("GET", "HEAD"))
             return text_response(200, "ok")
