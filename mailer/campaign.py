@@ -384,6 +384,9 @@ def send_due(
     for entry in stale:
         yield DueEvent("stale", entry.issue, entry=entry)
     for entry in sorted(to_send, key=lambda e: e.send_at):
+        if entry.issue == settings.welcome_slug:
+            yield DueEvent("problem", entry.issue, text=f"{entry.issue} is the welcome issue")
+            continue
         listed = roster(settings, subscribers, dry_run=dry)
         planned = plan(settings, entry.issue, listed, options, dry_run=dry)
         samples: tuple[Path, ...] = ()
@@ -433,6 +436,7 @@ def due_exit_code(events: list[DueEvent]) -> int:
 def pick_issue(settings: Settings, subscribers: Roster) -> str:
     """The newest issue (by file time) that some active subscriber has not been sent yet."""
     paths = sorted(load_mod.files(settings.root), key=lambda p: p.stat().st_mtime, reverse=True)
+    paths = [p for p in paths if slug_of(p) != settings.welcome_slug]  # sent on confirming
     if not paths:
         raise InputError(
             f"no issues in {load_mod.folder(settings.root)}", hint="create issues/NAME.md"

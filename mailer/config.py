@@ -174,6 +174,11 @@ class Settings:
         return parseaddr(self.from_)[0] or self.list_id_effective or "this newsletter"
 
     @property
+    def welcome_slug(self) -> str:
+        """The slug of the `welcome` issue ("" if none): never part of a regular send."""
+        return Path(self.welcome).stem if self.welcome else ""
+
+    @property
     def signing_secret(self) -> str:
         """MAILER_SECRET, or the development secret that only dry runs accept."""
         return self.secret or DEV_SECRET
