@@ -84,14 +84,14 @@ class Settings:
     # served, the host is where confirmation links point); with double_opt_in a signup is
     # pending until its link is followed within confirm_within; `welcome` names the issue
     # each reader gets once, when confirmed. signup_rate: POSTs a minute per client address;
-    # confirmations_per_hour caps the mails the form may cause. trusted_proxies: addresses
+    # confirm_per_hour caps the mails the form may cause. trusted_proxies: addresses
     # or CIDRs whose X-Forwarded-For is believed (none: the socket's peer is the client).
     subscribe_url: str = ""
     double_opt_in: bool = True
     confirm_within: timedelta = field(default=timedelta(days=7), metadata={"kind": "duration"})
     welcome: str = ""
     signup_rate: int = 5
-    confirmations_per_hour: int = 100
+    confirm_per_hour: int = 100
     trusted_proxies: tuple[str, ...] = field(default=(), metadata={"kind": "list"})
     secret: str = ""
     postal_address: str = ""
@@ -422,7 +422,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"confirm_within must be at least 1m, got {format_duration(s.confirm_within)}"
         )
-    for name in ("signup_rate", "confirmations_per_hour"):
+    for name in ("signup_rate", "confirm_per_hour"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(s, name)}")
     for proxy in s.trusted_proxies:

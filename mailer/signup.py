@@ -210,8 +210,8 @@ class Signups:
         key = hashlib.sha256(signup.email.lower().encode()).hexdigest()
         if self.daily.take(key, 1):
             return Outcome(signup.email, reader.status, reply="one confirmation a day")
-        if self.hourly.take("", self.settings.confirmations_per_hour):
-            return Outcome(signup.email, reader.status, reply="confirmations_per_hour reached")
+        if self.hourly.take("", self.settings.confirm_per_hour):
+            return Outcome(signup.email, reader.status, reply="confirm_per_hour reached")
         token = sign_confirm(
             self.settings.signing_secret, self.settings.list_id_effective, signup.email
         )
