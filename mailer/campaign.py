@@ -374,6 +374,7 @@ def test_copy(settings: Settings, issue: str, to: str, *, dry_run: bool) -> Test
 def pick_issue(settings: Settings, subscribers: Roster) -> str:
     """The newest issue (by file time) that some active subscriber has not been sent yet."""
     paths = sorted(load_mod.files(settings.root), key=lambda p: p.stat().st_mtime, reverse=True)
+    paths = [p for p in paths if slug_of(p) != settings.welcome_slug]  # sent on confirming
     if not paths:
         raise InputError(
             f"no issues in {load_mod.folder(settings.root)}", hint="create issues/NAME.md"

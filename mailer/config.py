@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import ipaddress
 import logging
 import os
 import re
@@ -14,13 +15,25 @@ from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from mailer.errors import ConfigError
-from mailer.values import DURATION, HEX_COLOUR, RATE, SECONDS, Bounds, hard_to_read, to_bool
+from mailer.values import (
+    DURATION,
+    RATE,
+    SECONDS,
+    Bounds,
+    brand_warnings,
+    check_brand,
+    check_database_url,
+    to_bool,
+    to_list,
+    url_has_password,
+    written,
+)
+from mailer.values import LIGHT_BACKGROUND as LIGHT_BACKGROUND
 from mailer.values import format_duration as format_duration
 from mailer.values import format_rate as format_rate
 from mailer.values import masked_url as masked_url
@@ -59,6 +72,9 @@ BOUNDS = {
     "circuit_breaker": Bounds(1, 1000),
     "soft_bounce_limit": Bounds(1, 100),
     "bounce_imap_port": Bounds(1, 65535),
+    "confirm_within": Bounds(60, 365 * DAY, DURATION),
+    "signup_rate": Bounds(1, 10_000),
+    "confirm_per_hour": Bounds(1, 100_000),
 }
 # MAILER_* variables that are mailer's own but not settings: no "not a setting" warning.
 OWN_VARIABLES = frozenset({"MAILER_NOW"})
@@ -77,7 +93,6 @@ EXAMPLE_FROM = "Newsletter <newsletter@example.org>"
 DEV_SECRET = "mailer-dev-secret-not-for-real-sends"
 
 # The built-in template's card, in light and dark mode: what the accent colour is read on.
-LIGHT_BACKGROUND = "#ffffff"
 DARK_BACKGROUND = "#161b22"
 
 
@@ -108,9 +123,18 @@ class Settings:
     unsubscribe_mailto: str = ""
     archive_url: str = ""
     base_url: str = ""
-    # The public signup page: `mailer publish` puts a form posting email and name there, and
-    # the email's footer links it for readers of a forwarded copy.
+    # The signup form (mailer/web/signup.py): subscribe_url is its public URL (also linked
+    # by the archive and the email's footer); with double_opt_in a signup is pending until
+    # its link is followed within confirm_within; `welcome` is the issue each reader gets
+    # once, when confirmed. signup_rate: POSTs a minute per client; confirm_per_hour caps
+    # the mails the form causes; trusted_proxies: whose X-Forwarded-For is believed.
     subscribe_url: str = ""
+    double_opt_in: bool = True
+    confirm_within: timedelta = timedelta(days=7)
+    welcome: str = ""
+    signup_rate: int = 5
+    confirm_per_hour: int = 100
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata={"kind": "list"})
     secret: str = ""
     postal_address: str = ""
     # The look of the built-in template, all optional. name: the newsletter's name (From's
@@ -198,6 +222,11 @@ class Settings:
         return self.name or parseaddr(self.from_)[0] or self.list_id_effective or "this newsletter"
 
     @property
+    def welcome_slug(self) -> str:
+        """The slug of the `welcome` issue ("" if none): never part of a regular send."""
+        return Path(self.welcome).stem if self.welcome else ""
+
+    @property
     def signing_secret(self) -> str:
         """MAILER_SECRET, or the development secret that only dry runs accept."""
         return self.secret or DEV_SECRET
@@ -215,12 +244,8 @@ class Settings:
 
 
 def show(f: Field[Any], value: Any) -> str:
-    """A setting's value as a user would write it: '10/s', '24h', 'true'."""
-    if f.name == "rate":
-        return format_rate(value)
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """A setting's value as a user would write it: '10/s', '24h', 'true', 'a, b'."""
+    return written(value, rate=f.name == "rate")
 
 
 def _setting_fields() -> list[Field[Any]]:
@@ -284,7 +309,7 @@ def load(
             sources[_key(name)] = source
     settings = Settings(root=root, sources=sources, warnings=tuple(warnings), **values)
     _validate(settings)
-    return replace(settings, warnings=(*warnings, *brand_warnings(settings)))
+    return replace(settings, warnings=(*warnings, *brand_warnings(settings.accent_color)))
 
 
 # python-dotenv logs a warning of its own for a line it cannot parse, naming neither the file
@@ -323,7 +348,7 @@ def _from_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
                 f"{path}: unknown setting {key!r}{guess}",
                 hint="`mailer config` lists every setting",
             )
-        if name == "database_url" and _has_password(str(value)):
+        if name == "database_url" and url_has_password(str(value)):
             raise ConfigError(
                 f"{path}: {key} holds a password, and this file is committed",
                 hint="keep the URL here without it and set PGPASSWORD in .env, or put"
@@ -376,6 +401,8 @@ def _coerce(f: Field[Any], raw: Any, source: str) -> Any:
     try:
         if bounds is not None:
             return bounds.parse(raw)
+        if f.metadata.get("kind") == "list":
+            return to_list(raw)
         if isinstance(f.default, bool):
             return to_bool(raw)
         if not isinstance(raw, str | int | float):
@@ -396,7 +423,7 @@ def _validate(s: Settings) -> None:
             f"smtp_security must be one of {', '.join(SECURITY_MODES)}, got {s.smtp_security!r}"
         )
     if s.database_url:
-        _validate_database_url(s.database_url)
+        check_database_url(s.database_url)
     if s.transport not in TRANSPORTS:
         raise ConfigError(f"transport must be one of {', '.join(TRANSPORTS)}, got {s.transport!r}")
     if s.smtp_pipelining not in PIPELINING_MODES:
@@ -408,51 +435,15 @@ def _validate(s: Settings) -> None:
         url = getattr(s, name)
         if url and not url.startswith(("https://", "http://")):
             raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
-    _validate_brand(s)
+    check_brand(s.logo, s.accent_color)
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"trusted_proxies: {proxy!r} is not an address or a CIDR like 10.0.0.0/8"
+            ) from None
     _validate_deliverability(s)
-
-
-def _validate_brand(s: Settings) -> None:
-    """The logo is an https URL (an http image is blocked or warned about); the colour is hex."""
-    parts = urlsplit(s.logo)
-    if s.logo and (parts.scheme != "https" or not parts.hostname):
-        raise ConfigError(f"logo must be an https:// image URL, got {s.logo!r}")
-    if s.accent_color and not HEX_COLOUR.match(s.accent_color):
-        raise ConfigError(f"accent_color must be a colour like #1a7f64, got {s.accent_color!r}")
-
-
-def brand_warnings(s: Settings) -> list[str]:
-    """A warning when links in the accent colour would be hard to read on the light card."""
-    # None for dark mode: no colour reads at 4.5:1 on both white and a dark background, so
-    # the template shows a lighter shade there (values.readable_shade), readable by design.
-    problem = hard_to_read(s.accent_color, LIGHT_BACKGROUND) if s.accent_color else None
-    return [f"accent_color {problem}"] if problem else []
-
-
-def _validate_database_url(url: str) -> None:
-    """A postgresql:// URL whose host and port can be read; shown with its password masked."""
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"database_url must be a postgresql:// URL, got {masked_url(url)!r}",
-            hint="leave it empty for the SQLite ledger in state_dir",
-        )
-    try:
-        parts = urlsplit(url)
-        if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is no URL to urlsplit
-            parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535
-    except ValueError as exc:
-        reason = str(exc)[:1].lower() + str(exc)[1:]
-        raise ConfigError(
-            f"database_url must be a URL like postgresql://user@host:5432/db,"
-            f" got {masked_url(url)!r} ({reason})"
-        ) from None
-
-
-def _has_password(url: str) -> bool:
-    try:
-        return bool(urlsplit(url).password)
-    except ValueError:  # malformed: _validate says so, after this check for a password
-        return masked_url(url) != url
 
 
 MAX_VERP_LOCAL = 39  # mailer/deliver/verp.py: 64 octets - "+" - its 24-character token

@@ -48,6 +48,9 @@ def send_due(
     for entry in stale:
         yield DueEvent("stale", entry.issue, entry=entry)
     for entry in sorted(to_send, key=lambda e: e.send_at):
+        if entry.issue == settings.welcome_slug:
+            yield DueEvent("problem", entry.issue, text=f"{entry.issue} is the welcome issue")
+            continue
         listed = roster(settings, subscribers, dry_run=dry)
         planned = plan(settings, entry.issue, listed, options, dry_run=dry)
         samples: tuple[Path, ...] = ()

@@ -51,6 +51,19 @@ def to_duration(raw: Any) -> timedelta:
     return timedelta(seconds=parse_duration(str(raw)))
 
 
+def to_list(raw: Any) -> tuple[str, ...]:
+    """A TOML list of text, or text with the items between commas -> a tuple."""
+    if isinstance(raw, tuple | list):
+        items = list(raw)
+    elif isinstance(raw, str):
+        items = raw.split(",")
+    else:
+        raise ValueError(raw)
+    if not all(isinstance(i, str) for i in items):
+        raise ValueError(raw)
+    return tuple(i.strip() for i in items if i.strip())
+
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.I)
 
@@ -243,3 +256,61 @@ class Bounds:
 def _number(value: float) -> str:
     """1000000 rather than 1e+06; 0.5 as it is."""
     return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def check_database_url(url: str) -> None:
+    """A postgresql:// URL whose host and port can be read; shown with its password masked."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"database_url must be a postgresql:// URL, got {masked_url(url)!r}",
+            hint="leave it empty for the SQLite ledger in state_dir",
+        )
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is no URL to urlsplit
+            parts.port  # noqa: B018 - reading it checks the port: a number from 0 to 65535
+    except ValueError as exc:
+        reason = str(exc)[:1].lower() + str(exc)[1:]
+        raise ConfigError(
+            f"database_url must be a URL like postgresql://user@host:5432/db,"
+            f" got {masked_url(url)!r} ({reason})"
+        ) from None
+
+
+def url_has_password(url: str) -> bool:
+    """Whether a URL carries a password (a malformed one: whether masking changes it)."""
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # malformed: _validate says so, after this check for a password
+        return masked_url(url) != url
+
+
+def written(value: Any, *, rate: bool = False) -> str:
+    """A setting's value as a user would write it: '10/s', '24h', 'true', 'a, b'."""
+    if rate:
+        return format_rate(value)
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+LIGHT_BACKGROUND = "#ffffff"  # the built-in template's card
+
+
+def check_brand(logo: str, accent_color: str) -> None:
+    """The logo is an https URL (an http image is blocked or warned about); the colour is hex."""
+    parts = urlsplit(logo)
+    if logo and (parts.scheme != "https" or not parts.hostname):
+        raise ConfigError(f"logo must be an https:// image URL, got {logo!r}")
+    if accent_color and not HEX_COLOUR.match(accent_color):
+        raise ConfigError(f"accent_color must be a colour like #1a7f64, got {accent_color!r}")
+
+
+def brand_warnings(accent_color: str) -> list[str]:
+    """A warning when links in the accent colour would be hard to read on the light card."""
+    # None for dark mode: no colour reads at 4.5:1 on both white and a dark background, so
+    # the template shows a lighter shade there (readable_shade), readable by design.
+    problem = hard_to_read(accent_color, LIGHT_BACKGROUND) if accent_color else None
+    return [f"accent_color {problem}"] if problem else []

@@ -28,6 +28,7 @@ COMMANDS = {
     "unsubscribe": "status:unsubscribe",
     "suppressed": "status:suppressed",
     "serve": "serve:serve",
+    "form": "serve:form",
     "config": "status:show_config",
     "dkim": "deliverability:dkim",
     "dns": "deliverability:dns",

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from mailer.cli.common import Bounded, Context, pass_ctx, warn
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.values import SECONDS, Bounds
 
 PORT = Bounds(0, 65535)  # 0: any free port, which the first line names
@@ -165,6 +165,26 @@ def serve(ctx: Context, port: int, host: str, request_timeout: float, max_connec
         host,
         port,
     )
+
+
+@click.command()
+@pass_ctx
+def form(ctx: Context) -> None:
+    """Print the signup form as HTML to paste into a page of your site.
+
+    \b
+    A plain POST to subscribe_url (no JavaScript), served by `mailer serve`: the same
+    fields and hidden honeypot as the form at that address.
+    """
+    from mailer.web.signup import form_html
+
+    settings = ctx.settings
+    if not settings.subscribe_url:
+        raise ConfigError(
+            "no subscribe_url: the form needs the public address `mailer serve` answers at",
+            hint="set subscribe_url in mailer.toml, like https://news.example.org/subscribe",
+        )
+    click.echo(form_html(settings.subscribe_url, settings.list_name), nl=False)
 
 
 def _serve(run: Callable[[], None], host: str, port: int, what: str = "server") -> None:

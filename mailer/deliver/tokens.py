@@ -1,4 +1,6 @@
-"""Signed unsubscribe tokens: they name a subscriber and a list, and cannot be forged or moved."""
+"""Signed tokens: unsubscribe tokens name a subscriber and a list, and cannot be forged or
+moved; confirmation tokens (the signup form's double opt-in) also carry when they were made,
+and expire."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import json
 import zlib
 from functools import lru_cache
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 
 class BadToken(ValueError):
@@ -60,4 +62,36 @@ def verify(secret: str, list_id: str, token: str) -> str:
         raise BadToken("this unsubscribe link is not valid") from None
     if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == list_id):
         raise BadToken("this unsubscribe link is for another list")
+    return str(payload[1])
+
+
+class ExpiredToken(BadToken):
+    """A confirmation token made by us, but longer ago than it may be used."""
+
+
+@lru_cache(maxsize=8)
+def _confirm_serializer(secret: str, list_id: str) -> URLSafeTimedSerializer:
+    # Its own salt: an unsubscribe token is no confirmation token, nor the other way round.
+    return URLSafeTimedSerializer(
+        secret,
+        salt=f"mailer-confirm:{list_id}",
+        signer_kwargs={"digest_method": hashlib.sha256},
+    )
+
+
+def sign_confirm(secret: str, list_id: str, email: str) -> str:
+    """The token of a confirmation link: this address, this list, now."""
+    return str(_confirm_serializer(secret, list_id).dumps([list_id, email.lower()]))
+
+
+def verify_confirm(secret: str, list_id: str, token: str, max_age: float) -> str:
+    """The address a confirmation token was made for; ExpiredToken or BadToken."""
+    try:
+        payload = _confirm_serializer(secret, list_id).loads(token, max_age=int(max_age))
+    except SignatureExpired:
+        raise ExpiredToken("this confirmation link has expired") from None
+    except BadSignature:
+        raise BadToken("this confirmation link is not valid") from None
+    if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == list_id):
+        raise BadToken("this confirmation link is for another list")
     return str(payload[1])

@@ -11,6 +11,7 @@ pool of threads, loopback by default) or under another WSGI server: `gunicorn 'm
     GET  /                      the public issues, newest first, with their dates
     GET  /feed.xml              the same as an Atom feed
     GET  /healthz               "ok"
+    /subscribe, /subscribe/confirm   the signup form and its double opt-in (web/signup.py)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from mailer.web.pages import (
     page,
     text_response,
 )
+from mailer.web.signup import SignupPages
 from mailer.web.wsgi import HTTPError
 
 if TYPE_CHECKING:
@@ -105,6 +107,7 @@ class WebApp:
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
         self.archive = LiveArchive(settings)
+        self.signup = SignupPages(settings, self._feedback_ledger, self._log_line)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -131,6 +134,11 @@ class WebApp:
         stream.write(text.rstrip("\n") + "\n")
         stream.flush()
 
+    @staticmethod
+    def _log_line(text: str) -> None:
+        sys.stderr.write(text.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
     def ledger(self, *, create: bool) -> Ledger | None:
         """The ledger, opened once and shared (it serialises its own use); None if absent."""
         # Whole, not Pages: POST /sns hands it to feedback/bounces.py (bounces.Returns).
@@ -155,6 +163,7 @@ class WebApp:
         return ledger
 
     def close(self) -> None:
+        self.signup.close()  # its worker may still be mailing: before the ledger closes
         with self._ledger_lock:
             if self._ledger is not None:
                 self._ledger.close()
@@ -168,6 +177,8 @@ class WebApp:
         if path in self.unsubscribe_paths:
             self._allow(method, ("GET", "HEAD", "POST"))
             return self.unsubscribe(environ, method, script)
+        if self.signup.handles(path):
+            return self.signup.respond(environ, method, path, script)
         if path == "/healthz":
             self._allow(method, ("GET", "HEAD"))
             return text_response(200, "ok")

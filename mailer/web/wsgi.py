@@ -295,6 +295,8 @@ class Server:
                 max_request_header_size=MAX_HEADER,
                 max_request_body_size=MAX_BODY,
                 log_socket_errors=False,  # a client resetting its connection is no traceback
+                # X-Forwarded-For reaches the app, which believes it only from trusted_proxies.
+                clear_untrusted_proxy_headers=False,
                 expose_tracebacks=False,
             )
             dispatcher = ThreadedTaskDispatcher()
