@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
 
 import mailer.campaign
 import mailer.compose.render
+from mailer.cli import main
 from mailer.state.ledger import Delivery, Ledger
 from mailer.states import DeliveryState
 
@@ -115,6 +116,39 @@ def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
         return root
 
     return make
+
+
+MailerCli = Callable[..., Result]
+
+
+@pytest.fixture
+def mailer_cli() -> MailerCli:
+    """Call as mailer_cli(project, *args, env=None, input=None): `mailer -C project ARGS`.
+
+    Runs in this process through click's CliRunner and returns its Result: an exit code,
+    a MailerError's included, is the test's to check. An uncaught exception is raised
+    again with its own traceback (CliRunner would keep it in the Result, where a test
+    checking only the exit code would never see it), and so is a printed "Traceback".
+    `env` is merged over os.environ for the call; a None value unsets that variable.
+    """
+
+    def invoke(
+        project: Path,
+        *args: str | Path,
+        env: Mapping[str, str | None] | None = None,
+        input: str | None = None,
+    ) -> Result:
+        result = CliRunner().invoke(
+            main, ["-C", str(project), *map(str, args)], env=env, input=input
+        )
+        error = result.exception
+        if error is not None and not isinstance(error, SystemExit):
+            error.add_note(f"`mailer {' '.join(map(str, args))}` printed:\n{result.output}")
+            raise error
+        assert "Traceback" not in result.output, result.output
+        return result
+
+    return invoke
 
 
 def one_line_error(result: Result) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DEFERRED, SENT, delivery
+from conftest import DEFERRED, SENT, MailerCli, delivery
 from smtp_server import SMTPServer
 
 from mailer.cli import main
@@ -36,7 +36,7 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture
-def cli(project: Path, smtp_server: SMTPServer) -> Run:
+def cli(project: Path, smtp_server: SMTPServer, mailer_cli: MailerCli) -> Run:
     def run(*args: str, now: str | None = BEFORE, env: dict[str, str] | None = None) -> Result:
         full = {
             "MAILER_SMTP_HOST": "127.0.0.1",
@@ -47,10 +47,7 @@ def cli(project: Path, smtp_server: SMTPServer) -> Run:
             "MAILER_NOW": now,
             **(env or {}),
         }
-        result = CliRunner().invoke(main, ["-C", str(project), *args], env=full)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
+        return mailer_cli(project, *args, env=full)
 
     return run
 

@@ -18,7 +18,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DEFERRED, FAILED, SECRET, SENT, delivery, one_line_error, smtp_env
+from conftest import (
+    DEFERRED,
+    FAILED,
+    SECRET,
+    SENT,
+    MailerCli,
+    delivery,
+    one_line_error,
+    smtp_env,
+)
 from smtp_server import SMTPServer, TLSFiles
 
 import mailer.campaign
@@ -75,14 +84,11 @@ def project(new_project: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture
-def cli(project: Path) -> Run:
+def cli(project: Path, mailer_cli: MailerCli) -> Run:
     def run(*args: str, server: SMTPServer | None = None, env: dict | None = None) -> Result:
         full_env = smtp_env(server) if server else smtp_env(port=1)
         full_env.update(env or {})
-        result = CliRunner().invoke(main, ["-C", str(project), *args], env=full_env)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception  # a traceback is a failure, whatever the exit code
-        return result
+        return mailer_cli(project, *args, env=full_env)
 
     return run
 
