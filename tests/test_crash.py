@@ -13,11 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import BOUNCED, DEFERRED, FAILED, SENT, smtp_env
+from conftest import BOUNCED, DEFERRED, FAILED, SENT, MailerCli, smtp_env
 from smtp_server import SMTPServer
 
-from mailer.cli import main
 from mailer.state.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,25 +73,21 @@ def wait_for(server: SMTPServer, proc: subprocess.Popen[bytes], count: int) -> N
         time.sleep(0.01)
 
 
-def finish(project: Path, server: SMTPServer) -> None:
-    """The same command again (in-process, to keep the test quick), to completion."""
-    result = CliRunner().invoke(
-        main,
-        [
-            "-C",
-            str(project),
-            "send",
-            "issue-2",
-            "--yes",
-            "--rate",
-            "off",
-            "--connections",
-            str(CONNECTIONS),
-        ],
-        env=smtp_env(server),
-    )
-    assert result.exit_code == 0, result.output
-    assert "interrupted" not in result.output
+Finish = Callable[[Path, SMTPServer], None]
+
+
+@pytest.fixture
+def finish(mailer_cli: MailerCli) -> Finish:
+    """finish(project, server): the same command again (in-process, to keep the test quick),
+    to completion."""
+
+    def run(project: Path, server: SMTPServer) -> None:
+        args = ["send", "issue-2", "--yes", "--rate", "off", "--connections", str(CONNECTIONS)]
+        result = mailer_cli(project, *args, env=smtp_env(server))
+        assert result.exit_code == 0, result.output
+        assert "interrupted" not in result.output
+
+    return run
 
 
 def ledger_counts(project: Path) -> dict[str, int]:
@@ -117,7 +111,10 @@ def copies(server: SMTPServer) -> dict[str, list[str]]:
 # its 354): the bound "connections x bodies in flight" stays CONNECTIONS.
 @pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
 def test_kill_9_mid_send_then_rerun(
-    project: Path, smtp_server: SMTPServer, pipelining: bool
+    project: Path,
+    smtp_server: SMTPServer,
+    pipelining: bool,
+    finish: Finish,
 ) -> None:
     smtp_server.pipelining = pipelining
     smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
@@ -159,7 +156,10 @@ def test_kill_9_mid_send_then_rerun(
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
 def test_ctrl_c_mid_send_then_rerun_gives_no_duplicates(
-    project: Path, smtp_server: SMTPServer, pipelining: bool
+    project: Path,
+    smtp_server: SMTPServer,
+    pipelining: bool,
+    finish: Finish,
 ) -> None:
     smtp_server.pipelining = pipelining
     smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
