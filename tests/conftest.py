@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from postfix import requires_postfix
+from postgres import Postgres, requires_postgres, running_postgres, skip_reason
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
 
 import mailer.campaign
@@ -51,6 +53,31 @@ CORPUS = [
 ]
 ZH = FIXTURES / "corpus" / "nlp-newsletter-2-zh.md"
 PT_BR = FIXTURES / "corpus" / "nlp-newsletter-3-pt-br.md"
+
+
+# -- markers: what a test needs beyond Python, so `make test-fast` can leave it out ---------
+
+# A test is marked by the fixture that starts its server (whatever module it is in, and
+# through fixtures that use that one), or by the skip marks of the helper that starts it
+# in the test's body, so no module has to remember to say it. A fixture that starts one
+# through request.getfixturevalue is not seen: its parameter carries the marker instead.
+MARK_BY_FIXTURE = {
+    "postgres_server": "postgres",
+    "browser": "chromium",
+    "moto_url": "moto",
+    "dovecot": "dovecot",
+}
+MARK_BY_SKIPS = {"postfix": requires_postfix, "postgres": requires_postgres}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Add the marker of each server a test starts (see MARK_BY_FIXTURE, MARK_BY_SKIPS)."""
+    for item in items:
+        names = {MARK_BY_FIXTURE.get(f) for f in getattr(item, "fixturenames", ())}
+        skips = list(item.iter_markers("skipif"))
+        names |= {n for n, marks in MARK_BY_SKIPS.items() if any(m.mark in skips for m in marks)}
+        for name in sorted(names - {None}):
+            item.add_marker(name)
 
 
 @pytest.fixture
@@ -265,9 +292,6 @@ def browser():
 
 
 # -- a throwaway PostgreSQL, for the state in a database (see postgres.py) ----------------
-
-# Here, not at the top, to keep this section in one piece; postgres.py imports psycopg lazily.
-from postgres import Postgres, running_postgres, skip_reason  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
