@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -17,6 +18,9 @@ from smtp_server import SMTPServer, TLSFiles, make_tls_files
 import mailer.campaign
 import mailer.compose.render
 from mailer.cli import main
+from mailer.compose.issue import Issue
+from mailer.compose.render import ComposeOptions, Email
+from mailer.config import Settings
 from mailer.state.ledger import Delivery, Ledger
 from mailer.states import DeliveryState
 
@@ -235,28 +239,34 @@ def built(module_project: Path) -> Callable[[Path], tuple[object, object]]:
     return get
 
 
-_RENDERED: dict[object, object] = {}
+_RENDERED: dict[object, Email] = {}
 
 
 @pytest.fixture
 def render_memo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Speed: reuse a rendered Email when the issue, templates and settings are all the same.
+    """Speed: reuse a rendered Email when everything the render reads is the same.
 
     Rendering is deterministic and test_render.py covers it; in send tests it would cost
-    ~0.3 s per command.
+    ~0.3 s per command. The key is what render_with() reads (ComposeOptions, the templates'
+    and the image-size cache's bytes, the issue's bytes), not the Settings: those differ
+    between tests in the SMTP port and the project folder, which the render never sees.
+    The Email comes back holding this call's Issue, so its path is this project's.
     """
     original = mailer.campaign.render
 
-    def memo(issue, settings):  # type: ignore[no-untyped-def]
+    def memo(issue: Issue, settings: Settings) -> Email:
+        options = ComposeOptions.from_settings(settings)
         templates = tuple(
-            (str(p.relative_to(d)), p.read_bytes())
-            for d in mailer.compose.render.template_dirs(settings)
+            (i, str(p.relative_to(d)), p.read_bytes())
+            for i, d in enumerate(options.templates)
             for p in sorted(d.rglob("*.j2"))
         )
-        key = (issue.path.read_bytes(), issue.slug, settings, templates)
+        sizes = options.image_sizes.read_bytes() if options.image_sizes.exists() else None
+        where = dataclasses.replace(options, templates=(), image_sizes=Path())
+        key = (issue.path.read_bytes(), issue.slug, where, templates, sizes)
         if key not in _RENDERED:
             _RENDERED[key] = original(issue, settings)
-        return _RENDERED[key]
+        return dataclasses.replace(_RENDERED[key], issue=issue)
 
     monkeypatch.setattr(mailer.campaign, "render", memo)
 
