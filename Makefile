@@ -30,9 +30,10 @@ test: $(VENV)/.installed-test system
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
+# One pytest worker per core (pytest-xdist); `make test` stays in one process, in order.
 test-fast: $(VENV)/.installed-test
 	$(BIN)/ruff check mailer tests bench
-	$(BIN)/python -m pytest -q -m "not ($(SLOW_MARKERS))"
+	$(BIN)/python -m pytest -q -n auto -m "not ($(SLOW_MARKERS))"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check mailer tests bench

@@ -18,6 +18,8 @@ from smtp_server import SMTPServer
 
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # kills and reruns real `mailer send` processes
+
 ROOT = Path(__file__).resolve().parent.parent
 N = 200
 CONNECTIONS = 2

@@ -351,6 +351,7 @@ def _mailer(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key,variable",
     [
@@ -371,6 +372,7 @@ def test_a_dkim_key_in_mailer_toml_is_refused(tmp_path: Path, key: str, variable
     assert done.stdout == ""
 
 
+@pytest.mark.slow
 def test_bad_keys_stop_a_send_before_anything(tmp_path: Path, keyfiles: dict[str, Path]) -> None:
     root = _project(tmp_path)
     (root / "garbage.pem").write_text("not a key at all\n")

@@ -33,7 +33,8 @@ TIMEOUT = 1.0  # smtp_timeout, seconds
 RUN_LIMIT = 20.0  # a run still going after this long is endless: the test fails
 CSV_HEADER = ["email", "state", "attempts", "reply", "updated_at", "next_try_at"]
 
-pytestmark = pytest.mark.usefixtures("render_memo")
+# slow: every fault waits out real SMTP timeouts
+pytestmark = [pytest.mark.usefixtures("render_memo"), pytest.mark.slow]
 
 
 @pytest.fixture

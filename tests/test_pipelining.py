@@ -20,6 +20,8 @@ from smtp_server import SMTPServer, TLSFiles
 
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # a whole send over TLS, AUTH or pipelining in each test
+
 READERS = [f"p{i:02d}@example.com" for i in range(12)]
 UTF8_READER = "josé@example.com"
 DEPTHS = [1, 2]

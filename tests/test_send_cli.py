@@ -411,6 +411,7 @@ def _send_on_a_terminal(project: Path, server: SMTPServer, answer: bytes) -> tup
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow
 def test_asks_on_a_terminal(project: Path, smtp_server: SMTPServer) -> None:
     code, out, err = _send_on_a_terminal(project, smtp_server, b"n\n")
     assert "Send 'issue-2' to up to 7 subscribers in subscribers.csv? [y/N]" in out

@@ -21,6 +21,8 @@ from smtp_server import SMTPServer
 
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # real `mailer` processes signalled mid-send
+
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = ROOT / ".venv" / "bin" / "mailer"
 SERVER = Path(__file__).with_name("smtp_server.py")

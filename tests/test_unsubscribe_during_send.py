@@ -28,6 +28,8 @@ from mailer.state.ledger import Ledger, open_ledger
 from mailer.web import routes as web
 from mailer.web import wsgi
 
+pytestmark = pytest.mark.slow  # real `mailer` processes over seconds of sending
+
 ROOT = Path(__file__).resolve().parent.parent
 MAILER = ROOT / ".venv" / "bin" / "mailer"
 LIST_ID = "nlp-newsletter.example.org"  # list_id in mailer.toml
