@@ -63,8 +63,9 @@ PT_BR = FIXTURES / "corpus" / "nlp-newsletter-3-pt-br.md"
 
 # A test is marked by the fixture that starts its server (whatever module it is in, and
 # through fixtures that use that one), or by the skip marks of the helper that starts it
-# in the test's body, so no module has to remember to say it. A fixture that starts one
-# through request.getfixturevalue is not seen: its parameter carries the marker instead.
+# in the test's body, so no module has to remember to say it. A test parametrized over the
+# ledger's backends asks for PostgreSQL through request.getfixturevalue, which no marker
+# can see: the parameter value "postgresql" marks it.
 MARK_BY_FIXTURE = {
     "postgres_server": "postgres",
     "browser": "chromium",
@@ -78,6 +79,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Add the marker of each server a test starts (see MARK_BY_FIXTURE, MARK_BY_SKIPS)."""
     for item in items:
         names = {MARK_BY_FIXTURE.get(f) for f in getattr(item, "fixturenames", ())}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            names.add("postgres")
         skips = list(item.iter_markers("skipif"))
         names |= {n for n, marks in MARK_BY_SKIPS.items() if any(m.mark in skips for m in marks)}
         for name in sorted(names - {None}):

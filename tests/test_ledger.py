@@ -68,7 +68,7 @@ def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
