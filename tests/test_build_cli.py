@@ -10,6 +10,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from mailer.compose.render import render
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEED = PROJECT / "issues" / "issue-2.md"
-SCRIPT = PROJECT / ".venv" / "bin" / "mailer"
+SCRIPT = Path(sys.executable).with_name("mailer")  # the script beside this Python
 ABSOLUTE = re.compile(r"^(https?://|mailto:|#)")
 
 BAD_FRONT_MATTER = "---\ntitle: Broken\nexcerpt: one: two\n---\n\nBody.\n"  # line 3
