@@ -2,8 +2,8 @@
 #   make demo   set up .venv and dry-run issues/sampling.md to subscribers.example.csv
 #   make test   set up .venv (+ test tools, Debian's chromium and postfix), lint, check formatting
 #               and types (mypy --strict), and run every test
-#   make test-fast  ruff and the tests that need nothing but Python (no Postfix, PostgreSQL,
-#               Dovecot, chromium or moto, no long real-process runs): under a minute
+#   make test-fast  ruff and the tests marked neither slow nor needing a server (Postfix,
+#               PostgreSQL, Dovecot, chromium, moto), on every core: under a minute
 # Also: make demo-repair (dry-run issues/issue-2.md, a damaged Medium/Jekyll export that the
 # build repairs and warns about), make lint (ruff check), make fmt (ruff format + ruff check
 # --fix), make bench, make clean.
@@ -30,10 +30,11 @@ test: $(VENV)/.installed-test system
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
-# One pytest worker per core (pytest-xdist); `make test` stays in one process, in order.
+# One pytest worker per core (pytest-xdist), each taking whole files so that module fixtures
+# and the render memo are not built twice; `make test` stays in one process, in order.
 test-fast: $(VENV)/.installed-test
 	$(BIN)/ruff check mailer tests bench
-	$(BIN)/python -m pytest -q -n auto -m "not ($(SLOW_MARKERS))"
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not ($(SLOW_MARKERS))"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check mailer tests bench

@@ -27,6 +27,8 @@ from mailer.compose import images
 from mailer.compose.issue import read
 from mailer.compose.render import render
 
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
+
 PROJECT = Path(__file__).resolve().parents[1]
 SEED = PROJECT / "issues" / "issue-2.md"
 SCRIPT = Path(sys.executable).with_name("mailer")  # the script beside this Python
@@ -326,7 +328,6 @@ def run_script(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not SCRIPT.exists(), reason=f"{SCRIPT} is not installed")
 def test_installed_script_exit_codes(project):
     (project / "issues" / "bad.md").write_text(BAD_FRONT_MATTER, encoding="utf-8")
@@ -492,7 +493,6 @@ def boxes(html: str) -> dict[str, tuple[str | None, str | None]]:
     }
 
 
-@pytest.mark.slow
 def test_fetch_images_sizes_caches_and_builds(project, image_server, mailer_cli):
     sized_project(project, image_server)
     result = mailer_cli(project, "build", "sizes", "--fetch-images")
@@ -547,7 +547,6 @@ def test_fetch_images_sizes_caches_and_builds(project, image_server, mailer_cli)
     assert "max-width:32px" in badge.get("style").replace(" ", "")
 
 
-@pytest.mark.slow
 def test_fetch_images_again_asks_only_for_what_is_unknown(project, image_server, mailer_cli):
     sized_project(project, image_server)
     assert mailer_cli(project, "build", "sizes", "--fetch-images").exit_code == 0
@@ -584,7 +583,6 @@ def test_fetch_images_again_asks_only_for_what_is_unknown(project, image_server,
     assert boxes(html)["/missing.png"] == ("64", "16")
 
 
-@pytest.mark.slow
 def test_build_without_the_flag_reads_the_cache_offline(
     project, image_server, monkeypatch, mailer_cli
 ):
@@ -605,7 +603,6 @@ def test_build_without_the_flag_reads_the_cache_offline(
     assert boxes(html)["/badge.png"] == ("32", "32")
 
 
-@pytest.mark.slow
 def test_fetch_images_with_the_server_gone_still_builds(project, mailer_cli):
     with ImageServer({}) as server:
         url = server.url
@@ -623,7 +620,6 @@ def test_fetch_images_with_the_server_gone_still_builds(project, mailer_cli):
     assert (project / "build" / "gone" / "email.html").is_file()
 
 
-@pytest.mark.slow
 def test_probe_times_out(tmp_path):
     """A server that never answers: a failure after the timeout, not a hung build."""
     listener = socket.socket()

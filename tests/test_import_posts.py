@@ -14,6 +14,8 @@ from conftest import FIXTURES, ROOT, MailerCli, one_line_error
 
 from mailer.compose.issue import read
 
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
+
 EXPORT = FIXTURES / "substack"
 IMPORTED = [
     "episode-1-tokenizers.md",

@@ -35,6 +35,8 @@ from mailer.lint import (
     uses,
 )
 
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 # An issue with one of each problem; the numbers are its lines in the file.

@@ -25,6 +25,8 @@ from mailer.states import DeliveryState
 from mailer.web import routes as web
 from mailer.web import wsgi
 
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
+
 SITE = "https://newsletter.example.org/"  # mailer.toml's archive_url, without /issues
 SENT_AT = "2024-05-01T10:00:00+00:00"
 SUBSCRIBE = "https://forms.example.org/signup"

@@ -23,7 +23,8 @@ DUE = ["send", "--due", "--yes", "--rate", "off", "--retry-delay", "0.02"]
 BEFORE = "2026-11-20T12:00:00Z"  # a week before the usual send time below
 
 
-pytestmark = pytest.mark.usefixtures("render_memo")
+# slow: a whole `mailer` command, issue rendered, in every test
+pytestmark = [pytest.mark.usefixtures("render_memo"), pytest.mark.slow]
 
 
 @pytest.fixture
@@ -438,7 +439,6 @@ def test_due_keeps_retrying_a_deferred_reader_on_later_runs(
 # -- never twice: two cron runs at the same moment ---------------------------------------------
 
 
-@pytest.mark.slow
 def test_two_due_runs_at_once_send_one_copy_each(project: Path, smtp_server: SMTPServer) -> None:
     many = [f"r{i:03d}@example.com" for i in range(60)]
     rows = "".join(f"{a},R {i},C\n" for i, a in enumerate(many))

@@ -75,7 +75,8 @@ FAST = ["--rate", "off", "--retry-delay", "0.02"]
 Run = Callable[..., Result]
 
 
-pytestmark = pytest.mark.usefixtures("render_memo")
+# slow: a whole `mailer` command, issue rendered, in every test
+pytestmark = [pytest.mark.usefixtures("render_memo"), pytest.mark.slow]
 
 
 @pytest.fixture
@@ -411,7 +412,6 @@ def _send_on_a_terminal(project: Path, server: SMTPServer, answer: bytes) -> tup
     return proc.returncode, out.decode(), err.decode()
 
 
-@pytest.mark.slow
 def test_asks_on_a_terminal(project: Path, smtp_server: SMTPServer) -> None:
     code, out, err = _send_on_a_terminal(project, smtp_server, b"n\n")
     assert "Send 'issue-2' to up to 7 subscribers in subscribers.csv? [y/N]" in out
