@@ -27,16 +27,16 @@ ADDRESSES = [f"r{i:03d}@example.com" for i in range(N)]
 
 
 @pytest.fixture(params=["csv", "store"])
-def project(new_project: Callable[[str], Path], request: pytest.FixtureRequest) -> Path:
+def project(
+    new_project: Callable[[str], Path], request: pytest.FixtureRequest, mailer_cli: MailerCli
+) -> Path:
     """The list as a CSV, or (store) the same readers in the store, read while sending."""
     rows = "".join(f"{a},Reader {i},City {i}\n" for i, a in enumerate(ADDRESSES))
     root = new_project("email,name,city\n" + rows)
     if request.param == "store":
         with (root / "mailer.toml").open("a") as toml:
             toml.write('subscribers = "store"\n')
-        imported = CliRunner().invoke(
-            main, ["-C", str(root), "subscribers", "import", "subscribers.csv"]
-        )
+        imported = mailer_cli(root, "subscribers", "import", "subscribers.csv")
         assert imported.exit_code == 0, imported.output
     return root
 
