@@ -2,6 +2,8 @@
 #   make demo   set up .venv and dry-run issues/sampling.md to subscribers.example.csv
 #   make test   set up .venv (+ test tools, Debian's chromium and postfix), lint, check formatting
 #               and types (mypy --strict), and run every test
+#   make test-fast  ruff and the tests marked neither slow nor needing a server (Postfix,
+#               PostgreSQL, Dovecot, chromium, moto), on every core: under a minute
 # Also: make demo-repair (dry-run issues/issue-2.md, a damaged Medium/Jekyll export that the
 # build repairs and warns about), make lint (ruff check), make fmt (ruff format + ruff check
 # --fix), make bench, make clean.
@@ -9,7 +11,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-repair test lint fmt bench clean system caniemail
+.PHONY: demo demo-repair test test-fast lint fmt bench clean system caniemail
+
+# The markers (pyproject.toml) of tests that need a real server or take seconds each.
+SLOW_MARKERS := postfix or postgres or dovecot or chromium or moto or slow
 
 demo: $(VENV)/.installed
 	$(BIN)/mailer send --dry-run sampling
@@ -22,7 +27,14 @@ test: $(VENV)/.installed-test system
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/ruff format --check mailer tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
+
+# One pytest worker per core (pytest-xdist), each taking whole files so that module fixtures
+# and the render memo are not built twice; `make test` stays in one process, in order.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/ruff check mailer tests bench
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m "not ($(SLOW_MARKERS))"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check mailer tests bench

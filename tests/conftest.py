@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
+from postfix import requires_postfix
+from postgres import Postgres, requires_postgres, running_postgres, skip_reason
 from smtp_server import SMTPServer, TLSFiles, make_tls_files
 
 import mailer.campaign
 import mailer.compose.render
+from mailer.cli import main
+from mailer.compose.issue import Issue
+from mailer.compose.render import ComposeOptions, Email
+from mailer.config import Settings
 from mailer.state.ledger import Delivery, Ledger
 from mailer.states import DeliveryState
 
@@ -50,6 +57,35 @@ CORPUS = [
 ]
 ZH = FIXTURES / "corpus" / "nlp-newsletter-2-zh.md"
 PT_BR = FIXTURES / "corpus" / "nlp-newsletter-3-pt-br.md"
+
+
+# -- markers: what a test needs beyond Python, so `make test-fast` can leave it out ---------
+
+# A test is marked by the fixture that starts its server (whatever module it is in, and
+# through fixtures that use that one), or by the skip marks of the helper that starts it
+# in the test's body, so no module has to remember to say it. A test parametrized over the
+# ledger's backends asks for PostgreSQL through request.getfixturevalue, which no marker
+# can see: the parameter value "postgresql" marks it.
+MARK_BY_FIXTURE = {
+    "postgres_server": "postgres",
+    "browser": "chromium",
+    "moto_url": "moto",
+    "dovecot": "dovecot",
+}
+MARK_BY_SKIPS = {"postfix": requires_postfix, "postgres": requires_postgres}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Add the marker of each server a test starts (see MARK_BY_FIXTURE, MARK_BY_SKIPS)."""
+    for item in items:
+        names = {MARK_BY_FIXTURE.get(f) for f in getattr(item, "fixturenames", ())}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgresql" in callspec.params.values():
+            names.add("postgres")
+        skips = list(item.iter_markers("skipif"))
+        names |= {n for n, marks in MARK_BY_SKIPS.items() if any(m.mark in skips for m in marks)}
+        for name in sorted(names - {None}):
+            item.add_marker(name)
 
 
 @pytest.fixture
@@ -117,6 +153,39 @@ def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
     return make
 
 
+MailerCli = Callable[..., Result]
+
+
+@pytest.fixture
+def mailer_cli() -> MailerCli:
+    """Call as mailer_cli(project, *args, env=None, input=None): `mailer -C project ARGS`.
+
+    Runs in this process through click's CliRunner and returns its Result: an exit code,
+    a MailerError's included, is the test's to check. An uncaught exception is raised
+    again with its own traceback (CliRunner would keep it in the Result, where a test
+    checking only the exit code would never see it), and so is a printed "Traceback".
+    `env` is merged over os.environ for the call; a None value unsets that variable.
+    """
+
+    def invoke(
+        project: Path,
+        *args: str | Path,
+        env: Mapping[str, str | None] | None = None,
+        input: str | None = None,
+    ) -> Result:
+        result = CliRunner().invoke(
+            main, ["-C", str(project), *map(str, args)], env=env, input=input
+        )
+        error = result.exception
+        if error is not None and not isinstance(error, SystemExit):
+            error.add_note(f"`mailer {' '.join(map(str, args))}` printed:\n{result.output}")
+            raise error
+        assert "Traceback" not in result.output, result.output
+        return result
+
+    return invoke
+
+
 def one_line_error(result: Result) -> str:
     """The error as printed: 'Error: ...' (plus at most a hint line), never a traceback."""
     assert "Traceback" not in result.output
@@ -174,28 +243,34 @@ def built(module_project: Path) -> Callable[[Path], tuple[object, object]]:
     return get
 
 
-_RENDERED: dict[object, object] = {}
+_RENDERED: dict[object, Email] = {}
 
 
 @pytest.fixture
 def render_memo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Speed: reuse a rendered Email when the issue, templates and settings are all the same.
+    """Speed: reuse a rendered Email when everything the render reads is the same.
 
     Rendering is deterministic and test_render.py covers it; in send tests it would cost
-    ~0.3 s per command.
+    ~0.3 s per command. The key is what render_with() reads (ComposeOptions, the templates'
+    and the image-size cache's bytes, the issue's bytes), not the Settings: those differ
+    between tests in the SMTP port and the project folder, which the render never sees.
+    The Email comes back holding this call's Issue, so its path is this project's.
     """
     original = mailer.campaign.render
 
-    def memo(issue, settings):  # type: ignore[no-untyped-def]
+    def memo(issue: Issue, settings: Settings) -> Email:
+        options = ComposeOptions.from_settings(settings)
         templates = tuple(
-            (str(p.relative_to(d)), p.read_bytes())
-            for d in mailer.compose.render.template_dirs(settings)
+            (i, str(p.relative_to(d)), p.read_bytes())
+            for i, d in enumerate(options.templates)
             for p in sorted(d.rglob("*.j2"))
         )
-        key = (issue.path.read_bytes(), issue.slug, settings, templates)
+        sizes = options.image_sizes.read_bytes() if options.image_sizes.exists() else None
+        where = dataclasses.replace(options, templates=(), image_sizes=Path())
+        key = (issue.path.read_bytes(), issue.slug, where, templates, sizes)
         if key not in _RENDERED:
             _RENDERED[key] = original(issue, settings)
-        return _RENDERED[key]
+        return dataclasses.replace(_RENDERED[key], issue=issue)
 
     monkeypatch.setattr(mailer.campaign, "render", memo)
 
@@ -231,9 +306,6 @@ def browser():
 
 
 # -- a throwaway PostgreSQL, for the state in a database (see postgres.py) ----------------
-
-# Here, not at the top, to keep this section in one piece; postgres.py imports psycopg lazily.
-from postgres import Postgres, running_postgres, skip_reason  # noqa: E402
 
 
 @pytest.fixture(scope="session")

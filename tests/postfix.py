@@ -1,8 +1,9 @@
 """A private Postfix instance from Debian's packages, for tests that need a real MTA.
 
-Its own main.cf/master.cf, queue and logs; it listens on one free loopback port and delivers
-every @example.com address into one Maildir. Tests may add postconf settings and map files
-(a bounce test adds `transport_maps` that turn chosen recipients into real RFC 3464 DSNs).
+Its own main.cf/master.cf (written from nothing: the machine's /etc/postfix is never read),
+queue and logs; it listens on one free loopback port and delivers every @example.com address
+into one Maildir. Tests may add main.cf settings and map files (a bounce test adds
+`transport_maps` that turn chosen recipients into real RFC 3464 DSNs).
 Needs root (Postfix's master starts as root) and /usr/sbin/postfix: `make system`.
 """
 
@@ -64,11 +65,6 @@ def run(*args: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _postconf(config: Path, *args: str) -> None:
-    done = run(POSTCONF, "-c", config, *args)
-    assert done.returncode == 0, f"postconf {' '.join(args)}: {done.stderr}"
-
-
 def _wait_for_port(server: Postfix, seconds: float) -> None:
     port = server.port
     deadline = time.monotonic() + seconds
@@ -115,64 +111,90 @@ def running_postfix(
         shutil.rmtree(base, ignore_errors=True)
 
 
+# master.cf, written whole: one smtpd on the test's port and the daemons behind it, nothing
+# chrooted (the queue is private). No smtp/lmtp client: mail for anyone outside example.com
+# goes to the error transport (see MAIN_CF), so nothing ever leaves the machine.
+MASTER_CF = """\
+# service      type        private unpriv chroot wakeup maxproc command
+{listen}       inet        n       -      n      -      -       smtpd
+pickup         unix        n       -      n      60     1       pickup
+cleanup        unix        n       -      n      -      0       cleanup
+qmgr           unix        n       -      n      300    1       qmgr
+rewrite        unix        -       -      n      -      -       trivial-rewrite
+bounce         unix        -       -      n      -      0       bounce
+defer          unix        -       -      n      -      0       bounce
+trace          unix        -       -      n      -      0       bounce
+flush          unix        n       -      n      1000?  0       flush
+proxymap       unix        -       -      n      -      -       proxymap
+showq          unix        n       -      n      -      -       showq
+error          unix        -       -      n      -      -       error
+retry          unix        -       -      n      -      -       error
+discard        unix        -       -      n      -      -       discard
+virtual        unix        -       n      n      -      -       virtual
+anvil          unix        -       -      n      -      1       anvil
+scache         unix        -       -      n      -      1       scache
+postlog        unix-dgram  n       -      n      -      1       postlogd
+"""
+
+
+def _main_cf(base: Path, user: pwd.struct_passwd) -> dict[str, str]:
+    """main.cf for an instance living in base: every setting the tests rely on, spelled out."""
+    config, mail = base / "etc", base / "mail"
+    return {
+        "compatibility_level": "3.6",
+        "queue_directory": str(base / "queue"),
+        "data_directory": str(base / "data"),
+        "myhostname": "mailer-test.localhost",
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "mynetworks": "127.0.0.0/8",
+        "mydestination": "",
+        "relayhost": "",
+        "alias_maps": "",
+        "alias_database": "",
+        "recipient_delimiter": "+",  # VERP addresses: bounces+TOKEN@example.com
+        "virtual_mailbox_domains": "example.com",
+        "virtual_mailbox_base": str(mail),
+        "virtual_mailbox_maps": f"regexp:{config / 'vmailbox'}",
+        "virtual_uid_maps": f"static:{user.pw_uid}",
+        "virtual_gid_maps": f"static:{user.pw_gid}",
+        "virtual_minimum_uid": str(min(user.pw_uid, 100)),
+        "default_transport": "error:5.1.2 this test instance delivers to example.com only",
+        "relay_transport": "error:5.1.2 this test instance delivers to example.com only",
+        # Postfix adds a missing Message-ID and Date for "local" clients (loopback included)
+        # unless this is empty: a message lacking them would then pass unnoticed.
+        "local_header_rewrite_clients": "",
+        "smtputf8_enable": "no",
+        "smtpd_tls_security_level": "none",
+        "maillog_file": str(base / "maillog"),  # logs without syslog
+        "maillog_file_prefixes": str(base),
+    }
+
+
 def _configure(
     base: Path, settings: Sequence[str] = (), files: Mapping[str, str] | None = None
 ) -> Postfix:
-    """main.cf and master.cf (Debian's, edited with postconf) for an instance living in base."""
+    """main.cf and master.cf, written from nothing, for an instance living in base.
+
+    Nothing is read from the machine's own /etc/postfix: whatever it is set up for there
+    (a relayhost, a content_filter, a local sink) cannot reach the tests.
+    """
     base.chmod(0o755)
-    config, queue, data, mail = (base / n for n in ("etc", "queue", "data", "mail"))
+    config, queue, mail = (base / n for n in ("etc", "queue", "mail"))
     for folder in (config, queue, mail):
         folder.mkdir()
     user = pwd.getpwnam("postfix")  # the virtual agent writes the Maildir as this user
     os.chown(mail, user.pw_uid, user.pw_gid)
-    for name in ("main.cf", "master.cf"):
-        source = Path("/etc/postfix", name)
-        if not source.exists():  # debconf's "No configuration" leaves no main.cf
-            source = Path("/usr/share/postfix", f"{name}.dist")
-        if source.exists():
-            shutil.copy(source, config / name)
-        else:
-            (config / name).write_text("")
     (config / "vmailbox").write_text("/.*/ inbox/\n")  # trailing slash: a Maildir
     for name, text in (files or {}).items():  # map files the extra settings name
         (config / name).write_text(text)
     server = Postfix(_free_port(), config, mail / "inbox", base / "maillog")
-    _postconf(
-        config,
-        "-e",
-        "compatibility_level = 3.6",
-        f"queue_directory = {queue}",
-        f"data_directory = {data}",
-        "myhostname = mailer-test.localhost",
-        "inet_interfaces = 127.0.0.1",
-        "inet_protocols = ipv4",
-        "mynetworks = 127.0.0.0/8",
-        "mydestination =",
-        "relayhost =",
-        "alias_maps =",
-        "alias_database =",
-        "virtual_mailbox_domains = example.com",
-        f"virtual_mailbox_base = {mail}",
-        f"virtual_mailbox_maps = regexp:{config / 'vmailbox'}",
-        f"virtual_uid_maps = static:{user.pw_uid}",
-        f"virtual_gid_maps = static:{user.pw_gid}",
-        f"virtual_minimum_uid = {min(user.pw_uid, 100)}",
-        # Postfix adds a missing Message-ID and Date for "local" clients (loopback included)
-        # unless this is empty: a message lacking them would then pass unnoticed.
-        "local_header_rewrite_clients =",
-        "smtputf8_enable = no",
-        "smtpd_tls_security_level = none",
-        "smtp_tls_security_level = none",
-        f"maillog_file = {server.maillog}",  # logs without syslog
-        f"maillog_file_prefixes = {base}",
-    )
-    if settings:
-        _postconf(config, "-e", *(s.replace("{config}", str(config)) for s in settings))
-    # master.cf: no port 25; one smtpd on our port; nothing chrooted (the queue is ours).
-    port = server.port
-    _postconf(config, "-MX", "smtp/inet")
-    _postconf(config, "-M", f"127.0.0.1:{port}/inet = 127.0.0.1:{port} inet n - n - - smtpd")
-    _postconf(config, "-F", "*/*/chroot = n")
+    main = _main_cf(base, user)
+    for line in settings:
+        name, _, value = line.replace("{config}", str(config)).partition("=")
+        main[name.strip()] = value.strip()
+    (config / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
+    (config / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{server.port}"))
     return server
 
 

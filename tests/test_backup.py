@@ -20,6 +20,8 @@ from conftest import postgres_env, smtp_env
 from postgres import Postgres
 from smtp_server import SMTPServer
 
+pytestmark = pytest.mark.slow  # real `mailer send` and `mailer backup` processes side by side
+
 N = 150
 ADDRESSES = [f"r{i:03d}@example.com" for i in range(N)]
 MAILER = Path(sys.executable).with_name("mailer")

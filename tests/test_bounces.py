@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import FIXTURE_SECRET as SECRET
-from conftest import FIXTURES, SENT, delivery, one_line_error
+from conftest import FIXTURES, SENT, MailerCli, delivery, one_line_error
 
 from mailer import config
-from mailer.cli import main
 from mailer.config import Settings
 from mailer.deliver.audience import LedgerWatch
 from mailer.deliver.message import Composer
@@ -163,16 +162,22 @@ def feed(settings: Settings, tmp_path: Path, *messages: bytes, keep: bool = Fals
     return process(settings, box, keep=keep)
 
 
-def cli(settings: Settings, *args: str | Path, env: dict[str, str] | None = None) -> Result:
-    environ = {
-        "MAILER_SECRET": SECRET,
-        "MAILER_STATE_DIR": str(settings.state_path),
-        **(env or {}),
-    }
-    result = CliRunner().invoke(main, ["-C", str(settings.root), *map(str, args)], env=environ)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(mailer_cli: MailerCli) -> Cli:
+    """cli(settings, *args, env=None): `mailer` in settings' project, with its ledger."""
+
+    def run(settings: Settings, *args: str | Path, env: dict[str, str] | None = None) -> Result:
+        environ = {
+            "MAILER_SECRET": SECRET,
+            "MAILER_STATE_DIR": str(settings.state_path),
+            **(env or {}),
+        }
+        return mailer_cli(settings.root, *args, env=environ)
+
+    return run
 
 
 # -- what each format is ------------------------------------------------------------------
@@ -194,7 +199,7 @@ def test_every_fixture_is_in_the_table_and_the_readme() -> None:
         assert f"`{name}`" in readme, name
 
 
-def test_the_whole_table_against_a_ledger(settings: Settings, tmp_path: Path) -> None:
+def test_the_whole_table_against_a_ledger(settings: Settings, tmp_path: Path, cli: Cli) -> None:
     with _ledger(settings) as ledger:
         for reader in READERS:
             ledger.record("issue-2", reader, SENT, "250 ok")
@@ -552,7 +557,7 @@ def test_our_message_id_proves_a_reader_the_ledger_does_not_know(
 # -- the command --------------------------------------------------------------------------
 
 
-def test_cli_maildir_verbose_and_keep(settings: Settings, tmp_path: Path) -> None:
+def test_cli_maildir_verbose_and_keep(settings: Settings, tmp_path: Path, cli: Cli) -> None:
     with _ledger(settings) as ledger:
         ledger.record("issue-2", "gone@example.net", SENT)
     folder = _maildir(tmp_path / "inbox", {"a": (BOUNCES / "postfix-5.1.1.eml").read_bytes()})
@@ -574,7 +579,7 @@ def test_cli_maildir_verbose_and_keep(settings: Settings, tmp_path: Path) -> Non
     assert [p.name for p in (folder / ".processed" / "cur").iterdir()] == ["a:2,S"]
 
 
-def test_cli_mbox_is_read_and_never_changed(settings: Settings, tmp_path: Path) -> None:
+def test_cli_mbox_is_read_and_never_changed(settings: Settings, tmp_path: Path, cli: Cli) -> None:
     with _ledger(settings) as ledger:
         for reader in READERS:
             ledger.record("issue-2", reader, SENT)
@@ -607,7 +612,7 @@ def test_cli_mbox_is_read_and_never_changed(settings: Settings, tmp_path: Path) 
     ],
 )
 def test_cli_errors_are_one_line(
-    settings: Settings, args: tuple[str, ...], code: int, text: str
+    settings: Settings, args: tuple[str, ...], code: int, text: str, cli: Cli
 ) -> None:
     result = cli(settings, "bounces", *args)
     assert result.exit_code == code, result.output

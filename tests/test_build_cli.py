@@ -10,6 +10,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -18,19 +19,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from conftest import CORPUS
 from lxml import html as lxml_html
 
 from mailer import config
-from mailer.cli import main
 from mailer.compose import images
 from mailer.compose.issue import read
 from mailer.compose.render import render
 
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
+
 PROJECT = Path(__file__).resolve().parents[1]
 SEED = PROJECT / "issues" / "issue-2.md"
-SCRIPT = PROJECT / ".venv" / "bin" / "mailer"
+SCRIPT = Path(sys.executable).with_name("mailer")  # the script beside this Python
 ABSOLUTE = re.compile(r"^(https?://|mailto:|#)")
 
 BAD_FRONT_MATTER = "---\ntitle: Broken\nexcerpt: one: two\n---\n\nBody.\n"  # line 3
@@ -49,10 +50,6 @@ def project(tmp_path, monkeypatch) -> Path:
     return root
 
 
-def mailer(project: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-C", str(project), *args])
-
-
 def summary(output: str) -> dict[str, str]:
     """The `  key   value` lines of the build report."""
     return dict(re.findall(r"^  (\w+) +(.*)$", output, re.M))
@@ -66,8 +63,8 @@ def urls(html: str) -> list[str]:
 # -- the seed -------------------------------------------------------------------------------------
 
 
-def test_build_seed(project):
-    result = mailer(project, "build", "issue-2")
+def test_build_seed(project, mailer_cli):
+    result = mailer_cli(project, "build", "issue-2")
     assert result.exit_code == 0, result.output
     out = project / "build" / "issue-2"
     html = (out / "email.html").read_text(encoding="utf-8")
@@ -109,16 +106,16 @@ def test_build_seed(project):
     assert "üëã" not in html + text
 
 
-def test_build_twice_overwrites(project):
-    assert mailer(project, "build", "issue-2").exit_code == 0
+def test_build_twice_overwrites(project, mailer_cli):
+    assert mailer_cli(project, "build", "issue-2").exit_code == 0
     target = project / "build" / "issue-2" / "email.txt"
     target.write_text("stale", encoding="utf-8")
-    assert mailer(project, "build", "issue-2.md").exit_code == 0
+    assert mailer_cli(project, "build", "issue-2.md").exit_code == 0
     assert target.read_text(encoding="utf-8").startswith("NLP Newsletter #2")
 
 
-def test_build_out_folder(project):
-    result = mailer(project, "build", "issue-2", "--out", str(project / "elsewhere"))
+def test_build_out_folder(project, mailer_cli):
+    result = mailer_cli(project, "build", "issue-2", "--out", str(project / "elsewhere"))
     assert result.exit_code == 0, result.output
     assert (project / "elsewhere" / "email.html").is_file()
     assert not (project / "build").exists()
@@ -128,8 +125,8 @@ def test_build_out_folder(project):
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
-def test_build_corpus_file_by_path(project, path):
-    result = mailer(project, "build", str(path))
+def test_build_corpus_file_by_path(project, path, mailer_cli):
+    result = mailer_cli(project, "build", str(path))
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     out = project / "build" / path.stem
@@ -146,14 +143,14 @@ def test_build_corpus_file_by_path(project, path):
     assert not list((project / "issues").glob("nlp-*"))  # nothing copied in
 
 
-def test_build_relative_path(project):
+def test_build_relative_path(project, mailer_cli):
     drafts = project / "drafts"
     drafts.mkdir()
     (drafts / "x.md").write_text(
         "---\ntitle: A draft\n---\n\nHello there.\n\nSee [this](https://example.org).\n",
         encoding="utf-8",
     )
-    result = mailer(project, "build", "drafts/x.md")
+    result = mailer_cli(project, "build", "drafts/x.md")
     assert result.exit_code == 0, result.output
     assert summary(result.stdout)["subject"] == "A draft"
     assert summary(result.stdout)["preheader"] == "Hello there."
@@ -171,30 +168,30 @@ def test_build_relative_path(project):
     ],
     ids=["latin", "chinese", "arabic-rtl"],
 )
-def test_build_short_non_ascii_subject(project, front, slug):
+def test_build_short_non_ascii_subject(project, front, slug, mailer_cli):
     (project / "issues" / f"{slug}.md").write_text(
         f"---\n{front}\n---\n\nBody.\n", encoding="utf-8"
     )
-    result = mailer(project, "build", slug)
+    result = mailer_cli(project, "build", slug)
     assert result.exit_code == 0, result.output
     html = (project / "build" / slug / "email.html").read_text(encoding="utf-8")
     if slug == "ar":
         assert '<html lang="ar" dir="rtl"' in html
 
 
-def test_build_non_ascii_from_name(project):
+def test_build_non_ascii_from_name(project, mailer_cli):
     toml = (project / "mailer.toml").read_text(encoding="utf-8")
     toml = toml.replace('from = "NLP Newsletter <', 'from = "Café NLP <')
     (project / "mailer.toml").write_text(toml, encoding="utf-8")
-    result = mailer(project, "build", "issue-2")
+    result = mailer_cli(project, "build", "issue-2")
     assert result.exit_code == 0, result.output
 
 
 # -- errors: one clean message and an exit code ------------------------------------------------
 
 
-def test_missing_issue(project):
-    result = mailer(project, "build", "issue-99")
+def test_missing_issue(project, mailer_cli):
+    result = mailer_cli(project, "build", "issue-99")
     assert result.exit_code == 65
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)
@@ -205,9 +202,9 @@ def test_missing_issue(project):
     assert not (project / "build").exists()
 
 
-def test_broken_front_matter_names_the_line(project):
+def test_broken_front_matter_names_the_line(project, mailer_cli):
     (project / "issues" / "bad.md").write_text(BAD_FRONT_MATTER, encoding="utf-8")
-    result = mailer(project, "build", "bad")
+    result = mailer_cli(project, "build", "bad")
     assert result.exit_code == 65
     assert "Traceback" not in result.output
     first = result.output.strip().splitlines()[0]
@@ -216,26 +213,26 @@ def test_broken_front_matter_names_the_line(project):
     assert "YAML" in first
 
 
-def test_not_utf8_names_the_line(project):
+def test_not_utf8_names_the_line(project, mailer_cli):
     (project / "issues" / "latin.md").write_bytes(b"---\ntitle: T\n---\n\nCaf\xe9\n")
-    result = mailer(project, "build", "latin")
+    result = mailer_cli(project, "build", "latin")
     assert result.exit_code == 65
     assert "latin.md:5:" in result.output
     assert "Traceback" not in result.output
 
 
-def test_naive_send_at(project):
+def test_naive_send_at(project, mailer_cli):
     (project / "issues" / "late.md").write_text(
         "---\ntitle: T\nsend_at: 2026-12-01 09:00\n---\n\nBody.\n", encoding="utf-8"
     )
-    result = mailer(project, "build", "late")
+    result = mailer_cli(project, "build", "late")
     assert result.exit_code == 65
     assert "send_at" in result.output
 
 
-def test_bad_config_exits_2(project):
+def test_bad_config_exits_2(project, mailer_cli):
     (project / "mailer.toml").write_text('smtp_port = "x"\n', encoding="utf-8")
-    result = mailer(project, "build", "issue-2")
+    result = mailer_cli(project, "build", "issue-2")
     assert result.exit_code == 2
     assert "smtp_port" in result.output
     assert "Traceback" not in result.output
@@ -250,11 +247,11 @@ MARKED = (
 )
 
 
-def test_templates_flag(project, tmp_path):
+def test_templates_flag(project, tmp_path, mailer_cli):
     folder = tmp_path / "my-templates"
     folder.mkdir()
     (folder / "newsletter.mjml.j2").write_text(MARKED, encoding="utf-8")
-    result = mailer(project, "--templates", str(folder), "build", "issue-2")
+    result = mailer_cli(project, "--templates", str(folder), "build", "issue-2")
     assert result.exit_code == 0, result.output
     html = (project / "build" / "issue-2" / "email.html").read_text(encoding="utf-8")
     assert "CLI-TEMPLATE-MARKER" in html
@@ -263,34 +260,34 @@ def test_templates_flag(project, tmp_path):
     assert text.startswith("NLP Newsletter #2")
 
 
-def test_templates_flag_strict_undefined(project, tmp_path):
+def test_templates_flag_strict_undefined(project, tmp_path, mailer_cli):
     folder = tmp_path / "bad-templates"
     folder.mkdir()
     (folder / "newsletter.mjml.j2").write_text(
         MARKED.replace("{{ content }}", "{{ nope }}"), encoding="utf-8"
     )
-    result = mailer(project, "--templates", str(folder), "build", "issue-2")
+    result = mailer_cli(project, "--templates", str(folder), "build", "issue-2")
     assert result.exit_code == 65
     assert "nope" in result.output
     assert "Traceback" not in result.output
 
 
-def test_templates_flag_unknown_mjml_tag(project, tmp_path):
+def test_templates_flag_unknown_mjml_tag(project, tmp_path, mailer_cli):
     folder = tmp_path / "bad-mjml"
     folder.mkdir()
     (folder / "newsletter.mjml.j2").write_text(
         MARKED.replace("<mj-text>", "<mj-wat /><mj-text>"), encoding="utf-8"
     )
-    result = mailer(project, "--templates", str(folder), "build", "issue-2")
+    result = mailer_cli(project, "--templates", str(folder), "build", "issue-2")
     assert result.exit_code == 65
     assert "mj-wat" in result.output
     assert "Traceback" not in result.output
 
 
-def test_project_templates_folder(project):
+def test_project_templates_folder(project, mailer_cli):
     (project / "templates").mkdir()
     (project / "templates" / "newsletter.mjml.j2").write_text(MARKED, encoding="utf-8")
-    assert mailer(project, "build", "issue-2").exit_code == 0
+    assert mailer_cli(project, "build", "issue-2").exit_code == 0
     html = (project / "build" / "issue-2" / "email.html").read_text(encoding="utf-8")
     assert "CLI-TEMPLATE-MARKER" in html
 
@@ -298,7 +295,7 @@ def test_project_templates_folder(project):
 # -- no network -----------------------------------------------------------------------------------
 
 
-def test_build_needs_no_network(project, monkeypatch):
+def test_build_needs_no_network(project, monkeypatch, mailer_cli):
     attempts: list[object] = []
 
     def refuse(*args, **kwargs):
@@ -309,9 +306,9 @@ def test_build_needs_no_network(project, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    result = mailer(project, "build", "issue-2")
+    result = mailer_cli(project, "build", "issue-2")
     assert result.exit_code == 0, result.output
-    result = mailer(project, "build", str(CORPUS[0]))
+    result = mailer_cli(project, "build", str(CORPUS[0]))
     assert result.exit_code == 0, result.output
     assert attempts == []
 
@@ -496,9 +493,9 @@ def boxes(html: str) -> dict[str, tuple[str | None, str | None]]:
     }
 
 
-def test_fetch_images_sizes_caches_and_builds(project, image_server):
+def test_fetch_images_sizes_caches_and_builds(project, image_server, mailer_cli):
     sized_project(project, image_server)
-    result = mailer(project, "build", "sizes", "--fetch-images")
+    result = mailer_cli(project, "build", "sizes", "--fetch-images")
     assert result.exit_code == 0, result.output
     today = date.today().isoformat()
     url = image_server.url
@@ -550,13 +547,13 @@ def test_fetch_images_sizes_caches_and_builds(project, image_server):
     assert "max-width:32px" in badge.get("style").replace(" ", "")
 
 
-def test_fetch_images_again_asks_only_for_what_is_unknown(project, image_server):
+def test_fetch_images_again_asks_only_for_what_is_unknown(project, image_server, mailer_cli):
     sized_project(project, image_server)
-    assert mailer(project, "build", "sizes", "--fetch-images").exit_code == 0
+    assert mailer_cli(project, "build", "sizes", "--fetch-images").exit_code == 0
     image_server.requests.clear()
 
     # the same day: sizes are known, failures are not asked for again (but still reported)
-    again = mailer(project, "build", "sizes", "--fetch-images")
+    again = mailer_cli(project, "build", "sizes", "--fetch-images")
     assert again.exit_code == 0, again.output
     assert image_server.requests == []
     assert again.stdout.splitlines()[0] == (
@@ -574,7 +571,7 @@ def test_fetch_images_again_asks_only_for_what_is_unknown(project, image_server)
     cache[f"{image_server.url}/missing.png"]["failed"] = yesterday
     cache_path.write_text(json.dumps(cache), encoding="utf-8")
     image_server.files["/missing.png"] = ("image/png", png(64, 16))
-    third = mailer(project, "build", "sizes", "--fetch-images")
+    third = mailer_cli(project, "build", "sizes", "--fetch-images")
     assert third.exit_code == 0, third.output
     assert image_server.paths() == ["/missing.png"]
     assert third.stdout.splitlines()[0] == (
@@ -586,9 +583,11 @@ def test_fetch_images_again_asks_only_for_what_is_unknown(project, image_server)
     assert boxes(html)["/missing.png"] == ("64", "16")
 
 
-def test_build_without_the_flag_reads_the_cache_offline(project, image_server, monkeypatch):
+def test_build_without_the_flag_reads_the_cache_offline(
+    project, image_server, monkeypatch, mailer_cli
+):
     sized_project(project, image_server)
-    assert mailer(project, "build", "sizes", "--fetch-images").exit_code == 0
+    assert mailer_cli(project, "build", "sizes", "--fetch-images").exit_code == 0
     image_server.requests.clear()
 
     def refuse(*args, **kwargs):
@@ -596,7 +595,7 @@ def test_build_without_the_flag_reads_the_cache_offline(project, image_server, m
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    result = mailer(project, "build", "sizes")
+    result = mailer_cli(project, "build", "sizes")
     assert result.exit_code == 0, result.output
     assert not result.stdout.startswith("images:")
     assert image_server.requests == []
@@ -604,7 +603,7 @@ def test_build_without_the_flag_reads_the_cache_offline(project, image_server, m
     assert boxes(html)["/badge.png"] == ("32", "32")
 
 
-def test_fetch_images_with_the_server_gone_still_builds(project):
+def test_fetch_images_with_the_server_gone_still_builds(project, mailer_cli):
     with ImageServer({}) as server:
         url = server.url
     (project / "issues" / "gone.md").write_text(
@@ -612,7 +611,7 @@ def test_fetch_images_with_the_server_gone_still_builds(project):
         f"![x]({url}/x.png)\n\n![y](data:image/png;base64,AAAA)\n",
         encoding="utf-8",
     )
-    result = mailer(project, "build", "gone", "--fetch-images")
+    result = mailer_cli(project, "build", "gone", "--fetch-images")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == (
         "images: 0 sized, 1 failed, 1 not http(s) (cache .mailer/images.json)"
@@ -637,8 +636,8 @@ def test_probe_times_out(tmp_path):
     assert cache == {url: {"failed": date.today().isoformat(), "reason": "timed out after 0.5 s"}}
 
 
-def test_fetch_images_is_documented_in_help(project):
-    result = mailer(project, "build", "--help")
+def test_fetch_images_is_documented_in_help(project, mailer_cli):
+    result = mailer_cli(project, "build", "--help")
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "--fetch-images" in text

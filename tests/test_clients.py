@@ -330,6 +330,7 @@ pre text
 """
 
 
+@pytest.mark.slow
 def test_sampler_meets_outlook(tmp_path, settings):
     email = render(read(issue_file(tmp_path, SAMPLER)), settings)
     _, content = parsed(email)

@@ -19,6 +19,8 @@ from dkim.canonicalization import CanonicalizationPolicy
 from mailer.compose import render
 from mailer.deliver.dkim import relaxed_body
 
+pytestmark = pytest.mark.slow  # fresh `mailer` processes, one per command
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 # Runs one command the way the `mailer` script does, then writes the names of every module the

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import BOUNCED, DEFERRED, FAILED, SENT, smtp_env
+from conftest import BOUNCED, DEFERRED, FAILED, SENT, MailerCli, smtp_env
 from smtp_server import SMTPServer
 
-from mailer.cli import main
 from mailer.state.ledger import Ledger
+
+pytestmark = pytest.mark.slow  # kills and reruns real `mailer send` processes
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 200
@@ -27,16 +27,16 @@ ADDRESSES = [f"r{i:03d}@example.com" for i in range(N)]
 
 
 @pytest.fixture(params=["csv", "store"])
-def project(new_project: Callable[[str], Path], request: pytest.FixtureRequest) -> Path:
+def project(
+    new_project: Callable[[str], Path], request: pytest.FixtureRequest, mailer_cli: MailerCli
+) -> Path:
     """The list as a CSV, or (store) the same readers in the store, read while sending."""
     rows = "".join(f"{a},Reader {i},City {i}\n" for i, a in enumerate(ADDRESSES))
     root = new_project("email,name,city\n" + rows)
     if request.param == "store":
         with (root / "mailer.toml").open("a") as toml:
             toml.write('subscribers = "store"\n')
-        imported = CliRunner().invoke(
-            main, ["-C", str(root), "subscribers", "import", "subscribers.csv"]
-        )
+        imported = mailer_cli(root, "subscribers", "import", "subscribers.csv")
         assert imported.exit_code == 0, imported.output
     return root
 
@@ -75,25 +75,21 @@ def wait_for(server: SMTPServer, proc: subprocess.Popen[bytes], count: int) -> N
         time.sleep(0.01)
 
 
-def finish(project: Path, server: SMTPServer) -> None:
-    """The same command again (in-process, to keep the test quick), to completion."""
-    result = CliRunner().invoke(
-        main,
-        [
-            "-C",
-            str(project),
-            "send",
-            "issue-2",
-            "--yes",
-            "--rate",
-            "off",
-            "--connections",
-            str(CONNECTIONS),
-        ],
-        env=smtp_env(server),
-    )
-    assert result.exit_code == 0, result.output
-    assert "interrupted" not in result.output
+Finish = Callable[[Path, SMTPServer], None]
+
+
+@pytest.fixture
+def finish(mailer_cli: MailerCli) -> Finish:
+    """finish(project, server): the same command again (in-process, to keep the test quick),
+    to completion."""
+
+    def run(project: Path, server: SMTPServer) -> None:
+        args = ["send", "issue-2", "--yes", "--rate", "off", "--connections", str(CONNECTIONS)]
+        result = mailer_cli(project, *args, env=smtp_env(server))
+        assert result.exit_code == 0, result.output
+        assert "interrupted" not in result.output
+
+    return run
 
 
 def ledger_counts(project: Path) -> dict[str, int]:
@@ -117,7 +113,10 @@ def copies(server: SMTPServer) -> dict[str, list[str]]:
 # its 354): the bound "connections x bodies in flight" stays CONNECTIONS.
 @pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
 def test_kill_9_mid_send_then_rerun(
-    project: Path, smtp_server: SMTPServer, pipelining: bool
+    project: Path,
+    smtp_server: SMTPServer,
+    pipelining: bool,
+    finish: Finish,
 ) -> None:
     smtp_server.pipelining = pipelining
     smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight
@@ -159,7 +158,10 @@ def test_kill_9_mid_send_then_rerun(
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelining"])
 def test_ctrl_c_mid_send_then_rerun_gives_no_duplicates(
-    project: Path, smtp_server: SMTPServer, pipelining: bool
+    project: Path,
+    smtp_server: SMTPServer,
+    pipelining: bool,
+    finish: Finish,
 ) -> None:
     smtp_server.pipelining = pipelining
     smtp_server.delay_250 = 0.02  # each reply a moment late: copies really are in flight

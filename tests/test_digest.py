@@ -9,14 +9,14 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from conftest import FIXTURES, ROOT, one_line_error
+from conftest import FIXTURES, ROOT, MailerCli, one_line_error
 
 from mailer.cli import main
 from mailer.intake import fetch as fetch_mod
@@ -123,8 +123,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def digest(root: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-C", str(root), "digest", *args], env={"MAILER_NOW": NOW})
+Digest = Callable[..., Result]
+
+
+@pytest.fixture
+def digest(mailer_cli: MailerCli) -> Digest:
+    """digest(root, *args): `mailer -C root digest ARGS` at NOW."""
+    return lambda root, *args: mailer_cli(root, "digest", *args, env={"MAILER_NOW": NOW})
 
 
 def _issues(root: Path) -> list[str]:
@@ -137,7 +142,7 @@ def _split(path: Path) -> tuple[dict[str, object], str]:
 
 
 def test_rss_digest_lists_each_entry_once_and_an_unchanged_feed_costs_a_304(
-    project: Path, feeds: FeedServer
+    project: Path, feeds: FeedServer, digest: Digest
 ) -> None:
     url = feeds.serve("/rss", "rss-newsletter.xml")
     first = digest(project, url)
@@ -192,7 +197,9 @@ def test_rss_digest_lists_each_entry_once_and_an_unchanged_feed_costs_a_304(
     assert "[the post](https://parse.example.com/p/43)" in body
 
 
-def test_atom_digest_with_max_send_at_and_no_warning(project: Path, feeds: FeedServer) -> None:
+def test_atom_digest_with_max_send_at_and_no_warning(
+    project: Path, feeds: FeedServer, digest: Digest
+) -> None:
     url = feeds.serve("/atom", "atom-newsletter.xml", "application/atom+xml")
     result = digest(project, url, "--max", "2", "--send-at", "2024-03-12 09:00 Europe/Berlin")
     assert result.exit_code == 0, result.output
@@ -227,7 +234,9 @@ def test_atom_digest_with_max_send_at_and_no_warning(project: Path, feeds: FeedS
     assert _issues(project) == ["digest-2024-03-12.md"]
 
 
-def test_the_project_template_overrides_the_built_in_one(project: Path, feeds: FeedServer) -> None:
+def test_the_project_template_overrides_the_built_in_one(
+    project: Path, feeds: FeedServer, digest: Digest
+) -> None:
     (project / "templates").mkdir()
     (project / "templates" / "digest.md.j2").write_text(
         "{% for e in entries %}- [{{ e.title | md }}]({{ e.link | url }})\n{% endfor %}",
@@ -264,7 +273,7 @@ def _closed_port() -> int:
     ],
 )
 def test_what_goes_wrong_is_one_line_and_writes_nothing(
-    project: Path, feeds: FeedServer, path: str, code: int, message: str
+    project: Path, feeds: FeedServer, path: str, code: int, message: str, digest: Digest
 ) -> None:
     feeds.serve("/broken", "broken.xml")
     feeds.serve("/page", "not-a-feed.html", "text/html; charset=utf-8")
@@ -275,7 +284,9 @@ def test_what_goes_wrong_is_one_line_and_writes_nothing(
     assert _issues(project) == []
 
 
-def test_redirects_within_the_limit_are_followed(project: Path, feeds: FeedServer) -> None:
+def test_redirects_within_the_limit_are_followed(
+    project: Path, feeds: FeedServer, digest: Digest
+) -> None:
     feeds.serve("/rss", "rss-newsletter.xml")
     result = digest(project, feeds.url(f"/hop/{fetch_mod.MAX_REDIRECTS}"))
     assert result.exit_code == 0, result.output
@@ -303,7 +314,9 @@ def test_a_server_that_never_answers_is_unavailable() -> None:
         ),
     ],
 )
-def test_bad_input_is_one_line(project: Path, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line(
+    project: Path, args: list[str], message: str, digest: Digest
+) -> None:
     result = digest(project, *args)
     assert result.exit_code in (2, 65), result.output
     assert message in one_line_error(result)

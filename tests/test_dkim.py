@@ -21,14 +21,12 @@ from pathlib import Path
 
 import dkim
 import pytest
-from click.testing import CliRunner
-from conftest import greeting_templates, seed_project
+from conftest import MailerCli, greeting_templates, seed_project
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import parse_tag_value
 from postfix import Postfix, requires_postfix, running_postfix
 
 from mailer import config
-from mailer.cli import main
 from mailer.compose import issue as issue_mod
 from mailer.compose.render import Email, render
 from mailer.deliver import dkim as mdkim
@@ -353,6 +351,7 @@ def _mailer(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key,variable",
     [
@@ -373,6 +372,7 @@ def test_a_dkim_key_in_mailer_toml_is_refused(tmp_path: Path, key: str, variable
     assert done.stdout == ""
 
 
+@pytest.mark.slow
 def test_bad_keys_stop_a_send_before_anything(tmp_path: Path, keyfiles: dict[str, Path]) -> None:
     root = _project(tmp_path)
     (root / "garbage.pem").write_text("not a key at all\n")
@@ -438,13 +438,19 @@ def test_key_from_dotenv_multiline_and_escaped(tmp_path: Path, keyfiles: dict[st
 # -- mailer dkim keygen -------------------------------------------------------------------
 
 
-def _keygen(root: Path, *args: str) -> tuple[int, str]:
-    env = {k: None for k in os.environ if k.startswith("MAILER_")}
-    result = CliRunner().invoke(main, ["-C", str(root), "dkim", "keygen", *args], env=env)
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit
-    ), result.exception
-    return result.exit_code, result.output
+Keygen = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def keygen(mailer_cli: MailerCli) -> Keygen:
+    """keygen(root, *args): `mailer -C root dkim keygen ARGS`, no MAILER_* variables set."""
+
+    def run(root: Path, *args: str) -> tuple[int, str]:
+        env = {k: None for k in os.environ if k.startswith("MAILER_")}
+        result = mailer_cli(root, "dkim", "keygen", *args, env=env)
+        return result.exit_code, result.output
+
+    return run
 
 
 RECORD = re.compile(
@@ -464,11 +470,11 @@ RECORD = re.compile(
 
 
 def test_keygen_writes_a_private_key_and_prints_the_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keygen: Keygen
 ) -> None:
     monkeypatch.chdir(tmp_path)  # -C changes directory; this puts it back afterwards
     root = _project(tmp_path)
-    code, out = _keygen(root)
+    code, out = keygen(root)
     assert code == 0, out
     match = RECORD.match(out)
     assert match, out
@@ -487,7 +493,7 @@ def test_keygen_writes_a_private_key_and_prints_the_record(
     assert key.dns_value == match["value"] and key.bits == 2048
     # A second run refuses, and leaves the file alone.
     before = path.read_bytes()
-    code, out = _keygen(root)
+    code, out = keygen(root)
     assert code == 2
     assert out == (
         "Error: .mailer/dkim/mail.rsa.pem exists: not replacing a key that may be in use\n"
@@ -495,18 +501,18 @@ def test_keygen_writes_a_private_key_and_prints_the_record(
         " a new --selector lets both live in DNS while you switch\n"
     )
     assert path.read_bytes() == before
-    code, out = _keygen(root, "--force")
+    code, out = keygen(root, "--force")
     assert code == 0 and RECORD.match(out)
     assert path.read_bytes() != before and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not list(path.parent.glob(".*.tmp"))
 
 
 def test_keygen_ed25519_and_another_selector(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keygen: Keygen
 ) -> None:
     monkeypatch.chdir(tmp_path)
     root = _project(tmp_path)
-    code, out = _keygen(root, "--type", "ed25519")
+    code, out = keygen(root, "--type", "ed25519")
     match = RECORD.match(out)
     assert code == 0 and match, out
     assert match["file"] == "mail-ed25519.ed25519.pem" and match["bits"] == "256"
@@ -519,12 +525,12 @@ def test_keygen_ed25519_and_another_selector(
     )
     path = root / ".mailer" / "dkim" / "mail-ed25519.ed25519.pem"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    code, out = _keygen(root, "--selector", "news2026")
+    code, out = keygen(root, "--selector", "news2026")
     match = RECORD.match(out)
     assert code == 0 and match, out
     assert match["name"] == "news2026._domainkey.example.org"
     assert match["extra"] == "   MAILER_DKIM_SELECTOR=news2026\n"
-    code, out = _keygen(root, "--selector", "no_underscores")
+    code, out = keygen(root, "--selector", "no_underscores")
     assert code == 2
     assert out.endswith(
         "Error: Invalid value for --selector: 'no_underscores' is not a DNS label"

@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import MailerCli
 from dkim.crypto import parse_public_key
 from dnslib import RCODE, RR
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from mailer import config
-from mailer.cli import main
 from mailer.deliver import dkim_keys as mdkim
 from mailer.errors import ConfigError
 
@@ -106,7 +105,9 @@ Run = Callable[..., tuple[int, str]]
 
 
 @pytest.fixture
-def dns_cli(project: Path, zone: tuple[Zone, str], keys: dict[str, Path]) -> Run:
+def dns_cli(
+    project: Path, zone: tuple[Zone, str], keys: dict[str, Path], mailer_cli: MailerCli
+) -> Run:
     def run(*args: str, **env: str) -> tuple[int, str]:
         full: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MAILER_")}
         full.update(
@@ -116,10 +117,7 @@ def dns_cli(project: Path, zone: tuple[Zone, str], keys: dict[str, Path]) -> Run
             MAILER_DKIM_ED25519_KEY_FILE=str(keys["ed"]),
         )
         full.update(env)
-        result = CliRunner().invoke(main, ["-C", str(project), "dns", *args], env=full)
-        assert result.exception is None or isinstance(result.exception, SystemExit), (
-            result.exception
-        )
+        result = mailer_cli(project, "dns", *args, env=full)
         return result.exit_code, result.output
 
     return run

@@ -520,6 +520,7 @@ class Session:
             )
 
 
+@pytest.mark.slow  # runs every documented command for real
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
 def test_examples_are_real_output(page: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"

@@ -20,11 +20,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import DEFERRED, FAILED, SECRET, SENT
+from conftest import DEFERRED, FAILED, SECRET, SENT, MailerCli
 from smtp_server import SMTPServer
 
-from mailer.cli import main
 from mailer.state.ledger import Ledger
 
 N = 20
@@ -35,7 +33,8 @@ TIMEOUT = 1.0  # smtp_timeout, seconds
 RUN_LIMIT = 20.0  # a run still going after this long is endless: the test fails
 CSV_HEADER = ["email", "state", "attempts", "reply", "updated_at", "next_try_at"]
 
-pytestmark = pytest.mark.usefixtures("render_memo")
+# slow: every fault waits out real SMTP timeouts
+pytestmark = [pytest.mark.usefixtures("render_memo"), pytest.mark.slow]
 
 
 @pytest.fixture
@@ -72,27 +71,32 @@ class Run:
     elapsed: float
 
 
-def run(project: Path, *args: str, env: dict[str, str], limit: float = RUN_LIMIT) -> Run:
-    """`mailer -C project ARGS` in this process, stopped (and failed) if it runs past limit."""
+Runner = Callable[..., Run]
 
-    def alarm(signum: int, frame: object) -> None:
-        raise _Endless
 
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    started = time.monotonic()
-    try:
-        result = CliRunner().invoke(main, ["-C", str(project), *args], env=env)
-    except _Endless:
-        pytest.fail(f"`mailer {' '.join(args)}` was still running after {limit:g}s")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    elapsed = time.monotonic() - started
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # a traceback is a failure, whatever the exit code
-    assert "Traceback" not in result.output
-    return Run(result.exit_code, result.stdout, result.stderr, result.output, elapsed)
+@pytest.fixture
+def run(mailer_cli: MailerCli) -> Runner:
+    """run(project, *args, env=..., limit=RUN_LIMIT): `mailer -C project ARGS` in this
+    process, stopped (and failed) if it runs past limit."""
+
+    def invoke(project: Path, *args: str, env: dict[str, str], limit: float = RUN_LIMIT) -> Run:
+        def alarm(signum: int, frame: object) -> None:
+            raise _Endless
+
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        started = time.monotonic()
+        try:
+            result = mailer_cli(project, *args, env=env)
+        except _Endless:
+            pytest.fail(f"`mailer {' '.join(args)}` was still running after {limit:g}s")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        elapsed = time.monotonic() - started
+        return Run(result.exit_code, result.stdout, result.stderr, result.output, elapsed)
+
+    return invoke
 
 
 def ledger_rows(project: Path) -> dict[str, tuple[str, int, str]]:
@@ -106,7 +110,7 @@ def ledger_rows(project: Path) -> dict[str, tuple[str, int, str]]:
     return {d.email: (d.state, d.attempts, d.last_reply) for d in rows}
 
 
-def failed_csv(project: Path, env: dict[str, str]) -> dict[str, dict[str, str]]:
+def failed_csv(run: Runner, project: Path, env: dict[str, str]) -> dict[str, dict[str, str]]:
     """`mailer status issue-2 --failed --csv`, checked for shape, by email."""
     listing = run(project, "status", "issue-2", "--failed", "--csv", env=env)
     assert listing.exit_code == 0, listing.output
@@ -203,7 +207,7 @@ MODES = {"no-pipelining": None, "pipelining-depth-1": 1, "pipelining-depth-2": 2
 @pytest.mark.parametrize("connections", [1, 4])
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_fault_matrix(
-    name: str, connections: int, mode: str, project: Path, smtp_server: SMTPServer
+    name: str, connections: int, mode: str, project: Path, smtp_server: SMTPServer, run: Runner
 ) -> None:
     fault = FAULTS[name]
     fault.setup(smtp_server)
@@ -266,7 +270,7 @@ def test_fault_matrix(
 
     # What `status --failed --csv` says agrees with the ledger; deferred readers have a next try.
     if rows:
-        listing = failed_csv(project, env)
+        listing = failed_csv(run, project, env)
         assert set(listing) == states[DEFERRED] | states[FAILED]
         for reader, row in listing.items():
             state, attempts, reply = rows[reader]
@@ -283,14 +287,14 @@ def test_fault_matrix(
 
 
 def test_later_runs_retry_only_due_readers_then_give_up(
-    project: Path, smtp_server: SMTPServer
+    project: Path, smtp_server: SMTPServer, run: Runner
 ) -> None:
     smtp_server.defer.update(FAULTY)
     env = env_for(smtp_server)
     first = run(project, "send", "issue-2", "--yes", env=env)
     assert first.exit_code == 75, first.output
     assert by_state(ledger_rows(project))[SENT] == set(OTHERS)
-    listing = failed_csv(project, env)
+    listing = failed_csv(run, project, env)
     assert set(listing) == set(FAULTY)
     assert all(row["state"] == DEFERRED for row in listing.values())
     assert all(row["reply"] == "451 4.7.1 Try again later" for row in listing.values())
@@ -307,7 +311,7 @@ def test_later_runs_retry_only_due_readers_then_give_up(
     assert early.exit_code == 75, early.output
     assert len(smtp_server.received) == received
     assert {r: v[1] for r, v in ledger_rows(project).items() if r in FAULTY} == tries
-    assert set(failed_csv(project, env)) == set(FAULTY)
+    assert set(failed_csv(run, project, env)) == set(FAULTY)
 
     # Once the time has come, both are tried again: the healed one is sent, once.
     smtp_server.defer.discard(FAULTY[0])
@@ -318,7 +322,7 @@ def test_later_runs_retry_only_due_readers_then_give_up(
     assert rows[FAULTY[0]][0] == SENT
     assert rows[FAULTY[1]][0] == DEFERRED and rows[FAULTY[1]][1] > tries[FAULTY[1]], rows
     assert smtp_server.by_recipient() == Counter(dict.fromkeys(OTHERS + [FAULTY[0]], 1))
-    again = failed_csv(project, env)
+    again = failed_csv(run, project, env)
     assert set(again) == {FAULTY[1]}
     assert iso(again[FAULTY[1]]["next_try_at"]) > later
 
@@ -333,7 +337,7 @@ def test_later_runs_retry_only_due_readers_then_give_up(
     gave_up = re.match(r"gave up after (\d+) tries over ", reply)
     assert gave_up, reply
     assert int(gave_up.group(1)) == attempts
-    row = failed_csv(project, env)[FAULTY[1]]
+    row = failed_csv(run, project, env)[FAULTY[1]]
     assert (row["state"], row["next_try_at"]) == (FAILED, "")
     assert row["reply"].startswith("gave up after ")
     got = smtp_server.by_recipient()

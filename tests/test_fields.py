@@ -11,12 +11,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import one_line_error, smtp_env
+from click.testing import Result
+from conftest import MailerCli, one_line_error, smtp_env
 from smtp_server import SMTPServer
 
 from mailer import config
-from mailer.cli import main
 from mailer.compose.issue import read
 from mailer.compose.render import Email, render
 from mailer.deliver.message import Composer
@@ -155,12 +154,17 @@ def test_no_value_can_add_a_header_or_a_part(rendered) -> None:
 # -- end to end: sent, received, refused ------------------------------------------------------
 
 
-def _run(root: Path, *args: str, server: SMTPServer | None = None) -> Result:
-    env = smtp_env(server) if server else smtp_env(port=1)
-    result = CliRunner().invoke(main, ["-C", str(root), *args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def run(mailer_cli: MailerCli) -> Run:
+    """run(root, *args, server=None): `mailer -C root ARGS` against server (or a dead port)."""
+
+    def invoke(root: Path, *args: str, server: SMTPServer | None = None) -> Result:
+        return mailer_cli(root, *args, env=smtp_env(server) if server else smtp_env(port=1))
+
+    return invoke
 
 
 def _bodies(message: EmailMessage) -> tuple[str, str]:
@@ -177,8 +181,10 @@ def project(new_project: Callable[[str], Path], tmp_path: Path) -> Path:
     return root
 
 
-def test_each_reader_receives_their_own_values(project: Path, smtp_server: SMTPServer) -> None:
-    result = _run(project, "send", "fields", "--yes", "--rate", "off", server=smtp_server)
+def test_each_reader_receives_their_own_values(
+    project: Path, smtp_server: SMTPServer, run: Run
+) -> None:
+    result = run(project, "send", "fields", "--yes", "--rate", "off", server=smtp_server)
     assert result.exit_code == 0, result.output
     got = {r.rcpt_tos[0]: r.message() for r in smtp_server.received}
     assert sorted(got) == ["ann@example.com", "bo@example.com", "nobody@example.com"]
@@ -196,8 +202,8 @@ def test_each_reader_receives_their_own_values(project: Path, smtp_server: SMTPS
     assert "Dear there <nobody@example.com>, or you." in " ".join(text.split())
 
 
-def test_a_test_copy_uses_the_defaults(project: Path, smtp_server: SMTPServer) -> None:
-    result = _run(project, "send", "fields", "--to", "me@example.org", server=smtp_server)
+def test_a_test_copy_uses_the_defaults(project: Path, smtp_server: SMTPServer, run: Run) -> None:
+    result = run(project, "send", "fields", "--to", "me@example.org", server=smtp_server)
     assert result.exit_code == 0, result.output
     [received] = smtp_server.received
     text, _ = _bodies(received.message())
@@ -214,12 +220,12 @@ def test_a_test_copy_uses_the_defaults(project: Path, smtp_server: SMTPServer) -
     ],
 )
 def test_an_unknown_field_is_refused_with_its_line(
-    project: Path, smtp_server: SMTPServer, args: tuple[str, ...]
+    project: Path, smtp_server: SMTPServer, args: tuple[str, ...], run: Run
 ) -> None:
     path = project / "issues" / "fields.md"
     path.write_text(SENDABLE + f"\nYour plan: {UNKNOWN}\n", encoding="utf-8")
     line = SENDABLE.count("\n") + 2
-    result = _run(project, *args, server=smtp_server)
+    result = run(project, *args, server=smtp_server)
     assert result.exit_code == 65, result.output
     assert one_line_error(result) == (
         f"Error: {path}:{line}: unknown merge field subscriber.plan; the fields are "
@@ -230,9 +236,9 @@ def test_an_unknown_field_is_refused_with_its_line(
     assert smtp_server.received == []
 
 
-def test_without_a_list_the_build_knows_the_built_in_fields(project: Path) -> None:
+def test_without_a_list_the_build_knows_the_built_in_fields(project: Path, run: Run) -> None:
     (project / "subscribers.csv").unlink()
-    result = _run(project, "build", "fields")
+    result = run(project, "build", "fields")
     assert result.exit_code == 65
     assert one_line_error(result).endswith(
         ":5: unknown merge field subscriber.city; the fields are subscriber.email, "

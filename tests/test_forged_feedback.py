@@ -30,6 +30,8 @@ from mailer.deliver import tokens
 from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState, Reason
 
+pytestmark = pytest.mark.slow  # a real `mailer send` to 501 readers, then real feedback runs
+
 MAILER = Path(sys.executable).with_name("mailer")
 LIST_ID = "nlp-newsletter.example.org"  # list_id in mailer.toml
 READERS = [f"r{i:03d}@example.com" for i in range(501)]

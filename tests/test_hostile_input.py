@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import seed_project
+
+pytestmark = pytest.mark.slow  # real `mailer` processes, their output read back
 
 MAILER = Path(sys.executable).with_name("mailer")
 

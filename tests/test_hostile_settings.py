@@ -30,6 +30,8 @@ import mailer.cli
 from mailer import config
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # real `mailer` processes
+
 MAILER = Path(sys.executable).with_name("mailer")
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "hunter2-Pa55"

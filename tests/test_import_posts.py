@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from conftest import FIXTURES, ROOT, one_line_error
+from conftest import FIXTURES, ROOT, MailerCli, one_line_error
 
-from mailer.cli import main
 from mailer.compose.issue import read
+
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
 
 EXPORT = FIXTURES / "substack"
 IMPORTED = [
@@ -48,17 +48,15 @@ def export(tmp_path: Path) -> Path:
     return path
 
 
-def run(root: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-C", str(root), *args])
-
-
 def _split(path: Path) -> tuple[dict[str, object], str]:
     _, front, body = path.read_text(encoding="utf-8").split("---\n", 2)
     return yaml.safe_load(front), body
 
 
-def test_published_posts_become_issues_once(project: Path, export: Path) -> None:
-    first = run(project, "import-posts", str(export))
+def test_published_posts_become_issues_once(
+    project: Path, export: Path, mailer_cli: MailerCli
+) -> None:
+    first = mailer_cli(project, "import-posts", str(export))
     assert first.exit_code == 0, first.output
     assert first.output.splitlines()[-1] == (
         "4 imported, 0 already there, 1 skipped (draft), 1 skipped (page), 1 skipped (thread)"
@@ -107,7 +105,7 @@ def test_published_posts_become_issues_once(project: Path, export: Path) -> None
         assert [n.code for n in issue.notices] == [], (name, issue.notices)
 
     before = {p.name: p.read_bytes() for p in (project / "issues").glob("*.md")}
-    second = run(project, "import-posts", str(export))
+    second = mailer_cli(project, "import-posts", str(export))
     assert second.exit_code == 0, second.output
     assert second.output.splitlines() == [
         "0 imported, 4 already there, 1 skipped (draft), 1 skipped (page), 1 skipped (thread)"
@@ -115,9 +113,11 @@ def test_published_posts_become_issues_once(project: Path, export: Path) -> None
     assert {p.name: p.read_bytes() for p in (project / "issues").glob("*.md")} == before
 
 
-def test_imported_posts_are_in_the_published_archive(project: Path, export: Path) -> None:
-    assert run(project, "import-posts", str(export)).exit_code == 0
-    result = run(project, "publish")
+def test_imported_posts_are_in_the_published_archive(
+    project: Path, export: Path, mailer_cli: MailerCli
+) -> None:
+    assert mailer_cli(project, "import-posts", str(export)).exit_code == 0
+    result = mailer_cli(project, "publish")
     assert result.exit_code == 0, result.output
     index = (project / "site" / "index.html").read_text(encoding="utf-8")
     order = [index.index(f"issues/{name.removesuffix('.md')}/") for name in IMPORTED]
@@ -134,7 +134,7 @@ def test_imported_posts_are_in_the_published_archive(project: Path, export: Path
     ],
 )
 def test_a_bad_export_is_one_line(
-    project: Path, tmp_path: Path, content: bytes | None, message: str
+    project: Path, tmp_path: Path, content: bytes | None, message: str, mailer_cli: MailerCli
 ) -> None:
     path = tmp_path / "bad.zip"
     if content is None:
@@ -142,7 +142,7 @@ def test_a_bad_export_is_one_line(
             archive.writestr("subscribers.csv", "email\nann@example.com\n")
     else:
         path.write_bytes(content)
-    result = run(project, "import-posts", str(path))
+    result = mailer_cli(project, "import-posts", str(path))
     assert result.exit_code == 65, result.output
     assert message in one_line_error(result)
     assert list((project / "issues").glob("*.md")) == []

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import FIXTURES, SECRET, one_line_error
+from click.testing import Result
+from conftest import FIXTURES, SECRET, MailerCli, one_line_error
 
-from mailer.cli import main
 from mailer.errors import EXIT_DATA, EXIT_USAGE
 from mailer.state.imports import run_import
 from mailer.state.ledger import Ledger
@@ -40,16 +39,8 @@ def project(new_project: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture
-def cli(project: Path) -> Run:
-    def run(*args: str) -> Result:
-        result = CliRunner().invoke(
-            main, ["-C", str(project), *map(str, args)], env={"MAILER_SECRET": SECRET}
-        )
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
-
-    return run
+def cli(project: Path, mailer_cli: MailerCli) -> Run:
+    return lambda *args: mailer_cli(project, *args, env={"MAILER_SECRET": SECRET})
 
 
 def ledger(project: Path) -> Ledger:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real `pip install .` into a fresh virtualenv
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

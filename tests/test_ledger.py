@@ -354,6 +354,7 @@ def test_twenty_threads_on_one_ledger_lose_nothing(ledger: Ledger) -> None:
     assert attempts == {threads}
 
 
+@pytest.mark.slow
 def test_two_processes_recording_lose_nothing(
     tmp_path: Path, database_url: str, open_ledger: Callable[[], Ledger]
 ) -> None:

@@ -29,6 +29,8 @@ from smtp_server import SMTPServer
 from mailer.deliver import tokens
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # real `mailer` processes, sends and `mailer serve`
+
 MAILER = Path(sys.executable).with_name("mailer")
 N = 20
 ADDRESSES = [f"r{i:02d}@example.com" for i in range(N)]

@@ -32,6 +32,8 @@ from mailer.state.ledger import Ledger
 from mailer.state.locks import lock
 from mailer.states import DeliveryState
 
+pytestmark = pytest.mark.slow  # real `mailer send` processes whose ledger fails under them
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = Path(__file__).resolve().parent / "smtp_server.py"
 MAILER = Path(sys.executable).parent / "mailer"

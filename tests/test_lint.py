@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from conftest import MailerCli
 
 from mailer import campaign, config
 from mailer import lint as lint_mod
@@ -33,6 +34,8 @@ from mailer.lint import (
     summary,
     uses,
 )
+
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -100,10 +103,6 @@ def project(new_project: Callable[..., Path]) -> Path:
     return root
 
 
-def mailer(project: Path, *args: str) -> Result:
-    return CliRunner().invoke(main, ["-C", str(project), *args])
-
-
 def report_for(project: Path, issue: str, clients: str | None = None) -> Report:
     settings = config.load(project, environ={})
     return lint(campaign.load(settings, issue), settings, clients=select_clients(clients))
@@ -120,7 +119,7 @@ def support(finding: Finding, key: str) -> ClientSupport:
 # -- the origin of a client finding: template line, issue line, MJML ----------------------------
 
 
-def test_custom_template_lines_for_outlook_windows(project: Path) -> None:
+def test_custom_template_lines_for_outlook_windows(project: Path, mailer_cli: MailerCli) -> None:
     """display:flex, position:absolute and background-image added to mj-style: their lines."""
     source = (BUILTIN_TEMPLATES / HTML_TEMPLATE).read_text(encoding="utf-8").split("\n")
     at_style = next(i for i, line in enumerate(source) if "<mj-style" in line)
@@ -165,7 +164,7 @@ def test_custom_template_lines_for_outlook_windows(project: Path) -> None:
 
     # A template of the project's own is the author's: its errors are printed by default, one
     # line per feature, after the issue's; its partial support (display) waits for --verbose.
-    result = mailer(project, "lint", "issue-2", "--client", "outlook.windows")
+    result = mailer_cli(project, "lint", "issue-2", "--client", "outlook.windows")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     name = f"templates/{HTML_TEMPLATE}"
@@ -176,8 +175,8 @@ def test_custom_template_lines_for_outlook_windows(project: Path) -> None:
     ]
     assert all(line.startswith("issues/issue-2.md:") for line in lines[:7])
     assert lines[-1].startswith("mailer lint issue-2: 10 errors, 17 warnings (1 email client, ")
-    assert mailer(project, "lint", "issue-2", "--strict").exit_code == 65
-    verbose = mailer(project, "lint", "issue-2", "--client", "outlook.windows", "--verbose")
+    assert mailer_cli(project, "lint", "issue-2", "--strict").exit_code == 65
+    verbose = mailer_cli(project, "lint", "issue-2", "--client", "outlook.windows", "--verbose")
     assert (
         f"{name}:{image}: error: background-image — unsupported in Outlook (Windows): "
         "Background images can be used in VML."
@@ -253,8 +252,10 @@ def hidden(report: Report) -> int:
     return sum(not report.shown(f) for f in report.findings)
 
 
-def test_the_issue_s_findings_come_first_and_strict_fails(project: Path) -> None:
-    result = mailer(project, "lint", "lint-me")
+def test_the_issue_s_findings_come_first_and_strict_fails(
+    project: Path, mailer_cli: MailerCli
+) -> None:
+    result = mailer_cli(project, "lint", "lint-me")
     assert result.exit_code == 0, result.output
     more = hidden(report_for(project, "lint-me"))
     assert result.stdout.splitlines() == [
@@ -273,22 +274,22 @@ def test_the_issue_s_findings_come_first_and_strict_fails(project: Path) -> None
     ]
     assert more > 100  # the template's and MJML's, and partial support: not printed
 
-    strict = mailer(project, "lint", "lint-me", "--strict")
+    strict = mailer_cli(project, "lint", "lint-me", "--strict")
     assert strict.exit_code == 65
     assert strict.stdout == result.stdout
     assert strict.stderr == "lint --strict: 4 errors\n"
 
 
-def test_a_clean_issue_is_one_line_and_passes_strict(project: Path) -> None:
+def test_a_clean_issue_is_one_line_and_passes_strict(project: Path, mailer_cli: MailerCli) -> None:
     (project / "issues" / "clean.md").write_text(CLEAN, encoding="utf-8")
     more = hidden(report_for(project, "clean"))
     line = (
         "mailer lint clean: nothing to fix (13 email clients, caniemail.com data of "
         f"2026-05-13; --verbose: {more} more notes)\n"
     )
-    result = mailer(project, "lint", "clean")
+    result = mailer_cli(project, "lint", "clean")
     assert (result.exit_code, result.stdout) == (0, line)
-    strict = mailer(project, "lint", "clean", "--strict")
+    strict = mailer_cli(project, "lint", "clean", "--strict")
     assert (strict.exit_code, strict.stdout, strict.stderr) == (0, line, "")
 
 
@@ -311,9 +312,11 @@ def test_the_built_in_template_is_clean_at_error_level(project: Path) -> None:
     ] == ["css-display-flex"]
 
 
-def test_verbose_adds_partial_support_and_groups_the_template(project: Path) -> None:
-    quiet = mailer(project, "lint", "lint-me").stdout.splitlines()
-    result = mailer(project, "lint", "lint-me", "--verbose")
+def test_verbose_adds_partial_support_and_groups_the_template(
+    project: Path, mailer_cli: MailerCli
+) -> None:
+    quiet = mailer_cli(project, "lint", "lint-me").stdout.splitlines()
+    result = mailer_cli(project, "lint", "lint-me", "--verbose")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[:5] == [
@@ -340,8 +343,10 @@ def test_verbose_adds_partial_support_and_groups_the_template(project: Path) -> 
     ]
 
 
-def test_json_keeps_every_finding_with_its_origin(project: Path) -> None:
-    as_json = mailer(project, "lint", "lint-me", "--format", "json", "--client", "gmail,outlook")
+def test_json_keeps_every_finding_with_its_origin(project: Path, mailer_cli: MailerCli) -> None:
+    as_json = mailer_cli(
+        project, "lint", "lint-me", "--format", "json", "--client", "gmail,outlook"
+    )
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.stdout)
     report = report_for(project, "lint-me", clients="gmail,outlook")
@@ -391,14 +396,14 @@ def test_json_keeps_every_finding_with_its_origin(project: Path) -> None:
     )
     assert data["summary"]["links"] == 1 and data["summary"]["accessibility"] == 3
     assert data["summary"]["errors"] == 4
-    verbose = mailer(project, "lint", "lint-me", "--format", "json", "-v", "--client", "gmail")
+    verbose = mailer_cli(project, "lint", "lint-me", "--format", "json", "-v", "--client", "gmail")
     assert len(json.loads(verbose.stdout)["findings"]) == len(
         report_for(project, "lint-me", "gmail").findings
     )
 
 
-def test_client_option_is_checked(project: Path) -> None:
-    result = mailer(project, "lint", "issue-2", "--client", "hotmail")
+def test_client_option_is_checked(project: Path, mailer_cli: MailerCli) -> None:
+    result = mailer_cli(project, "lint", "issue-2", "--client", "hotmail")
     assert result.exit_code == 2
     assert "unknown client 'hotmail': use gmail, outlook, apple-mail, yahoo" in result.output
     assert [c.key for c in select_clients("apple, yahoo.ios")] == [
@@ -419,22 +424,24 @@ def test_help_teaches() -> None:
         assert said in text
 
 
-def test_a_hash_that_cuts_the_title_is_printed_with_its_line(project: Path) -> None:
+def test_a_hash_that_cuts_the_title_is_printed_with_its_line(
+    project: Path, mailer_cli: MailerCli
+) -> None:
     clean = CLEAN.replace("title: A clean issue", "title: Weekly Bits #2: colons")
     (project / "issues" / "bits.md").write_text(clean, encoding="utf-8")
-    result = mailer(project, "lint", "bits", "--strict")
+    result = mailer_cli(project, "lint", "bits", "--strict")
     assert result.exit_code == 0, result.output  # a warning: --strict still passes
     assert result.stdout.splitlines()[0] == (
         "issues/bits.md:2: warning: YAML reads '#2: colons' in 'title' as a comment, so the "
         'title is "Weekly Bits": put the value in quotes (title: "Weekly Bits #2: colons")'
     )
     assert result.stdout.splitlines()[1].startswith("mailer lint bits: 1 warning (13 email")
-    data = json.loads(mailer(project, "lint", "bits", "--format", "json").stdout)
+    data = json.loads(mailer_cli(project, "lint", "bits", "--format", "json").stdout)
     assert data["summary"]["front_matter"] == 1
 
 
-def test_missing_issue_is_an_input_error(project: Path) -> None:
-    result = mailer(project, "lint", "nope")
+def test_missing_issue_is_an_input_error(project: Path, mailer_cli: MailerCli) -> None:
+    result = mailer_cli(project, "lint", "nope")
     assert result.exit_code == 65
     assert "no issue 'nope'" in result.output
 
@@ -645,9 +652,9 @@ def test_default_template_on_the_seed(project: Path) -> None:
     assert gif.origin.path.name == "issue-2.md"
 
 
-def test_the_seed_fits_a_screen(project: Path) -> None:
+def test_the_seed_fits_a_screen(project: Path, mailer_cli: MailerCli) -> None:
     """The bundled issue: its 24 findings in line order, then the summary; nothing else."""
-    lines = mailer(project, "lint", "issue-2").stdout.splitlines()
+    lines = mailer_cli(project, "lint", "issue-2").stdout.splitlines()
     assert len(lines) == 25
     assert all(line.startswith("issues/issue-2.md:") for line in lines[:24])
     numbers = [int(line.split(":")[1]) for line in lines[:24]]

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import click.testing
 import pytest
-from click.testing import CliRunner, Result
-from conftest import smtp_env
+from click.testing import Result
+from conftest import MailerCli, smtp_env
 from smtp_server import SMTPServer
 
-from mailer.cli import main
 from mailer.config import BOUNDS
 
 pytestmark = pytest.mark.usefixtures("render_memo")
@@ -35,7 +34,7 @@ def project(new_project: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture
-def cli(project: Path) -> Run:
+def cli(project: Path, mailer_cli: MailerCli) -> Run:
     """Run `mailer -C PROJECT ARGS...`; a traceback fails the test whatever the exit code."""
 
     def run(
@@ -46,11 +45,7 @@ def cli(project: Path) -> Run:
     ) -> Result:
         full_env = smtp_env(server) if server else smtp_env(port=1)
         full_env.update(env or {})
-        result = CliRunner().invoke(main, ["-C", str(project), *args], env=full_env, input=input)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        assert "Traceback" not in result.output
-        return result
+        return mailer_cli(project, *args, env=full_env, input=input)
 
     return run
 

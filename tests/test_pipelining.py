@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import FAILED, SENT, smtp_env
+from click.testing import Result
+from conftest import FAILED, SENT, MailerCli, smtp_env
 from smtp_server import SMTPServer, TLSFiles
 
-from mailer.cli import main
 from mailer.state.ledger import Ledger
+
+pytestmark = pytest.mark.slow  # a whole send over TLS, AUTH or pipelining in each test
 
 READERS = [f"p{i:02d}@example.com" for i in range(12)]
 UTF8_READER = "josé@example.com"
@@ -32,20 +33,24 @@ def project(new_project: Callable[[str], Path]) -> Path:
     return new_project("email,name\n" + rows)
 
 
-def send(project: Path, server: SMTPServer, depth: int = 2, **env: str) -> Result:
-    settings = {
-        **smtp_env(server),
-        "MAILER_RATE": "off",
-        "MAILER_PIPELINE_DEPTH": str(depth),
-        "MAILER_BATCH_SIZE": "5",  # a fresh connection every 5 messages: flush, QUIT, reopen
-        **env,
-    }
-    result = CliRunner().invoke(
-        main, ["-C", str(project), "send", "issue-2", "--yes"], env=settings
-    )
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+Send = Callable[..., Result]
+
+
+@pytest.fixture
+def send(mailer_cli: MailerCli) -> Send:
+    """send(project, server, depth=2, **env): `mailer send issue-2 --yes` to that server."""
+
+    def run(project: Path, server: SMTPServer, depth: int = 2, **env: str) -> Result:
+        settings = {
+            **smtp_env(server),
+            "MAILER_RATE": "off",
+            "MAILER_PIPELINE_DEPTH": str(depth),
+            "MAILER_BATCH_SIZE": "5",  # a fresh connection every 5 messages: flush, QUIT, reopen
+            **env,
+        }
+        return mailer_cli(project, "send", "issue-2", "--yes", env=settings)
+
+    return run
 
 
 def states(project: Path) -> dict[str, str]:
@@ -77,7 +82,7 @@ def tls_server(
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_every_reader_once_and_the_same_bytes_as_without(
-    project: Path, smtp_server_factory: Callable[..., SMTPServer], depth: int
+    project: Path, smtp_server_factory: Callable[..., SMTPServer], depth: int, send: Send
 ) -> None:
     plain = smtp_server_factory()
     assert send(project, plain).exit_code == 0
@@ -116,6 +121,7 @@ def test_tls_and_auth_then_pipelining(
     smtp_tls_files: TLSFiles,
     mode: str,
     depth: int,
+    send: Send,
 ) -> None:
     server = tls_server(mode)
     env = {
@@ -133,7 +139,10 @@ def test_tls_and_auth_then_pipelining(
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_size_and_smtputf8_on_the_pipelined_envelope(
-    new_project: Callable[[str], Path], smtp_server_factory: Callable[..., SMTPServer], depth: int
+    new_project: Callable[[str], Path],
+    smtp_server_factory: Callable[..., SMTPServer],
+    depth: int,
+    send: Send,
 ) -> None:
     project = new_project(f"email,name\nada@example.com,Ada\n{UTF8_READER},José\n")
     server = smtp_server_factory(pipelining=True)
@@ -148,7 +157,7 @@ def test_size_and_smtputf8_on_the_pipelined_envelope(
 
 
 def test_off_never_pipelines_even_when_offered(
-    project: Path, smtp_server_factory: Callable[..., SMTPServer]
+    project: Path, smtp_server_factory: Callable[..., SMTPServer], send: Send
 ) -> None:
     server = smtp_server_factory(pipelining=True)
     result = send(project, server, MAILER_SMTP_PIPELINING="off")
@@ -157,7 +166,7 @@ def test_off_never_pipelines_even_when_offered(
     assert (server.grouped, server.overlapped) == (0, 0)
 
 
-def test_not_offered_is_never_pipelined(project: Path, smtp_server: SMTPServer) -> None:
+def test_not_offered_is_never_pipelined(project: Path, smtp_server: SMTPServer, send: Send) -> None:
     result = send(project, smtp_server)  # auto, but aiosmtpd does not offer PIPELINING
     assert result.exit_code == 0, result.output
     assert smtp_server.by_recipient() == dict.fromkeys(READERS, 1)
@@ -166,7 +175,7 @@ def test_not_offered_is_never_pipelined(project: Path, smtp_server: SMTPServer) 
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_a_refused_rcpt_whose_data_gets_354_ends_with_a_lone_dot(
-    project: Path, smtp_server_factory: Callable[..., SMTPServer], depth: int
+    project: Path, smtp_server_factory: Callable[..., SMTPServer], depth: int, send: Send
 ) -> None:
     """RFC 2920 3.1: DATA accepted with no valid recipient: send a single dot, deliver
     nothing, and the reader is failed with the RCPT's reply; the others go on."""
@@ -202,7 +211,7 @@ def test_a_refused_rcpt_whose_data_gets_354_ends_with_a_lone_dot(
     ],
 )
 def test_bad_settings_are_one_line_and_exit_2(
-    project: Path, smtp_server: SMTPServer, name: str, value: str, message: str
+    project: Path, smtp_server: SMTPServer, name: str, value: str, message: str, send: Send
 ) -> None:
     result = send(project, smtp_server, **{name: value})
     assert result.exit_code == 2, result.output

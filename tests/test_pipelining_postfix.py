@@ -24,11 +24,9 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import DEFERRED, FAILED, SECRET, SENT
+from conftest import DEFERRED, FAILED, SECRET, SENT, MailerCli
 from postfix import Postfix, requires_postfix, running_postfix
 
-from mailer.cli import main
 from mailer.state.ledger import Ledger
 
 pytestmark = requires_postfix
@@ -90,25 +88,31 @@ def _delivered(server: Postfix) -> Counter[str]:
     return got
 
 
-def _send(project: Path, server: Postfix, depth: int, **extra: str) -> tuple[int, str]:
-    env = {
-        "MAILER_SMTP_HOST": "127.0.0.1",
-        "MAILER_SMTP_PORT": str(server.port),
-        "MAILER_SMTP_SECURITY": "none",
-        "MAILER_SECRET": SECRET,
-        "MAILER_SMTP_TIMEOUT": TIMEOUT,
-        "MAILER_RETRY_DELAY": "0.2",
-        "MAILER_RETRY_WINDOW": "1s",
-        "MAILER_RATE": "off",
-        "MAILER_CONNECTIONS": "2",
-        "MAILER_PIPELINE_DEPTH": str(depth),
-        **extra,
-    }
-    result = CliRunner().invoke(main, ["-C", str(project), "send", "issue-2", "--yes"], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
+Send = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def send(mailer_cli: MailerCli) -> Send:
+    """send(project, server, depth, **env): `mailer send issue-2 --yes` to that Postfix."""
+
+    def run(project: Path, server: Postfix, depth: int, **extra: str) -> tuple[int, str]:
+        env = {
+            "MAILER_SMTP_HOST": "127.0.0.1",
+            "MAILER_SMTP_PORT": str(server.port),
+            "MAILER_SMTP_SECURITY": "none",
+            "MAILER_SECRET": SECRET,
+            "MAILER_SMTP_TIMEOUT": TIMEOUT,
+            "MAILER_RETRY_DELAY": "0.2",
+            "MAILER_RETRY_WINDOW": "1s",
+            "MAILER_RATE": "off",
+            "MAILER_CONNECTIONS": "2",
+            "MAILER_PIPELINE_DEPTH": str(depth),
+            **extra,
+        }
+        result = mailer_cli(project, "send", "issue-2", "--yes", env=env)
+        return result.exit_code, result.output
+
+    return run
 
 
 def _wait_for(server: Postfix, readers: set[str], seconds: float = 30) -> Counter[str]:
@@ -124,11 +128,11 @@ def _wait_for(server: Postfix, readers: set[str], seconds: float = 30) -> Counte
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_each_fault_ends_as_without_pipelining(
-    postfix: Postfix, new_project: Callable[..., Path], depth: int
+    postfix: Postfix, new_project: Callable[..., Path], depth: int, send: Send
 ) -> None:
     readers = [f"d{depth}-r{i:02d}@example.com" for i in range(N)]
     project = new_project("email,name\n" + "".join(f"{a},Reader\n" for a in readers))
-    code, output = _send(project, postfix, depth)
+    code, output = send(project, postfix, depth)
     assert code == 1, output  # a reader failed (550); the deferred ones wait for a later run
 
     with Ledger(project / ".mailer") as ledger:
@@ -143,10 +147,12 @@ def test_each_fault_ends_as_without_pipelining(
     assert mine == dict.fromkeys(good, 1)  # each sent reader once, no faulty one at all
 
 
-def test_530_at_mail_marks_nobody(postfix: Postfix, new_project: Callable[..., Path]) -> None:
+def test_530_at_mail_marks_nobody(
+    postfix: Postfix, new_project: Callable[..., Path], send: Send
+) -> None:
     readers = [f"d0-r{i:02d}@example.com" for i in range(4)]
     project = new_project("email,name\n" + "".join(f"{a},Reader\n" for a in readers))
-    code, output = _send(project, postfix, 2, MAILER_BOUNCE_ADDRESS="blocked@example.org")
+    code, output = send(project, postfix, 2, MAILER_BOUNCE_ADDRESS="blocked@example.org")
     assert code == 77, output
     assert "refused to relay" in output
     with Ledger(project / ".mailer") as ledger:

@@ -33,6 +33,8 @@ from mailer.errors import InputError
 from mailer.preview import write_static
 from mailer.preview.watcher import Preview
 
+pytestmark = pytest.mark.slow  # real `mailer preview` server processes
+
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "build"
 CHROMIUM = "/usr/bin/chromium"

@@ -30,6 +30,8 @@ from mailer.preview.app import PreviewApp
 from mailer.preview.testcopy import TestCopies
 from mailer.preview.watcher import Preview
 
+pytestmark = pytest.mark.slow  # real `mailer preview` server processes
+
 REPO = Path(__file__).resolve().parents[1]
 ME = "me@example.org"
 PHONE_FRAME = 375 + 24  # the screen and the phone's bezel

@@ -10,13 +10,13 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import feedparser
 import pytest
 from click.testing import CliRunner, Result
-from conftest import ROOT, SECRET, one_line_error
+from conftest import ROOT, SECRET, MailerCli, one_line_error
 
 from mailer import config
 from mailer.cli import main
@@ -24,6 +24,8 @@ from mailer.state.ledger import Ledger
 from mailer.states import DeliveryState
 from mailer.web import routes as web
 from mailer.web import wsgi
+
+pytestmark = pytest.mark.slow  # a whole `mailer` command, issue rendered, in every test
 
 SITE = "https://newsletter.example.org/"  # mailer.toml's archive_url, without /issues
 SENT_AT = "2024-05-01T10:00:00+00:00"
@@ -71,9 +73,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def publish(root: Path, *args: str) -> Result:
+Publish = Callable[..., Result]
+
+
+@pytest.fixture
+def publish(mailer_cli: MailerCli) -> Publish:
+    """publish(root, *args): `mailer -C root publish ARGS` with a subscribe URL set."""
     env = {"MAILER_SUBSCRIBE_URL": SUBSCRIBE}
-    return CliRunner().invoke(main, ["-C", str(root), "publish", *args], env=env)
+    return lambda root, *args: mailer_cli(root, "publish", *args, env=env)
 
 
 def _files(site: Path) -> dict[str, int]:
@@ -81,7 +88,9 @@ def _files(site: Path) -> dict[str, int]:
     return {str(p.relative_to(site)): p.stat().st_mtime_ns for p in site.rglob("*") if p.is_file()}
 
 
-def test_publish_writes_the_public_issues_and_a_feed_that_reads_back(project: Path) -> None:
+def test_publish_writes_the_public_issues_and_a_feed_that_reads_back(
+    project: Path, publish: Publish
+) -> None:
     result = publish(project)
     assert result.exit_code == 0, result.output
     site = project / "site"
@@ -137,7 +146,9 @@ def test_publish_writes_the_public_issues_and_a_feed_that_reads_back(project: Pa
     ]
 
 
-def test_a_second_publish_writes_nothing_and_one_change_rebuilds_one_page(project: Path) -> None:
+def test_a_second_publish_writes_nothing_and_one_change_rebuilds_one_page(
+    project: Path, publish: Publish
+) -> None:
     assert publish(project).exit_code == 0
     site = project / "site"
     before = _files(site)
@@ -170,7 +181,9 @@ def test_a_second_publish_writes_nothing_and_one_change_rebuilds_one_page(projec
     assert not (site / "issues" / "issue-4").exists()
 
 
-def test_assets_are_copied_and_only_what_publish_wrote_is_removed(project: Path) -> None:
+def test_assets_are_copied_and_only_what_publish_wrote_is_removed(
+    project: Path, publish: Publish
+) -> None:
     (project / "assets" / "img").mkdir(parents=True)
     (project / "assets" / "img" / "logo.png").write_bytes(b"\x89PNG not really")
     assert publish(project).exit_code == 0
@@ -184,7 +197,7 @@ def test_assets_are_copied_and_only_what_publish_wrote_is_removed(project: Path)
     assert (site / "CNAME").read_text(encoding="utf-8") == "news.example.org\n"
 
 
-def test_publish_without_a_url_is_one_line(project: Path) -> None:
+def test_publish_without_a_url_is_one_line(project: Path, publish: Publish) -> None:
     toml = project / "mailer.toml"
     toml.write_text(re.sub(r"(?m)^archive_url.*\n", "", toml.read_text("utf-8")), "utf-8")
     result = publish(project)
@@ -196,7 +209,7 @@ def test_publish_without_a_url_is_one_line(project: Path) -> None:
     assert feed.entries[0].id == "https://archive.example.net/news/issues/issue-2/"
 
 
-def test_view_in_browser_link_names_the_published_page(project: Path) -> None:
+def test_view_in_browser_link_names_the_published_page(project: Path, publish: Publish) -> None:
     result = CliRunner().invoke(main, ["-C", str(project), "build", "issue-2"])
     assert result.exit_code == 0, result.output
     email = (project / "build" / "issue-2" / "email.html").read_text(encoding="utf-8")
@@ -237,7 +250,9 @@ def _get(port: int, path: str) -> tuple[int, str, bytes]:
         conn.close()
 
 
-def test_mailer_serve_answers_with_the_published_bytes(served: tuple[int, Path]) -> None:
+def test_mailer_serve_answers_with_the_published_bytes(
+    served: tuple[int, Path], publish: Publish
+) -> None:
     port, project = served
     assert publish(project).exit_code == 0
     site = project / "site"
@@ -278,7 +293,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_the_site_in_chromium(project: Path, browser) -> None:  # type: ignore[no-untyped-def]
+def test_the_site_in_chromium(project: Path, browser, publish: Publish) -> None:  # type: ignore[no-untyped-def]
     assert publish(project).exit_code == 0
     handler = functools.partial(_Quiet, directory=str(project / "site"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DEFERRED, SENT, delivery
+from conftest import DEFERRED, SENT, MailerCli, delivery
 from smtp_server import SMTPServer
 
 from mailer.cli import main
@@ -23,7 +23,8 @@ DUE = ["send", "--due", "--yes", "--rate", "off", "--retry-delay", "0.02"]
 BEFORE = "2026-11-20T12:00:00Z"  # a week before the usual send time below
 
 
-pytestmark = pytest.mark.usefixtures("render_memo")
+# slow: a whole `mailer` command, issue rendered, in every test
+pytestmark = [pytest.mark.usefixtures("render_memo"), pytest.mark.slow]
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture
-def cli(project: Path, smtp_server: SMTPServer) -> Run:
+def cli(project: Path, smtp_server: SMTPServer, mailer_cli: MailerCli) -> Run:
     def run(*args: str, now: str | None = BEFORE, env: dict[str, str] | None = None) -> Result:
         full = {
             "MAILER_SMTP_HOST": "127.0.0.1",
@@ -47,10 +48,7 @@ def cli(project: Path, smtp_server: SMTPServer) -> Run:
             "MAILER_NOW": now,
             **(env or {}),
         }
-        result = CliRunner().invoke(main, ["-C", str(project), *args], env=full)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
+        return mailer_cli(project, *args, env=full)
 
     return run
 

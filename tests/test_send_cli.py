@@ -18,7 +18,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DEFERRED, FAILED, SECRET, SENT, delivery, one_line_error, smtp_env
+from conftest import (
+    DEFERRED,
+    FAILED,
+    SECRET,
+    SENT,
+    MailerCli,
+    delivery,
+    one_line_error,
+    smtp_env,
+)
 from smtp_server import SMTPServer, TLSFiles
 
 import mailer.campaign
@@ -66,7 +75,8 @@ FAST = ["--rate", "off", "--retry-delay", "0.02"]
 Run = Callable[..., Result]
 
 
-pytestmark = pytest.mark.usefixtures("render_memo")
+# slow: a whole `mailer` command, issue rendered, in every test
+pytestmark = [pytest.mark.usefixtures("render_memo"), pytest.mark.slow]
 
 
 @pytest.fixture
@@ -75,14 +85,11 @@ def project(new_project: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture
-def cli(project: Path) -> Run:
+def cli(project: Path, mailer_cli: MailerCli) -> Run:
     def run(*args: str, server: SMTPServer | None = None, env: dict | None = None) -> Result:
         full_env = smtp_env(server) if server else smtp_env(port=1)
         full_env.update(env or {})
-        result = CliRunner().invoke(main, ["-C", str(project), *args], env=full_env)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception  # a traceback is a failure, whatever the exit code
-        return result
+        return mailer_cli(project, *args, env=full_env)
 
     return run
 

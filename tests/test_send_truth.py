@@ -25,6 +25,8 @@ from smtp_server import SMTPServer
 
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # real `mailer send` processes over seconds
+
 MAILER = Path(sys.executable).with_name("mailer")
 SUMMARY = re.compile(r"^issue-2: sent (\d+), deferred (\d+), failed (\d+) in ", re.M)
 PROGRESS = re.compile(r"^  (\d+)/(\d+): (\d+) sent, (\d+) deferred, (\d+) failed$", re.M)

@@ -23,15 +23,13 @@ import boto3
 import dkim
 import pytest
 from botocore.stub import Stubber
-from click.testing import CliRunner
-from conftest import FAILED, SECRET, SENT
+from conftest import FAILED, SECRET, SENT, MailerCli
 from moto.server import ThreadedMotoServer
 from moto.sesv2 import urls as moto_sesv2_urls
 from moto.sesv2.responses import SESV2Response
 
 import mailer.deliver.dkim_keys as mdkim
 from mailer import config
-from mailer.cli import main
 from mailer.deliver.message import Message
 from mailer.deliver.transports import factory, rate_ceiling
 from mailer.deliver.transports import ses as ses_mod
@@ -146,14 +144,6 @@ def ledger_rows(project: Path) -> dict[str, tuple[str, int, str]]:
     return {d.email: (d.state, d.attempts, d.last_reply) for d in rows}
 
 
-def mailer(project: Path, *args: str, env: dict[str, str]) -> Any:
-    result = CliRunner().invoke(main, ["-C", str(project), *args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert "Traceback" not in result.output
-    return result
-
-
 # -- a real send through moto ---------------------------------------------------------------
 
 
@@ -163,6 +153,7 @@ def test_send_issue_through_ses_sends_every_reader_once_with_the_exact_bytes(
     moto_url: str,
     dkim_key: Path,
     monkeypatch: pytest.MonkeyPatch,
+    mailer_cli: MailerCli,
 ) -> None:
     sesv2().create_email_identity(EmailIdentity="example.org")
     handed: dict[str, bytes] = {}
@@ -179,7 +170,7 @@ def test_send_issue_through_ses_sends_every_reader_once_with_the_exact_bytes(
         MAILER_BOUNCE_ADDRESS="bounces@example.org",
         MAILER_CONNECTIONS="2",
     )
-    result = mailer(project, "send", "issue-2", "--yes", env=env)
+    result = mailer_cli(project, "send", "issue-2", "--yes", env=env)
     assert result.exit_code == 0, result.output
     # MAILER_RATE=off, and the account's MaxSendRate (14/s) is the ceiling: it is said.
     assert "via Amazon SES (2 connection(s), rate 14/s (SES's MaxSendRate))" in result.output
@@ -212,18 +203,18 @@ def test_send_issue_through_ses_sends_every_reader_once_with_the_exact_bytes(
     assert rewritten != sample
     assert dkim.DKIM(rewritten).verify(dnsfunc=lambda name, timeout=5: records.get(name))
     # And again: nobody is sent twice.
-    again = mailer(project, "send", "issue-2", "--yes", env=env)
+    again = mailer_cli(project, "send", "issue-2", "--yes", env=env)
     assert again.exit_code == 0, again.output
     assert len(sent_by_moto(moto_url)) == len(READERS)
 
 
 def test_an_unverified_from_stops_the_run_before_anyone_is_marked(
-    project: Path, aws: dict[str, str], moto_url: str
+    project: Path, aws: dict[str, str], moto_url: str, mailer_cli: MailerCli
 ) -> None:
     """moto rejects a From no identity covers (MessageRejected, 'Did not have authority to
     send from email ...'): about us, not a reader, so no reader may be marked failed."""
     sesv2().create_email_identity(EmailIdentity="other.example")
-    result = mailer(project, "send", "issue-2", "--yes", env=send_env(aws))
+    result = mailer_cli(project, "send", "issue-2", "--yes", env=send_env(aws))
     assert result.exit_code == SESRefused.exit_code, result.output
     assert "will not send as newsletter@example.org" in result.output
     assert "MessageRejected" in result.output
@@ -237,6 +228,7 @@ def test_a_message_rejected_reader_fails_and_the_rest_are_sent(
     aws: dict[str, str],
     moto_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    mailer_cli: MailerCli,
 ) -> None:
     """moto rejects an address it finds malformed (InvalidParameterValue) for that message
     only; SES's own rejection of one reader (MessageRejected, the sandbox) is the Stubber
@@ -252,7 +244,7 @@ def test_a_message_rejected_reader_fails_and_the_rest_are_sent(
         return args
 
     monkeypatch.setattr(SESTransport, "request", broken_for_one)
-    result = mailer(project, "send", "issue-2", "--yes", env=send_env(aws))
+    result = mailer_cli(project, "send", "issue-2", "--yes", env=send_env(aws))
     assert result.exit_code == 1, result.output  # some recipients failed permanently
     rows = ledger_rows(project)
     assert rows[bad][0] == FAILED
@@ -494,10 +486,10 @@ def stubbed_send(
 
 
 def test_a_paused_account_mid_run_exits_75_and_leaves_the_rest_owed(
-    project: Path, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    project: Path, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch, mailer_cli: MailerCli
 ) -> None:
     _, stubber = stubbed_send(project, aws, monkeypatch, ["ok", "ok", "SendingPausedException"])
-    result = mailer(project, "send", "issue-2", "--yes", env=send_env(aws))
+    result = mailer_cli(project, "send", "issue-2", "--yes", env=send_env(aws))
     assert result.exit_code == 75, result.output
     assert "SendingPausedException" in result.output
     rows = ledger_rows(project)
@@ -507,13 +499,13 @@ def test_a_paused_account_mid_run_exits_75_and_leaves_the_rest_owed(
 
 
 def test_throttling_in_a_run_defers_slows_down_and_then_sends_everyone(
-    project: Path, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    project: Path, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch, mailer_cli: MailerCli
 ) -> None:
     throttled = ["TooManyRequestsException"] * 3
     replies = ["ok", *throttled, *["ok"] * (len(READERS) - 1)]
     _, stubber = stubbed_send(project, aws, monkeypatch, replies)
     env = send_env(aws, MAILER_RATE="50/s")
-    result = mailer(project, "send", "issue-2", "--yes", env=env)
+    result = mailer_cli(project, "send", "issue-2", "--yes", env=env)
     assert result.exit_code == 0, result.output
     rows = ledger_rows(project)
     assert {e: s for e, (s, _, _) in rows.items()} == dict.fromkeys(READERS, SENT)

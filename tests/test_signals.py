@@ -21,8 +21,9 @@ from smtp_server import SMTPServer
 
 from mailer.state.ledger import Ledger
 
-ROOT = Path(__file__).resolve().parent.parent
-MAILER = ROOT / ".venv" / "bin" / "mailer"
+pytestmark = pytest.mark.slow  # real `mailer` processes signalled mid-send
+
+MAILER = Path(sys.executable).with_name("mailer")  # the script beside this Python
 SERVER = Path(__file__).with_name("smtp_server.py")
 N = 12
 READERS = [f"r{i:02d}@example.com" for i in range(N)]

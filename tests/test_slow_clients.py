@@ -26,6 +26,8 @@ import pytest
 from mailer.deliver import tokens
 from mailer.state.ledger import Ledger
 
+pytestmark = pytest.mark.slow  # a real `mailer serve` process and thousands of slow clients
+
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "slow-clients-test-secret"
 LIST_ID = "nlp-newsletter.example.org"  # list_id in mailer.toml

@@ -104,6 +104,7 @@ def test_pending_is_owed_and_never_tried(tmp_path: Path) -> None:
     assert pending == ["new", "NEW2"]
 
 
+@pytest.mark.slow
 def test_give_up_after_marks_old_deferrals_failed_with_the_count(
     new_project: Callable[[str], Path], smtp_server: SMTPServer
 ) -> None:

@@ -12,13 +12,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 from urllib.request import Request, urlopen
 
 import pytest
-from click.testing import CliRunner, Result
-from conftest import FIXTURES, SECRET, SENT, one_line_error, smtp_env
+from click.testing import Result
+from conftest import FIXTURES, SECRET, SENT, MailerCli, one_line_error, smtp_env
 from smtp_server import SMTPServer
 from test_imports import zipped
 
 from mailer import config
-from mailer.cli import main
 from mailer.errors import EXIT_DATA, EXIT_USAGE
 from mailer.state.ledger import FeedbackEvent, Ledger, open_ledger
 from mailer.state.reader_rows import Forgotten, Wanted, forget_key
@@ -41,20 +40,23 @@ def project(new_project: Callable[[str], Path]) -> Path:
     return root
 
 
-def runner(project: Path) -> Run:
-    def run(*args: str, server: SMTPServer | None = None, env: dict | None = None) -> Result:
-        full = smtp_env(server) if server else smtp_env(port=1)
-        full.update({"MAILER_NOW": NOW, **(env or {})})
-        result = CliRunner().invoke(main, ["-C", str(project), *map(str, args)], env=full)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
+@pytest.fixture
+def runner(mailer_cli: MailerCli) -> Callable[[Path], Run]:
+    """runner(project): a Run for `mailer -C project`, at NOW, against server (or a dead port)."""
 
-    return run
+    def bind(project: Path) -> Run:
+        def run(*args: str, server: SMTPServer | None = None, env: dict | None = None) -> Result:
+            full = smtp_env(server) if server else smtp_env(port=1)
+            full.update({"MAILER_NOW": NOW, **(env or {})})
+            return mailer_cli(project, *args, env=full)
+
+        return run
+
+    return bind
 
 
 @pytest.fixture
-def cli(project: Path) -> Run:
+def cli(project: Path, runner: Callable[[Path], Run]) -> Run:
     return runner(project)
 
 
@@ -218,7 +220,11 @@ def one_click(port: int, link: str) -> int:
 
 
 def test_import_send_unsubscribe_send_again(
-    flow_project: Path, site: int, smtp_server: SMTPServer, tmp_path: Path
+    flow_project: Path,
+    site: int,
+    smtp_server: SMTPServer,
+    tmp_path: Path,
+    runner: Callable[[Path], Run],
 ) -> None:
     project, cli = flow_project, runner(flow_project)
     export = zipped(FIXTURES / "imports" / "mailchimp", tmp_path / "members_export_1.zip")
@@ -310,6 +316,7 @@ def test_segments_by_flag_and_front_matter(
 
 def test_a_segment_of_a_csv_list_reads_its_tags_column(
     new_project: Callable[[str], Path],
+    runner: Callable[[Path], Run],
 ) -> None:
     project = new_project('email,name,tags\na@example.com,A,"paid, vip"\nb@example.com,B,\n')
     cli = runner(project)
@@ -384,6 +391,7 @@ def test_signup_and_confirm_for_the_form(tmp_path: Path) -> None:
 
 def test_forget_erases_everywhere_and_a_csv_send_skips_the_address(
     new_project: Callable[[str], Path],
+    runner: Callable[[Path], Run],
 ) -> None:
     project = new_project("email,name\nada@example.com,Ada\nbob@example.com,Bob\n")
     cli = runner(project)

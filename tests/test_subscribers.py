@@ -418,6 +418,7 @@ def test_a_huge_address_is_refused_without_the_validator(
 # -- scale: streamed, bounded, exact
 
 
+@pytest.mark.slow
 def test_200k_rows_stream_in_bounded_memory_with_exact_counts(tmp_path: Path) -> None:
     n = 200_000
     path = tmp_path / "big.csv"

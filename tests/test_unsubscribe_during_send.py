@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +29,9 @@ from mailer.state.ledger import Ledger, open_ledger
 from mailer.web import routes as web
 from mailer.web import wsgi
 
-ROOT = Path(__file__).resolve().parent.parent
-MAILER = ROOT / ".venv" / "bin" / "mailer"
+pytestmark = pytest.mark.slow  # real `mailer` processes over seconds of sending
+
+MAILER = Path(sys.executable).with_name("mailer")  # the script beside this Python
 LIST_ID = "nlp-newsletter.example.org"  # list_id in mailer.toml
 N = 60
 READERS = [f"r{i:02d}@example.com" for i in range(N)]

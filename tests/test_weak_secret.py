@@ -17,6 +17,8 @@ import pytest
 from conftest import smtp_env
 from smtp_server import SMTPServer
 
+pytestmark = pytest.mark.slow  # real `mailer` processes
+
 MAILER = Path(sys.executable).with_name("mailer")
 PLACEHOLDER = "Error: MAILER_SECRET is a placeholder: anyone could sign links"
 

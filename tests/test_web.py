@@ -728,6 +728,7 @@ def test_cli_unsubscribe_suppressed_and_export(cli_project: Path, site: Site) ->
 # -- end to end: unsubscribe over HTTP, then a real send skips them -------------------------
 
 
+@pytest.mark.slow
 def test_send_skips_addresses_unsubscribed_over_http(
     site: Site, project: Path, smtp_server
 ) -> None:
