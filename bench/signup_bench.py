@@ -70,7 +70,12 @@ def stored(project: Path, env: dict[str, str]) -> int:
 def figures(root: Path, backend: str, url: str, extra: dict[str, str], args: object) -> None:
     count, clients = args.count, args.clients  # type: ignore[attr-defined]
     project = make_project(root / backend)
-    with (project / "mailer.toml").open("a") as toml:
+    toml_path = project / "mailer.toml"
+    kept = [
+        line for line in toml_path.read_text().splitlines() if not line.startswith("subscribe_url")
+    ]
+    toml_path.write_text("\n".join(kept) + "\n")
+    with toml_path.open("a") as toml:
         toml.write('subscribers = "store"\nsubscribe_url = "https://news.example.org/subscribe"\n')
         if url:
             toml.write(f'database_url = "{url}"\n')
@@ -78,8 +83,8 @@ def figures(root: Path, backend: str, url: str, extra: dict[str, str], args: obj
         env = sink_env(
             project / ".mailer",
             sink,
-            signup_rate="100000000",
-            confirm_per_hour="100000000",
+            signup_rate="10000",
+            confirm_per_hour="100000",
         )
         env.update(extra)
         proc = subprocess.Popen(

@@ -96,6 +96,9 @@ SETTINGS = [
     ("circuit_breaker", "1001", "a whole number from 1 to 1000"),
     ("circuit_breaker", "0", "a whole number from 1 to 1000"),
     ("soft_bounce_limit", "101", "a whole number from 1 to 100"),
+    ("confirm_within", "30s", "a duration from 1m to 365d"),
+    ("signup_rate", "0", "a whole number from 1 to 10000"),
+    ("confirm_per_hour", "1e9", "a whole number from 1 to 100000"),
     ("bounce_imap_port", "70000", "a whole number from 1 to 65535"),
 ]
 NUMERIC = (int, float, timedelta)
@@ -264,6 +267,7 @@ EVERY_COMMAND = {
     "publish": ["publish"],
     "digest": ["digest", "http://127.0.0.1:9/feed.xml"],
     "import-posts": ["import-posts", "export.zip"],
+    "form": ["form"],
 }
 # Commands that read no project settings: `mailer init` writes a new project.
 NO_SETTINGS = {"init"}

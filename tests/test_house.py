@@ -27,7 +27,8 @@ def test_every_module_is_under_500_lines(path: Path) -> None:
 
 
 def test_at_most_a_dozen_modules_sit_directly_in_mailer() -> None:
-    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    # __init__ and __main__ are the package's plumbing, not modules of the house.
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if not p.name.startswith("__"))
     assert len(top) <= MAX_TOP_LEVEL, top
 
 

@@ -50,11 +50,23 @@ def project(new_project: Callable[[str], Path]) -> Path:
     root = new_project("email,name\n")
     (root / "issues" / "welcome.md").write_text(WELCOME, encoding="utf-8")
     greeting_templates(root, GREETING)  # the reader's name, as any issue takes it
+    _without_subscribe_url(root)
     with (root / "mailer.toml").open("a") as toml:
         toml.write('templates = "templates"\n')
         toml.write(f'subscribers = "store"\nsubscribe_url = "{SUBSCRIBE_URL}"\n')
         toml.write('welcome = "welcome"\n')
     return root
+
+
+def _without_subscribe_url(root: Path) -> None:
+    """The bundled mailer.toml names a subscribe_url: these tests set their own (or none)."""
+    toml = root / "mailer.toml"
+    kept = [
+        line
+        for line in toml.read_text("utf-8").splitlines()
+        if not line.startswith("subscribe_url")
+    ]
+    toml.write_text("\n".join(kept) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -179,6 +191,7 @@ def test_form_page_and_snippet(project: Path, smtp_server: SMTPServer) -> None:
 
 def test_form_without_subscribe_url_is_one_line(new_project: Callable[[str], Path]) -> None:
     root = new_project("email,name\n")
+    _without_subscribe_url(root)
     result = CliRunner().invoke(main, ["-C", str(root), "form"], env={"MAILER_SECRET": SECRET})
     assert result.exit_code == 2
     assert result.output.startswith("Error: no subscribe_url")

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 MAX_SIGNUP_BODY = 4 * 1024  # a filled-in form is a few hundred bytes: 413 beyond this
 MAX_NAME = 200
 MAX_TOKEN = 2048
-QUEUE = 1000  # signups waiting for the worker; past this they are dropped (and logged)
+QUEUE = 1000  # signups waiting for the worker; past this a request does its own
 HONEYPOT = "website"
 
 # Off-screen rather than display:none alone, which some bots skip; hidden from screen
@@ -229,7 +229,8 @@ class SignupPages:
     # -- the worker -----------------------------------------------------------------------
 
     def submit(self, job: Callable[[], object]) -> None:
-        """Hand `job` to the worker; when too many wait, drop it and say so in the log."""
+        """Hand `job` to the worker; when too many wait, do it on this request's thread:
+        under a burst a signup is slower, never lost."""
         with self._start_lock:
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="signup", daemon=True)
@@ -237,17 +238,20 @@ class SignupPages:
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
-            self.log("mailer: signup queue full: a signup was dropped")
+            self._run(job)
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            try:
-                outcome = job()
-                if isinstance(outcome, Outcome):  # masked: the log is no copy of the list
-                    what = outcome.mailed or "no mail"
-                    self.log(f"mailer: signup {mask_email(outcome.email)}: {what} {outcome.reply}")
-            except Exception as exc:  # one bad mail must not end the worker
-                self.log(f"mailer: signup failed: {type(exc).__name__}: {exc}")
+            self._run(job)
+
+    def _run(self, job: Callable[[], object]) -> None:
+        try:
+            outcome = job()
+            if isinstance(outcome, Outcome):  # masked: the log is no copy of the list
+                what = outcome.mailed or "no mail"
+                self.log(f"mailer: signup {mask_email(outcome.email)}: {what} {outcome.reply}")
+        except Exception as exc:  # one bad mail must not end the worker
+            self.log(f"mailer: signup failed: {type(exc).__name__}: {exc}")
 
     def close(self, timeout: float = 10.0) -> None:
         """Let the worker finish what waits (up to `timeout` seconds), then stop it."""
