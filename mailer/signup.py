@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from html import escape
@@ -35,6 +36,7 @@ from mailer.deliver.transports import Result, Transport, factory
 from mailer.state.reader_rows import Reader, Wanted, forget_key
 from mailer.state.subscribers import Subscriber
 from mailer.states import SubscriberStatus
+from mailer.when import now as current_time
 
 DEFAULT_PATH = "/subscribe"
 DAY = 86400.0
@@ -207,6 +209,11 @@ class Signups:
         if not self.settings.double_opt_in:
             confirmed = self.confirm(signup.email)
             return self.welcome_to(confirmed) if confirmed else Outcome(signup.email, None)
+        # Once a day, by the store (kept across restarts and shared by every server): a
+        # reader already pending since less than a day was mailed then; and by this process.
+        recent = known is not None and known.status == SubscriberStatus.PENDING
+        if recent and known and current_time() - known.consent.signed_up_at < timedelta(days=1):
+            return Outcome(signup.email, reader.status, reply="one confirmation a day")
         key = hashlib.sha256(signup.email.lower().encode()).hexdigest()
         if self.daily.take(key, 1):
             return Outcome(signup.email, reader.status, reply="one confirmation a day")

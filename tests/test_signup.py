@@ -276,6 +276,23 @@ def test_one_confirmation_a_day_per_address(site: Site, smtp_server: SMTPServer)
     assert smtp_server.by_recipient() == {"twice@example.com": 1, "other@example.com": 1}
 
 
+def test_one_confirmation_a_day_survives_a_restart(
+    store_project: Path, smtp_server: SMTPServer
+) -> None:
+    """The once-a-day rule lives in the store: a second server (or a restarted one) keeps it."""
+    served = serve(store_project, smtp_server)
+    assert next(served).signup("again@example.com").status == 200
+    wait_for_mail(smtp_server, 1)
+    served.close()
+    served = serve(store_project, smtp_server)  # a new server: nothing kept in memory
+    site = next(served)
+    assert site.signup("again@example.com").status == 200
+    assert site.signup("marker@example.com").status == 200
+    wait_for_mail(smtp_server, 2)  # the worker is in order: the repeat is behind the marker
+    served.close()
+    assert smtp_server.by_recipient() == {"again@example.com": 1, "marker@example.com": 1}
+
+
 # -- abuse ------------------------------------------------------------------------------------
 
 
