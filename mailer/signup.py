@@ -30,7 +30,8 @@ from mailer.deliver import dkim as dkim_mod
 from mailer.deliver.audience import Audience, History
 from mailer.deliver.message import Composer, Message, clean_header_text
 from mailer.deliver.options import SendOptions
-from mailer.deliver.sender import Recorder, Sender
+from mailer.deliver.sender import Sender
+from mailer.deliver.summary import Recorder
 from mailer.deliver.tokens import sign_confirm
 from mailer.deliver.transports import Result, Transport, factory
 from mailer.state.reader_rows import Reader, Wanted, forget_key

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from mailer.deliver.summary import Recorder
 from mailer.errors import EXIT_TEMPFAIL, MailerError
 from mailer.states import DeliveryState
 
@@ -21,19 +22,11 @@ JOURNAL_NAME = "ledger.journal"
 RESERVE = 64 * 1024  # room for ~300 outcomes; a run stops at the first one it must journal
 
 
-class Outcomes(Protocol):
+class Outcomes(Recorder, Protocol):
     """The ledger as the journal uses it: where outcomes go, and the folder it lives in."""
 
     @property
     def state_dir(self) -> Path: ...
-    def record(
-        self,
-        issue: str,
-        email: str,
-        state: DeliveryState,
-        reply: str = "",
-        next_try_at: datetime | None = None,
-    ) -> None: ...
 
 
 class RecordFailed(MailerError):

@@ -20,7 +20,7 @@ from mailer.deliver.claims import Claims
 from mailer.deliver.message import Composer
 from mailer.deliver.options import SendOptions
 from mailer.deliver.ratelimit import RateLimiter
-from mailer.deliver.summary import KEEP_FAILURES, Progress, Summary, Tally
+from mailer.deliver.summary import KEEP_FAILURES, Progress, Recorder, Summary, Tally
 from mailer.deliver.transports import Done, Pipeline, Result, Transport, TransportFactory, pipeline
 from mailer.deliver.workqueue import WAIT, Later, WorkQueue
 from mailer.errors import EXIT_TEMPFAIL, MailerError
@@ -31,19 +31,6 @@ from mailer.when import now as wall_now
 
 FREE_TRIES_FACTOR = 3  # even a throttling server gets at most this many times max_attempts
 SENT, DEFERRED, FAILED = DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED
-
-
-class Recorder(Protocol):
-    """Where each outcome is written as it happens: the ledger, or nowhere."""
-
-    def record(
-        self,
-        issue: str,
-        email: str,
-        state: DeliveryState,
-        reply: str = "",
-        next_try_at: datetime | None = None,
-    ) -> None: ...
 
 
 class NullRecorder:

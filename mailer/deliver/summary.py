@@ -1,11 +1,14 @@
-"""What a send tells as it goes (Progress) and at the end (Summary), and the tally behind both."""
+"""What a send tells as it goes (Progress) and at the end (Summary), the tally behind both,
+and where each outcome is recorded (Recorder)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 from mailer.errors import EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL
-from mailer.states import Skip
+from mailer.states import DeliveryState, Skip
 
 KEEP_FAILURES = 50  # replies kept in the summary; the ledger keeps them all
 
@@ -99,3 +102,16 @@ class Tally:
     @property
     def skipped(self) -> int:
         return sum(self.skips.values())
+
+
+class Recorder(Protocol):
+    """Where each outcome is written as it happens: the ledger, or nowhere."""
+
+    def record(
+        self,
+        issue: str,
+        email: str,
+        state: DeliveryState,
+        reply: str = "",
+        next_try_at: datetime | None = None,
+    ) -> None: ...
