@@ -69,6 +69,23 @@ def send(project: Path, server: SMTPServer, *extra: str) -> subprocess.Completed
     return mailer(project, server, "send", "issue-2", "--yes", "--rate", "off", *extra)
 
 
+def sending(project: Path, server: SMTPServer, rate: str, until: int) -> subprocess.Popen[str]:
+    """A real `mailer send` at `rate`, once the server holds `until` messages (still going)."""
+    proc = subprocess.Popen(
+        [str(MAILER), "-C", str(project), "send", "issue-2", "--yes", "--rate", rate],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(server),
+    )
+    deadline = time.monotonic() + 60
+    while len(server.received) < until:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the send never got going"
+        time.sleep(0.01)
+    return proc
+
+
 def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("Error")]
 
@@ -130,18 +147,7 @@ def test_an_older_backup_restored_is_refused(project: Path, smtp_server: SMTPSer
 def test_a_ledger_that_vanishes_mid_send_then_a_plain_rerun_mails_nobody_twice(
     project: Path, smtp_server: SMTPServer
 ) -> None:
-    proc = subprocess.Popen(
-        [str(MAILER), "-C", str(project), "send", "issue-2", "--yes", "--rate", "10/s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env_for(smtp_server),
-    )
-    deadline = time.monotonic() + 60
-    while len(smtp_server.received) < 5:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = sending(project, smtp_server, "10/s", until=5)
     (project / ".mailer" / "ledger.db").unlink()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 75, out + err
@@ -214,18 +220,7 @@ def test_a_wal_overwritten_mid_send_is_reported_and_the_next_send_refuses(
 ) -> None:
     readers = [f"w{i:03d}@example.com" for i in range(300)]
     project = new_project(rows(readers), name="wal")
-    proc = subprocess.Popen(
-        [str(MAILER), "-C", str(project), "send", "issue-2", "--yes", "--rate", "100/s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env_for(smtp_server),
-    )
-    deadline = time.monotonic() + 60
-    while len(smtp_server.received) < 100:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = sending(project, smtp_server, "100/s", until=100)
     wal = project / ".mailer" / "ledger.db-wal"
     with open(wal, "r+b") as f:  # garbage over the whole write-ahead log, header included
         f.write(os.urandom(wal.stat().st_size))
