@@ -8,7 +8,7 @@ import io
 import re
 import sqlite3
 import types
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cache
@@ -153,6 +153,25 @@ def _short(raw: str) -> str:
     return printable(raw)
 
 
+def csv_records(lines: Iterable[str], path: object) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) of each CSV record; a broken record is an InputError naming its
+    first line. strict: an unclosed quote is an error instead of silently swallowing every
+    row up to the next quote. skipinitialspace: `a@example.com, "Lee, Ann"` is quoted."""
+    reader = csv.reader(lines, strict=True, skipinitialspace=True)
+    done = 0
+    try:
+        for cells in reader:
+            yield done + 1, cells
+            done = reader.line_num
+    except csv.Error as exc:
+        raise InputError(
+            f"cannot parse the CSV record starting here: {exc}",
+            path=path,
+            line=done + 1,
+            hint='quote a field holding a quote whole, inner quotes doubled: "a ""b"""',
+        ) from None
+
+
 # --- the list -------------------------------------------------------------------------
 
 
@@ -245,23 +264,10 @@ class SubscriberList:
     def _records(self) -> Generator[tuple[int, list[str]], None, None]:
         """(first line, cells) of each record, blank ones too; whole-file errors as InputError."""
         with self._open() as f:
-            # strict: an unclosed quote is an error instead of silently swallowing every row
-            # up to the next quote. skipinitialspace: `a@example.com, "Lee, Ann"` is quoted.
             if csv.field_size_limit() < MAX_LINE_CHARS:
                 csv.field_size_limit(MAX_LINE_CHARS)
-            reader = csv.reader(self._lines(f), strict=True, skipinitialspace=True)
-            done = 0
             try:
-                for cells in reader:
-                    yield done + 1, cells
-                    done = reader.line_num
-            except csv.Error as e:
-                raise InputError(
-                    f"cannot parse the CSV record starting here: {e}",
-                    path=self.path,
-                    line=done + 1,
-                    hint='quote a field holding a quote whole, inner quotes doubled: "a ""b"""',
-                ) from None
+                yield from csv_records(self._lines(f), self.path)
             except UnicodeDecodeError:
                 self._bad_utf8()
                 raise

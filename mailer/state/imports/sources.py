@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from mailer.errors import InputError, printable
+from mailer.state.subscribers import csv_records
 
 # A record longer than this is refused with the whole file (csv's own limit is 128 KiB).
 MAX_FIELD_CHARS = 1 << 20
@@ -59,23 +60,11 @@ class Table:
         if csv.field_size_limit() < MAX_FIELD_CHARS:
             csv.field_size_limit(MAX_FIELD_CHARS)
         with self.open() as f:
-            # strict: an unclosed quote is an error instead of swallowing every row up to
-            # the next quote. skipinitialspace: `a@example.com, "Lee, Ann"` is quoted.
-            reader = csv.reader(f, strict=True, skipinitialspace=True)
-            done = 0
             try:
-                for cells in reader:
+                for line, cells in csv_records(f, self.label):
                     # The first cell decides for almost every row: no generator per row.
                     if cells and (cells[0].strip() or any(c.strip() for c in cells)):
-                        yield done + 1, cells
-                    done = reader.line_num
-            except csv.Error as exc:
-                raise InputError(
-                    f"cannot parse the CSV record starting here: {exc}",
-                    path=self.label,
-                    line=done + 1,
-                    hint='quote a field holding a quote whole, inner quotes doubled: "a ""b"""',
-                ) from None
+                        yield line, cells
             except UnicodeDecodeError:
                 raise InputError(
                     "not UTF-8 text",
