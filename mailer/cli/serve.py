@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,20 +15,27 @@ from mailer.values import SECONDS, Bounds
 PORT = Bounds(0, 65535)  # 0: any free port, which the first line names
 REQUEST_TIMEOUT = Bounds(0.5, 3600, SECONDS)
 MAX_CONNECTIONS = Bounds(16, 1_000_000)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def port_option(default: int) -> Callable[[F], F]:
+    """--port, bounded, for both servers (0: any free port, which the first line names)."""
+    return click.option(
+        "--port",
+        type=Bounded(PORT),
+        default=default,
+        show_default=True,
+        metavar="PORT",
+        help="Port to serve on (0 to 65535; 0: any free port).",
+    )
+
 
 # -- preview ------------------------------------------------------------------------------
 
 
 @click.command()
 @click.argument("issue")
-@click.option(
-    "--port",
-    type=Bounded(PORT),
-    default=8025,
-    show_default=True,
-    metavar="PORT",
-    help="Port to serve on (0 to 65535; 0: any free port).",
-)
+@port_option(8025)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -112,14 +120,7 @@ def preview(
 
 
 @click.command()
-@click.option(
-    "--port",
-    type=Bounded(PORT),
-    default=8080,
-    show_default=True,
-    metavar="PORT",
-    help="Port to serve on (0 to 65535; 0: any free port).",
-)
+@port_option(8080)
 @click.option(
     "--host",
     default="127.0.0.1",
