@@ -132,6 +132,19 @@ def smtp_env(server: SMTPServer | None = None, port: int | None = None) -> dict[
 
 
 @pytest.fixture
+def empty_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project with mailer.toml and an empty issues/; the caller's MAILER_* cleared."""
+    for key in list(os.environ):
+        if key.startswith("MAILER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # `-C` changes directory; this puts it back afterwards
+    root = tmp_path / "news"
+    (root / "issues").mkdir(parents=True)
+    shutil.copy(ROOT / "mailer.toml", root)
+    return root
+
+
+@pytest.fixture
 def new_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
     """Call with the subscribers.csv text: a project holding issue-2 and mailer.toml.
 

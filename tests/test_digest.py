@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import os
-import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from conftest import FIXTURES, ROOT, MailerCli, one_line_error
+from conftest import FIXTURES, MailerCli, one_line_error
 
 from mailer.cli import main
 from mailer.intake import fetch as fetch_mod
@@ -112,15 +110,8 @@ def feeds() -> Iterator[FeedServer]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    root = tmp_path / "news"
-    (root / "issues").mkdir(parents=True)
-    shutil.copy(ROOT / "mailer.toml", root)
-    return root
+def project(empty_project: Path) -> Path:
+    return empty_project
 
 
 Digest = Callable[..., Result]

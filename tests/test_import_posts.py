@@ -3,14 +3,12 @@ does, imported into issues/ and published."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FIXTURES, ROOT, MailerCli, one_line_error
+from conftest import FIXTURES, MailerCli, one_line_error
 
 from mailer.compose.issue import read
 
@@ -26,15 +24,8 @@ IMPORTED = [
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    root = tmp_path / "news"
-    (root / "issues").mkdir(parents=True)
-    shutil.copy(ROOT / "mailer.toml", root)
-    return root
+def project(empty_project: Path) -> Path:
+    return empty_project
 
 
 @pytest.fixture

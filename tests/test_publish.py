@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import http.client
 import http.server
-import os
 import re
 import shutil
 import threading
@@ -39,16 +38,10 @@ def _issue(root: Path, name: str, front: str, body: str = "Some text.") -> Path:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(empty_project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """issue-2 sent, issue-4 `published: true` with a date, and three that stay private."""
-    for key in list(os.environ):
-        if key.startswith("MAILER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    root = tmp_path / "news"
-    (root / "issues").mkdir(parents=True)
+    root = empty_project
     shutil.copy(ROOT / "issues" / "issue-2.md", root / "issues")
-    shutil.copy(ROOT / "mailer.toml", root)
     _issue(root, "issue-3", "title: A draft nobody said to publish")
     _issue(
         root,
